@@ -1,0 +1,82 @@
+// Package detector is authguard's pure decision engine: it turns authentication
+// events into decisions (block an IP, raise an alert) using exact event-time
+// sliding windows per group key. It performs no I/O and reads no clock: time
+// comes from the events themselves.
+package detector
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Well-known values of Event.Action.
+const (
+	ActionAuthFailed    = "auth_failed"
+	ActionAuthSucceeded = "auth_succeeded"
+)
+
+// Event is one authentication audit event, as read from a log line.
+type Event struct {
+	// Time is the event time: the Loki entry timestamp, or the line's own
+	// timestamp when the source is configured to use it.
+	Time time.Time
+	// Action is the audit action, e.g. "auth_failed".
+	Action string
+	// IP is the client address, normalised (IPv4-mapped IPv6 unmapped).
+	IP netip.Addr
+	// Username is the attempted account name, when known; bounded in length by
+	// the source.
+	Username string
+	// Line is the raw log line, bounded in length by the source; it is kept for
+	// evidence and never parsed again.
+	Line string
+}
+
+// Kind says what a Decision asks the responders to do.
+type Kind string
+
+// Decision kinds.
+const (
+	// KindBlock asks for the key's IP to be blocked for TTL.
+	KindBlock Kind = "block"
+	// KindAlert asks for an alert only; nothing is blocked.
+	KindAlert Kind = "alert"
+)
+
+// Decision is what the engine concluded from one event.
+type Decision struct {
+	// Time is the event time of the event that triggered the decision.
+	Time time.Time
+	// Rule is the name of the rule that fired.
+	Rule string
+	// Key is the group key: an IP or an IP prefix in text form, or "" for a
+	// global rule.
+	Key string
+	// IP is the address that the block applies to; invalid for global rules.
+	IP netip.Addr
+	// Kind is block or alert.
+	Kind Kind
+	// TTL is the block duration; zero for alerts.
+	TTL time.Duration
+	// Severity is the incident severity derived from the attempt rate.
+	Severity string
+	// Count is the number of matching events for the key since its clean
+	// slate (start, block expiry or reset), the tally the runbook keeps in
+	// login_fail:<ip>.
+	Count int
+	// RatePerMinute is the attempt rate from which Severity was derived.
+	RatePerMinute float64
+	// FirstSeen and LastSeen bound the counted events.
+	FirstSeen, LastSeen time.Time
+	// Alert says whether the rule wants a page for this decision.
+	Alert bool
+	// Renewal is true when the key was already blocked by this rule and a new
+	// matching event arrived before the block expired: the block is written
+	// again (runbook SEC-010: deleting only ip_block:<ip> is not an unblock).
+	Renewal bool
+	// Sample is the raw line of the triggering event.
+	Sample string
+}
+
+// Expires is the time the block ends, counted from the triggering event.
+func (d Decision) Expires() time.Time { return d.Time.Add(d.TTL) }

@@ -1,0 +1,293 @@
+package detector
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Rule is one compiled detection rule. The rules package builds these from
+// YAML; tests may build them directly.
+type Rule struct {
+	// Name identifies the rule in decisions, metrics and pages.
+	Name string
+	// Match is the event action the rule counts, e.g. "auth_failed".
+	Match string
+	// PerIP groups events by client address; false makes a global rule that
+	// counts all matching events together.
+	PerIP bool
+	// IPv4Prefix and IPv6Prefix group addresses by network prefix when PerIP
+	// is set (32 and 128, the defaults, mean one key per address).
+	IPv4Prefix, IPv6Prefix int
+	// Window is the sliding window: an event at t counts events in (t-Window, t].
+	Window time.Duration
+	// Threshold fires the rule when the window holds at least this many events.
+	Threshold int
+	// BlockTTL, when non-zero, makes the rule block the key for this long.
+	BlockTTL time.Duration
+	// Alert asks for a page when the rule fires.
+	Alert bool
+}
+
+// SeverityLevel maps an attempt rate to a severity: the first level whose
+// Above is below the rate wins, levels being tried from the highest Above.
+type SeverityLevel struct {
+	Level string
+	// Above is the rate in attempts per minute that must be exceeded.
+	Above float64
+}
+
+// DefaultSeverity is the authentication-abuse playbook's scale: P1 above 100
+// failed attempts per minute, P2 from 50 to 100, P3 below 50.
+var DefaultSeverity = []SeverityLevel{{"P1", 100}, {"P2", 49}, {"P3", 0}}
+
+// DefaultMaxKeys bounds the keys one rule tracks when Config.MaxKeys is zero.
+const DefaultMaxKeys = 1 << 20
+
+// Config is everything an Engine needs.
+type Config struct {
+	Rules []Rule
+	// Severity levels; DefaultSeverity when empty.
+	Severity []SeverityLevel
+	// Allow lists networks whose addresses per-IP rules never count, and so
+	// never block or page for. Global rules still count them.
+	Allow []netip.Prefix
+	// MaxKeys caps the keys tracked per rule; DefaultMaxKeys when zero.
+	MaxKeys int
+}
+
+// Engine evaluates rules over events. It is not safe for concurrent use: one
+// goroutine owns it and feeds it events in order.
+type Engine struct {
+	rules    []*ruleState
+	severity []SeverityLevel
+	allow    []netip.Prefix
+}
+
+type ruleState struct {
+	Rule
+	window int64 // nanoseconds
+	ttl    int64
+	keys   *table // per-IP rules
+	global *table // global rules: one slot under the zero key
+}
+
+// New validates cfg and returns an engine with empty windows.
+func New(cfg Config) (*Engine, error) {
+	e := &Engine{allow: cfg.Allow}
+	e.severity = append([]SeverityLevel(nil), cfg.Severity...)
+	if len(e.severity) == 0 {
+		e.severity = append(e.severity, DefaultSeverity...)
+	}
+	sort.SliceStable(e.severity, func(i, j int) bool { return e.severity[i].Above > e.severity[j].Above })
+	maxKeys := cfg.MaxKeys
+	if maxKeys <= 0 {
+		maxKeys = DefaultMaxKeys
+	}
+	seen := map[string]bool{}
+	for _, r := range cfg.Rules {
+		if err := r.validate(); err != nil {
+			return nil, err
+		}
+		if seen[r.Name] {
+			return nil, fmt.Errorf("rule %q: duplicate name", r.Name)
+		}
+		seen[r.Name] = true
+		if r.IPv4Prefix == 0 {
+			r.IPv4Prefix = 32
+		}
+		if r.IPv6Prefix == 0 {
+			r.IPv6Prefix = 128
+		}
+		rs := &ruleState{Rule: r, window: int64(r.Window), ttl: int64(r.BlockTTL)}
+		if r.PerIP {
+			rs.keys = newTable(maxKeys, r.Threshold)
+		} else {
+			rs.global = newTable(1, r.Threshold)
+		}
+		e.rules = append(e.rules, rs)
+	}
+	return e, nil
+}
+
+func (r Rule) validate() error {
+	switch {
+	case r.Name == "":
+		return fmt.Errorf("rule without a name")
+	case r.Window <= 0:
+		return fmt.Errorf("rule %q: window must be positive", r.Name)
+	case r.Threshold < 1 || r.Threshold > math.MaxUint16:
+		return fmt.Errorf("rule %q: threshold must be between 1 and %d", r.Name, math.MaxUint16)
+	case r.BlockTTL < 0:
+		return fmt.Errorf("rule %q: block ttl must not be negative", r.Name)
+	case r.BlockTTL > 0 && !r.PerIP:
+		return fmt.Errorf("rule %q: a global rule cannot block", r.Name)
+	case r.IPv4Prefix < 0 || r.IPv4Prefix > 32 || r.IPv6Prefix < 0 || r.IPv6Prefix > 128:
+		return fmt.Errorf("rule %q: prefix length out of range", r.Name)
+	}
+	return nil
+}
+
+// Stats reports the engine's bounded-memory bookkeeping.
+type Stats struct {
+	// TrackedKeys is the number of keys held across all rules.
+	TrackedKeys int
+	// Evictions counts keys dropped to stay under the cap since New.
+	Evictions uint64
+}
+
+// Stats returns current counters.
+func (e *Engine) Stats() Stats {
+	var s Stats
+	for _, r := range e.rules {
+		if r.keys != nil {
+			s.TrackedKeys += r.keys.len()
+			s.Evictions += r.keys.evictions
+		}
+	}
+	return s
+}
+
+// Observe counts ev in every matching rule and appends the resulting
+// decisions to out.
+func (e *Engine) Observe(ev Event, out []Decision) []Decision {
+	t := ev.Time.UnixNano()
+	allowed := e.allowed(ev.IP)
+	for _, r := range e.rules {
+		if r.Match != "" && r.Match != ev.Action {
+			continue
+		}
+		var tab *table
+		var key [16]byte
+		var addr netip.Addr
+		if r.PerIP {
+			if !ev.IP.IsValid() || allowed {
+				continue
+			}
+			addr = r.group(ev.IP)
+			key = addr.As16()
+			tab = r.keys
+		} else {
+			tab = r.global
+		}
+		s, times := tab.get(key, t)
+		d, ok := r.observe(s, times, t)
+		if !ok {
+			continue
+		}
+		d.Time = ev.Time
+		d.Sample = ev.Line
+		if r.PerIP {
+			d.IP = addr
+			d.Key = r.keyString(addr)
+		}
+		d.Severity = e.severityFor(d.RatePerMinute)
+		out = append(out, d)
+	}
+	return out
+}
+
+// Reset gives ip a clean slate in every per-IP rule, as if it had never been
+// seen. It is called when an operator unblocks the address.
+func (e *Engine) Reset(ip netip.Addr) {
+	if !ip.IsValid() {
+		return
+	}
+	for _, r := range e.rules {
+		if r.keys != nil {
+			r.keys.remove(r.group(ip).As16())
+		}
+	}
+}
+
+// observe adds one event at t to slot s and decides.
+func (r *ruleState) observe(s *slot, times []int64, t int64) (Decision, bool) {
+	if s.blockedUntil != 0 && t >= s.blockedUntil {
+		// The tally expires with the block: a clean slate.
+		s.clear()
+		s.blockedUntil = 0
+	}
+	if s.n > 0 && times[s.n-1] <= t-r.window {
+		// Nothing left in the window: the run of failures starts anew, but a
+		// standing block still stands.
+		s.clear()
+	}
+	s.insert(times, t)
+	fires := int(s.n) == len(times) && times[0] > t-r.window
+	if !fires {
+		s.active = false
+		return Decision{}, false
+	}
+	d := Decision{
+		Rule:      r.Name,
+		Count:     int(s.count),
+		FirstSeen: time.Unix(0, s.first).UTC(),
+		LastSeen:  time.Unix(0, s.last).UTC(),
+		Alert:     r.Alert,
+	}
+	d.RatePerMinute = rate(s.count, s.first, s.last)
+	if r.ttl > 0 {
+		d.Kind = KindBlock
+		d.TTL = r.BlockTTL
+		d.Renewal = s.blockedUntil != 0
+		s.blockedUntil = t + r.ttl
+		return d, true
+	}
+	if s.active {
+		return Decision{}, false // the incident is already open
+	}
+	s.active = true
+	d.Kind = KindAlert
+	return d, true
+}
+
+func rate(count uint32, first, last int64) float64 {
+	minutes := float64(last-first) / float64(time.Minute)
+	if minutes < 1 {
+		minutes = 1
+	}
+	return float64(count) / minutes
+}
+
+func (e *Engine) severityFor(rate float64) string {
+	for _, l := range e.severity {
+		if rate > l.Above {
+			return l.Level
+		}
+	}
+	return e.severity[len(e.severity)-1].Level
+}
+
+func (e *Engine) allowed(ip netip.Addr) bool {
+	for _, p := range e.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *ruleState) group(ip netip.Addr) netip.Addr {
+	bits := r.IPv6Prefix
+	if ip.Is4() {
+		bits = r.IPv4Prefix
+	}
+	if bits == ip.BitLen() {
+		return ip
+	}
+	p, _ := ip.Prefix(bits)
+	return p.Addr()
+}
+
+func (r *ruleState) keyString(addr netip.Addr) string {
+	bits := r.IPv6Prefix
+	if addr.Is4() {
+		bits = r.IPv4Prefix
+	}
+	if bits == addr.BitLen() {
+		return addr.String()
+	}
+	return netip.PrefixFrom(addr, bits).String()
+}

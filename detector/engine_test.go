@@ -1,0 +1,285 @@
+package detector
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+func sec010() Rule {
+	return Rule{Name: "failed-login-burst", Match: ActionAuthFailed, PerIP: true,
+		Window: 24 * time.Hour, Threshold: 5, BlockTTL: 5 * time.Minute, Alert: true}
+}
+
+func mustEngine(t testing.TB, cfg Config) *Engine {
+	t.Helper()
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func failed(ip string, at time.Duration) Event {
+	return Event{Time: t0.Add(at), Action: ActionAuthFailed, IP: netip.MustParseAddr(ip)}
+}
+
+func TestRunbookSEC010(t *testing.T) {
+	tests := []struct {
+		name   string
+		events []Event
+		want   []string // "rule key kind count renewal" per decision, in order
+	}{
+		{"four failures in a day do not block",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", time.Hour), failed("203.0.113.7", 2*time.Hour), failed("203.0.113.7", 23*time.Hour)},
+			nil},
+		{"the fifth failure within a day blocks for five minutes",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", 1), failed("203.0.113.7", 2), failed("203.0.113.7", 3), failed("203.0.113.7", 4)},
+			[]string{"failed-login-burst 203.0.113.7 block 5 false"}},
+		{"failures spread over more than a day never reach five at once",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", 6*time.Hour), failed("203.0.113.7", 12*time.Hour), failed("203.0.113.7", 18*time.Hour), failed("203.0.113.7", 24*time.Hour)},
+			nil},
+		{"another IP's failures do not add up",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", 1), failed("198.51.100.1", 2), failed("203.0.113.7", 3), failed("203.0.113.7", 4)},
+			nil},
+		{"a failure during the block renews it",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", 1), failed("203.0.113.7", 2), failed("203.0.113.7", 3), failed("203.0.113.7", 4), failed("203.0.113.7", time.Minute)},
+			[]string{"failed-login-burst 203.0.113.7 block 5 false", "failed-login-burst 203.0.113.7 block 6 true"}},
+		{"the tally expires with the block: five fresh attempts after it",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", 1), failed("203.0.113.7", 2), failed("203.0.113.7", 3), failed("203.0.113.7", 4),
+				failed("203.0.113.7", 6*time.Minute), failed("203.0.113.7", 7*time.Minute), failed("203.0.113.7", 8*time.Minute), failed("203.0.113.7", 9*time.Minute)},
+			[]string{"failed-login-burst 203.0.113.7 block 5 false"}},
+		{"successful logins do not count",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", 1), {Time: t0.Add(2), Action: ActionAuthSucceeded, IP: netip.MustParseAddr("203.0.113.7")}, failed("203.0.113.7", 3), failed("203.0.113.7", 4)},
+			nil},
+		{"IPv4-mapped and plain IPv4 are one client",
+			[]Event{failed("203.0.113.7", 0), failed("203.0.113.7", 1), failed("203.0.113.7", 2), failed("203.0.113.7", 3), {Time: t0.Add(4), Action: ActionAuthFailed, IP: netip.MustParseAddr("::ffff:203.0.113.7").Unmap()}},
+			[]string{"failed-login-burst 203.0.113.7 block 5 false"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := mustEngine(t, Config{Rules: []Rule{sec010()}})
+			var got []string
+			for _, ev := range tt.events {
+				for _, d := range e.Observe(ev, nil) {
+					got = append(got, fmt.Sprintf("%s %s %s %d %v", d.Rule, d.Key, d.Kind, d.Count, d.Renewal))
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("decisions = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBlockDecisionCarriesTTLSeverityAndTimes(t *testing.T) {
+	e := mustEngine(t, Config{Rules: []Rule{sec010()}})
+	var ds []Decision
+	for i := range 5 {
+		ds = e.Observe(failed("203.0.113.7", time.Duration(i)*time.Second), ds)
+	}
+	if len(ds) != 1 {
+		t.Fatalf("got %d decisions, want 1", len(ds))
+	}
+	d := ds[0]
+	if d.TTL != 5*time.Minute || d.Expires() != t0.Add(4*time.Second+5*time.Minute) {
+		t.Errorf("ttl %v expires %v", d.TTL, d.Expires())
+	}
+	if d.Severity != "P3" || !d.FirstSeen.Equal(t0) || !d.LastSeen.Equal(t0.Add(4*time.Second)) {
+		t.Errorf("severity %s first %v last %v", d.Severity, d.FirstSeen, d.LastSeen)
+	}
+	if !d.Alert || d.IP != netip.MustParseAddr("203.0.113.7") {
+		t.Errorf("alert %v ip %v", d.Alert, d.IP)
+	}
+}
+
+func TestSeverityFollowsAttemptRate(t *testing.T) {
+	rule := Rule{Name: "burst", Match: ActionAuthFailed, PerIP: true, Window: time.Hour, Threshold: 1, BlockTTL: time.Hour}
+	for _, tt := range []struct {
+		name     string
+		perMin   int
+		severity string
+	}{
+		{"101 attempts in a minute is P1", 101, "P1"},
+		{"100 attempts in a minute is P2", 100, "P2"},
+		{"50 attempts in a minute is P2", 50, "P2"},
+		{"49 attempts in a minute is P3", 49, "P3"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := mustEngine(t, Config{Rules: []Rule{rule}})
+			var last Decision
+			for i := range tt.perMin {
+				ds := e.Observe(failed("203.0.113.7", time.Duration(i)*time.Minute/time.Duration(tt.perMin)), nil)
+				last = ds[len(ds)-1]
+			}
+			if last.Severity != tt.severity {
+				t.Errorf("severity %s at %.1f/min, want %s", last.Severity, last.RatePerMinute, tt.severity)
+			}
+		})
+	}
+}
+
+func TestGlobalAlertFiresOncePerIncident(t *testing.T) {
+	rule := Rule{Name: "failed-login-surge", Match: ActionAuthFailed, Window: 5 * time.Minute, Threshold: 3, Alert: true}
+	e := mustEngine(t, Config{Rules: []Rule{rule}})
+	var ds []Decision
+	for i, ip := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"} {
+		ds = e.Observe(failed(ip, time.Duration(i)*time.Second), ds)
+	}
+	if len(ds) != 1 || ds[0].Kind != KindAlert || ds[0].Key != "" {
+		t.Fatalf("decisions %+v, want one global alert", ds)
+	}
+	// The window drains, then a new surge is a new incident.
+	for i := range 3 {
+		ds = e.Observe(failed("192.0.2.9", time.Hour+time.Duration(i)*time.Second), ds)
+	}
+	if len(ds) != 2 {
+		t.Fatalf("got %d decisions after a second surge, want 2", len(ds))
+	}
+}
+
+func TestAllowlistedAddressesAreNeverBlocked(t *testing.T) {
+	e := mustEngine(t, Config{Rules: []Rule{sec010()}, Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	var ds []Decision
+	for i := range 10 {
+		ds = e.Observe(failed("10.1.2.3", time.Duration(i)), ds)
+	}
+	if len(ds) != 0 {
+		t.Fatalf("allowlisted address got decisions %+v", ds)
+	}
+}
+
+func TestResetGivesACleanSlate(t *testing.T) {
+	e := mustEngine(t, Config{Rules: []Rule{sec010()}})
+	for i := range 5 {
+		e.Observe(failed("203.0.113.7", time.Duration(i)), nil)
+	}
+	e.Reset(netip.MustParseAddr("203.0.113.7"))
+	var ds []Decision
+	for i := range 4 {
+		ds = e.Observe(failed("203.0.113.7", time.Second+time.Duration(i)), ds)
+	}
+	if len(ds) != 0 {
+		t.Fatalf("after reset, 4 failures gave %+v", ds)
+	}
+	if ds = e.Observe(failed("203.0.113.7", 2*time.Second), ds); len(ds) != 1 || ds[0].Renewal {
+		t.Fatalf("fifth failure after reset gave %+v, want one new block", ds)
+	}
+}
+
+func TestPrefixGrouping(t *testing.T) {
+	rule := sec010()
+	rule.IPv6Prefix = 64
+	e := mustEngine(t, Config{Rules: []Rule{rule}})
+	var ds []Decision
+	for i := range 5 {
+		ds = e.Observe(failed(fmt.Sprintf("2001:db8:1:2::%x", i+1), time.Duration(i)), ds)
+	}
+	if len(ds) != 1 || ds[0].Key != "2001:db8:1:2::/64" {
+		t.Fatalf("decisions %+v, want one block of the /64", ds)
+	}
+}
+
+func TestMemoryIsCappedAndHotKeysSurvive(t *testing.T) {
+	e := mustEngine(t, Config{Rules: []Rule{sec010()}, MaxKeys: 100})
+	// An attacker close to the threshold...
+	for i := range 4 {
+		e.Observe(failed("203.0.113.7", time.Duration(i)), nil)
+	}
+	// ...hides behind a spray of fresh addresses.
+	for i := range 10000 {
+		e.Observe(failed(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String(), time.Second), nil)
+	}
+	st := e.Stats()
+	if st.TrackedKeys > 100 || st.Evictions < 9900 {
+		t.Fatalf("stats %+v: cap not enforced", st)
+	}
+	if ds := e.Observe(failed("203.0.113.7", 2*time.Second), nil); len(ds) != 1 {
+		t.Fatalf("the hot key was evicted: fifth failure gave %+v", ds)
+	}
+}
+
+// TestEngineMatchesBruteForceOracle compares the engine with a recount from
+// scratch over random in-order streams.
+func TestEngineMatchesBruteForceOracle(t *testing.T) {
+	for seed := range uint64(50) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		rule := Rule{Name: "r", Match: ActionAuthFailed, PerIP: true,
+			Window:    time.Duration(1+r.IntN(60)) * time.Second,
+			Threshold: 1 + r.IntN(8), BlockTTL: time.Duration(r.IntN(30)) * time.Second}
+		e := mustEngine(t, Config{Rules: []Rule{rule}})
+		o := newOracle(rule)
+		at := time.Duration(0)
+		for i := range 3000 {
+			at += time.Duration(r.IntN(3000)) * time.Millisecond
+			ev := failed(fmt.Sprintf("192.0.2.%d", r.IntN(5)), at)
+			got := e.Observe(ev, nil)
+			want := o.observe(ev)
+			if fmt.Sprint(summary(got)) != fmt.Sprint(summary(want)) {
+				t.Fatalf("seed %d rule %+v event %d (%v at %v): engine %v, oracle %v", seed, rule, i, ev.IP, at, summary(got), summary(want))
+			}
+		}
+	}
+}
+
+func summary(ds []Decision) []string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, fmt.Sprintf("%s/%s/%d/%v", d.Key, d.Kind, d.Count, d.Renewal))
+	}
+	return s
+}
+
+type oracle struct {
+	rule    Rule
+	events  map[netip.Addr][]time.Time
+	blocked map[netip.Addr]time.Time
+	active  map[netip.Addr]bool
+}
+
+func newOracle(r Rule) *oracle {
+	return &oracle{rule: r, events: map[netip.Addr][]time.Time{}, blocked: map[netip.Addr]time.Time{}, active: map[netip.Addr]bool{}}
+}
+
+func (o *oracle) observe(ev Event) []Decision {
+	ip := ev.IP
+	if until, ok := o.blocked[ip]; ok && !ev.Time.Before(until) {
+		delete(o.blocked, ip)
+		delete(o.events, ip)
+		o.active[ip] = false
+	}
+	evs := o.events[ip]
+	if len(evs) > 0 && !evs[len(evs)-1].After(ev.Time.Add(-o.rule.Window)) {
+		evs = nil
+		o.active[ip] = false
+	}
+	evs = append(evs, ev.Time)
+	o.events[ip] = evs
+	inWindow := 0
+	for _, t := range evs {
+		if t.After(ev.Time.Add(-o.rule.Window)) {
+			inWindow++
+		}
+	}
+	if inWindow < o.rule.Threshold {
+		o.active[ip] = false
+		return nil
+	}
+	d := Decision{Key: ip.String(), Count: len(evs)}
+	if o.rule.BlockTTL > 0 {
+		d.Kind = KindBlock
+		_, d.Renewal = o.blocked[ip]
+		o.blocked[ip] = ev.Time.Add(o.rule.BlockTTL)
+		return []Decision{d}
+	}
+	if o.active[ip] {
+		return nil
+	}
+	o.active[ip] = true
+	d.Kind = KindAlert
+	return []Decision{d}
+}

@@ -1,0 +1,358 @@
+// Package rules reads authguard's YAML detection rules, strictly: an unknown
+// field, a value of the wrong type or an invalid setting is reported as
+// FILE:LINE:COL: message, and nothing half-valid is ever compiled.
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/authguard/authguard/detector"
+)
+
+// File is the rules file as written by an operator.
+type File struct {
+	Rules    []Rule     `yaml:"rules"`
+	Severity []Severity `yaml:"severity"`
+	Allow    []Prefix   `yaml:"allow"`
+	// MaxTrackedKeys caps the keys each rule tracks (memory bound).
+	MaxTrackedKeys int `yaml:"max_tracked_keys"`
+}
+
+// Rule is one detection rule.
+type Rule struct {
+	Name       string   `yaml:"name"`
+	Match      Match    `yaml:"match"`
+	GroupBy    string   `yaml:"group_by"`
+	IPv4Prefix int      `yaml:"ipv4_prefix"`
+	IPv6Prefix int      `yaml:"ipv6_prefix"`
+	Window     Duration `yaml:"window"`
+	Threshold  int      `yaml:"threshold"`
+	Block      *Block   `yaml:"block"`
+	Alert      bool     `yaml:"alert"`
+}
+
+// Match selects the events a rule counts.
+type Match struct {
+	Action string `yaml:"action"`
+}
+
+// Block says how long a rule blocks the key it fires for.
+type Block struct {
+	TTL Duration `yaml:"ttl"`
+}
+
+// Severity maps an attempt rate (attempts per minute) to a level.
+type Severity struct {
+	Level string  `yaml:"level"`
+	Above float64 `yaml:"above"`
+}
+
+// Set is a compiled, valid rules file.
+type Set struct {
+	// Config is ready for detector.New.
+	Config detector.Config
+	// MaxWindow is the longest rule window, for backfill.
+	MaxWindow time.Duration
+}
+
+// Error is one problem in a rules file, with its position.
+type Error struct {
+	File      string
+	Line, Col int
+	Msg       string
+}
+
+func (e Error) Error() string { return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg) }
+
+// Errors is every problem found in one file.
+type Errors []Error
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Load reads and compiles the rules file at path.
+func Load(path string) (*Set, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse compiles a rules file; name is used in error positions.
+func Parse(name string, data []byte) (*Set, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Errors{syntaxError(name, err)}
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return nil, Errors{{name, 1, 1, "empty rules file: want a mapping with a rules list"}}
+	}
+	doc := root.Content[0]
+	p := &parser{file: name}
+	p.check(doc, reflect.TypeOf(File{}))
+	if len(p.errs) > 0 {
+		return nil, p.errs
+	}
+	var f File
+	if err := doc.Decode(&f); err != nil {
+		var pe Error
+		if errors.As(err, &pe) {
+			pe.File = name
+			return nil, Errors{pe}
+		}
+		return nil, Errors{syntaxError(name, err)}
+	}
+	set := p.compile(doc, &f)
+	if len(p.errs) > 0 {
+		return nil, p.errs
+	}
+	return set, nil
+}
+
+type parser struct {
+	file string
+	errs Errors
+}
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	p.errs = append(p.errs, Error{p.file, n.Line, n.Column, fmt.Sprintf(format, args...)})
+}
+
+// check walks node against the Go type it will be decoded into and reports
+// unknown fields and scalars of the wrong type with their positions.
+func (p *parser) check(n *yaml.Node, t reflect.Type) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()) {
+		return // the type checks itself
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			p.errorf(n, "expected a mapping, got %s", describe(n))
+			return
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			fields[strings.Split(f.Tag.Get("yaml"), ",")[0]] = f.Type
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			switch {
+			case !ok:
+				p.errorf(k, "unknown field %q", k.Value)
+			case seen[k.Value]:
+				p.errorf(k, "field %q appears twice", k.Value)
+			default:
+				p.check(v, ft)
+			}
+			seen[k.Value] = true
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			p.errorf(n, "expected a list, got %s", describe(n))
+			return
+		}
+		for _, c := range n.Content {
+			p.check(c, t.Elem())
+		}
+	case reflect.Int:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+			p.errorf(n, "expected a whole number, got %s", describe(n))
+		}
+	case reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
+			p.errorf(n, "expected a number, got %s", describe(n))
+		}
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+			p.errorf(n, "expected true or false, got %s", describe(n))
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			p.errorf(n, "expected a string, got %s", describe(n))
+		}
+	}
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return strconv.Quote(n.Value)
+}
+
+// field returns the value node of key in mapping n, or n itself when absent
+// so that errors about a missing field point at the enclosing mapping.
+func field(n *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return n
+}
+
+func (p *parser) compile(doc *yaml.Node, f *File) *Set {
+	set := &Set{}
+	cfg := &set.Config
+	cfg.MaxKeys = f.MaxTrackedKeys
+	if f.MaxTrackedKeys < 0 {
+		p.errorf(field(doc, "max_tracked_keys"), "max_tracked_keys must not be negative")
+	}
+	rulesNode := field(doc, "rules")
+	if len(f.Rules) == 0 {
+		p.errorf(rulesNode, "no rules: want at least one entry under rules")
+	}
+	names := map[string]bool{}
+	for i, r := range f.Rules {
+		n := rulesNode.Content[i]
+		d := detector.Rule{Name: r.Name, Match: r.Match.Action, Window: time.Duration(r.Window),
+			Threshold: r.Threshold, Alert: r.Alert, IPv4Prefix: r.IPv4Prefix, IPv6Prefix: r.IPv6Prefix}
+		switch {
+		case r.Name == "":
+			p.errorf(n, "rule without a name")
+		case names[r.Name]:
+			p.errorf(field(n, "name"), "duplicate rule name %q", r.Name)
+		}
+		names[r.Name] = true
+		switch r.GroupBy {
+		case "client_ip":
+			d.PerIP = true
+		case "", "none":
+		default:
+			p.errorf(field(n, "group_by"), "group_by %q: want client_ip, or leave it out for a global rule", r.GroupBy)
+		}
+		if r.IPv4Prefix < 0 || r.IPv4Prefix > 32 {
+			p.errorf(field(n, "ipv4_prefix"), "ipv4_prefix %d: want 1 to 32", r.IPv4Prefix)
+		}
+		if r.IPv6Prefix < 0 || r.IPv6Prefix > 128 {
+			p.errorf(field(n, "ipv6_prefix"), "ipv6_prefix %d: want 1 to 128", r.IPv6Prefix)
+		}
+		if r.Window <= 0 {
+			p.errorf(field(n, "window"), "window must be a positive duration such as 10m or 1d")
+		}
+		if r.Threshold < 1 || r.Threshold > 65535 {
+			p.errorf(field(n, "threshold"), "threshold %d: want 1 to 65535", r.Threshold)
+		}
+		if r.Block != nil {
+			bn := field(n, "block")
+			switch {
+			case r.Block.TTL <= 0:
+				p.errorf(field(bn, "ttl"), "block ttl must be a positive duration such as 5m")
+			case !d.PerIP:
+				p.errorf(bn, "a global rule cannot block: add group_by: client_ip")
+			}
+			d.BlockTTL = time.Duration(r.Block.TTL)
+		}
+		if d.BlockTTL == 0 && !d.Alert {
+			p.errorf(n, "rule %q neither blocks nor alerts: add block or alert: true", r.Name)
+		}
+		if d.Window > set.MaxWindow {
+			set.MaxWindow = d.Window
+		}
+		cfg.Rules = append(cfg.Rules, d)
+	}
+	sevNode := field(doc, "severity")
+	levels := map[string]bool{}
+	for i, s := range f.Severity {
+		n := sevNode.Content[i]
+		if s.Level == "" {
+			p.errorf(n, "severity level without a name")
+		}
+		if levels[s.Level] {
+			p.errorf(field(n, "level"), "duplicate severity level %q", s.Level)
+		}
+		levels[s.Level] = true
+		cfg.Severity = append(cfg.Severity, detector.SeverityLevel{Level: s.Level, Above: s.Above})
+	}
+	for _, a := range f.Allow {
+		cfg.Allow = append(cfg.Allow, netip.Prefix(a))
+	}
+	return set
+}
+
+// Duration is a YAML duration: Go syntax (90s, 5m, 1h30m) plus whole days (7d).
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil {
+		return Error{Line: n.Line, Col: n.Column, Msg: fmt.Sprintf("bad duration %s: want e.g. 30s, 5m, 24h or 7d", describe(n))}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseDuration parses Go durations and whole days ("7d").
+func ParseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 100000 {
+			return 0, fmt.Errorf("bad duration %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// Prefix is a CIDR or a single address in YAML.
+type Prefix netip.Prefix
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
+	bad := Error{Line: n.Line, Col: n.Column, Msg: fmt.Sprintf("bad network %s: want a CIDR such as 10.0.0.0/8 or an address", describe(n))}
+	if n.Kind != yaml.ScalarNode {
+		return bad
+	}
+	if pf, err := netip.ParsePrefix(n.Value); err == nil {
+		*p = Prefix(pf.Masked())
+		return nil
+	}
+	a, err := netip.ParseAddr(n.Value)
+	if err != nil {
+		return bad
+	}
+	*p = Prefix(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	return nil
+}
+
+func syntaxError(name string, err error) Error {
+	// yaml.v3 reports "yaml: line N: message".
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 1
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.Index(rest, ":"); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				line, msg = n, strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	return Error{name, line, 1, msg}
+}

@@ -1,0 +1,68 @@
+package rules
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadRulesNameTheirPosition runs every fixture in testdata: its first line
+// says which error, at which LINE:COL, a user must see.
+func TestBadRulesNameTheirPosition(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	if len(files) < 10 {
+		t.Fatalf("only %d fixtures found", len(files))
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := strings.Cut(string(data), "\n")
+			want := path + ":" + strings.TrimPrefix(first, "# want: ")
+			_, err = Parse(path, data)
+			if err == nil {
+				t.Fatalf("accepted; want %q", want)
+			}
+			if err.Error() != want {
+				t.Errorf("error\n got: %s\nwant: %s", err, want)
+			}
+		})
+	}
+}
+
+func TestDefaultRulesAreValid(t *testing.T) {
+	set, _ := Default()
+	if len(set.Config.Rules) != 2 || set.MaxWindow != 24*time.Hour {
+		t.Fatalf("default rules: %+v", set)
+	}
+	burst := set.Config.Rules[0]
+	if burst.Threshold != 5 || burst.Window != 24*time.Hour || burst.BlockTTL != 5*time.Minute || !burst.PerIP {
+		t.Errorf("SEC-010 rule compiled as %+v", burst)
+	}
+}
+
+func TestDurationsAcceptDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "90s": 90 * time.Second, "1h30m": 90 * time.Minute} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
+func TestAllowAcceptsAddressesAndNetworks(t *testing.T) {
+	set, err := Parse("r.yaml", []byte("rules: [{name: a, window: 1m, threshold: 1, alert: true}]\nallow: [10.0.0.0/8, 192.0.2.7, \"2001:db8::/32\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{}
+	for _, p := range set.Config.Allow {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, " ") != "10.0.0.0/8 192.0.2.7/32 2001:db8::/32" {
+		t.Errorf("allow = %v", got)
+	}
+}
