@@ -1,0 +1,535 @@
+// Package lokitest is a fake Loki that speaks Loki's real HTTP and websocket
+// protocol: push (JSON and snappy-compressed protobuf), query_range and tail.
+// It reproduces the behaviour listed in shared/LOKI-FACTS.md (answers, close
+// codes, ordering, label rules, de-duplication), for unit and e2e tests, the
+// way slacktest stands in for Slack.
+package lokitest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/gorilla/websocket"
+	"github.com/grafana/loki/pkg/push"
+)
+
+// Options tune the fake. The zero value behaves like a single-tenant Loki
+// with default limits, except that tail batches are sent every 100 ms so tests
+// run quickly; set BatchInterval to a second to be closer to a real one.
+type Options struct {
+	// MultiTenant requires X-Scope-OrgID on every request (auth_enabled).
+	MultiTenant bool
+	// TailMaxDuration closes tails with 1011 after this long (default 1h).
+	TailMaxDuration time.Duration
+	// MaxConcurrentTails per tenant (default 10).
+	MaxConcurrentTails int
+	// BatchInterval between tail frames (default 100ms).
+	BatchInterval time.Duration
+	// PingInterval between websocket pings (default 1s).
+	PingInterval time.Duration
+	// MaxEntriesPerQuery caps query_range's limit (default 5000).
+	MaxEntriesPerQuery int
+}
+
+// Server is a running fake Loki.
+type Server struct {
+	*httptest.Server
+	opts Options
+
+	mu      sync.Mutex
+	tenants map[string]*tenant
+	closed  chan struct{}
+	once    sync.Once
+}
+
+type tenant struct {
+	streams map[string]*stream // by label string
+	tails   map[*tail]struct{}
+}
+
+type stream struct {
+	labels  map[string]string
+	entries []entry // sorted by time
+}
+
+type entry struct {
+	ts   int64
+	line string
+}
+
+type tail struct {
+	q       *query
+	pending []result
+	wake    chan struct{}
+	kill    chan string // close reason for an administrative close
+}
+
+type result struct {
+	labels map[string]string
+	e      entry
+}
+
+// New starts a fake Loki on a loopback port.
+func New(opts Options) *Server {
+	if opts.TailMaxDuration == 0 {
+		opts.TailMaxDuration = time.Hour
+	}
+	if opts.MaxConcurrentTails == 0 {
+		opts.MaxConcurrentTails = 10
+	}
+	if opts.BatchInterval == 0 {
+		opts.BatchInterval = 100 * time.Millisecond
+	}
+	if opts.PingInterval == 0 {
+		opts.PingInterval = time.Second
+	}
+	if opts.MaxEntriesPerQuery == 0 {
+		opts.MaxEntriesPerQuery = 5000
+	}
+	s := &Server{opts: opts, tenants: map[string]*tenant{}, closed: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /loki/api/v1/push", s.push)
+	mux.HandleFunc("GET /loki/api/v1/query_range", s.queryRange)
+	mux.HandleFunc("GET /loki/api/v1/tail", s.tail)
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ready\n") })
+	s.Server = httptest.NewServer(mux)
+	return s
+}
+
+// Close stops the server and ends all tails.
+func (s *Server) Close() {
+	s.once.Do(func() { close(s.closed) })
+	s.Server.CloseClientConnections()
+	s.Server.Close()
+}
+
+// DropTails closes every open tail with code 1011 and the given reason, as a
+// restarting querier would.
+func (s *Server) DropTails(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tenants {
+		for tl := range t.tails {
+			select {
+			case tl.kill <- reason:
+			default:
+			}
+		}
+	}
+}
+
+// Push stores one line in a stream, as an HTTP push would.
+func (s *Server) Push(tenantID string, labels map[string]string, ts time.Time, line string) {
+	s.store(tenantID, labels, []entry{{ts.UnixNano(), line}})
+}
+
+func (s *Server) tenantOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.Header.Get("X-Scope-OrgID")
+	if id == "" {
+		if s.opts.MultiTenant {
+			http.Error(w, "no org id", http.StatusUnauthorized)
+			return "", false
+		}
+		id = "fake"
+	}
+	return id, true
+}
+
+func (s *Server) tenantLocked(id string) *tenant {
+	t := s.tenants[id]
+	if t == nil {
+		t = &tenant{streams: map[string]*stream{}, tails: map[*tail]struct{}{}}
+		s.tenants[id] = t
+	}
+	return t
+}
+
+func (s *Server) push(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	type labeled struct {
+		labels  map[string]string
+		entries []entry
+	}
+	var batch []labeled
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var req struct {
+			Streams []struct {
+				Stream map[string]string `json:"stream"`
+				Values [][]json.RawMessage `json:"values"`
+			} `json:"streams"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
+			http.Error(w, "loghttp.PushRequest.readFieldHash: expect \", but found "+firstByte(body)+", error found in #1 byte of ...|"+prefix(body)+"|..., bigger context ...|"+prefix(body)+"|...", http.StatusBadRequest)
+			return
+		}
+		for _, st := range req.Streams {
+			l := labeled{labels: st.Stream}
+			for _, v := range st.Values {
+				var tsText, line string
+				if len(v) < 2 || json.Unmarshal(v[0], &tsText) != nil || json.Unmarshal(v[1], &line) != nil {
+					http.Error(w, "loghttp.PushRequest: bad value in stream", http.StatusBadRequest)
+					return
+				}
+				ts, err := strconv.ParseInt(tsText, 10, 64)
+				if err != nil {
+					http.Error(w, fmt.Sprintf("loghttp.PushRequest: bad timestamp %q", tsText), http.StatusBadRequest)
+					return
+				}
+				l.entries = append(l.entries, entry{ts, line})
+			}
+			batch = append(batch, l)
+		}
+	} else {
+		raw, err := snappy.Decode(nil, body)
+		if err != nil {
+			http.Error(w, "snappy: corrupt input", http.StatusBadRequest)
+			return
+		}
+		var req push.PushRequest
+		if err := req.Unmarshal(raw); err != nil {
+			http.Error(w, "proto: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, st := range req.Streams {
+			labels, err := parseLabels(st.Labels)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			l := labeled{labels: labels}
+			for _, e := range st.Entries {
+				l.entries = append(l.entries, entry{e.Timestamp.UnixNano(), e.Line})
+			}
+			batch = append(batch, l)
+		}
+	}
+	for _, l := range batch {
+		s.store(id, l.labels, l.entries)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func firstByte(b []byte) string {
+	if len(b) == 0 {
+		return "EOF"
+	}
+	return string(b[:1])
+}
+
+func prefix(b []byte) string {
+	if len(b) > 10 {
+		b = b[:10]
+	}
+	return string(b)
+}
+
+// store adds entries; Loki ingests service_name and detected_level with each
+// stream and de-duplicates exact repeats (same stream, timestamp and line).
+func (s *Server) store(id string, labels map[string]string, entries []entry) {
+	labels = cloneLabels(labels)
+	if _, ok := labels["service_name"]; !ok {
+		labels["service_name"] = "unknown_service"
+		if v, ok := labels["service"]; ok {
+			labels["service_name"] = v
+		}
+	}
+	key := labelString(labels)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tenantLocked(id)
+	st := t.streams[key]
+	if st == nil {
+		st = &stream{labels: labels}
+		t.streams[key] = st
+	}
+	for _, e := range entries {
+		i := sort.Search(len(st.entries), func(i int) bool { return st.entries[i].ts > e.ts })
+		dup := false
+		for j := i - 1; j >= 0 && st.entries[j].ts == e.ts; j-- {
+			if st.entries[j].line == e.line {
+				dup = true
+				break
+			}
+		}
+		if dup {
+			continue
+		}
+		st.entries = append(st.entries, entry{})
+		copy(st.entries[i+1:], st.entries[i:])
+		st.entries[i] = e
+		for tl := range t.tails {
+			if tl.q.selects(labels) {
+				if out, ok := tl.q.process(withDetected(labels), e.line); ok {
+					tl.pending = append(tl.pending, result{out, e})
+					select {
+					case tl.wake <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}
+}
+
+func withDetected(labels map[string]string) map[string]string {
+	l := cloneLabels(labels)
+	l["detected_level"] = "unknown"
+	return l
+}
+
+// selectLocked returns matching entries in [start, end), at most limit, the
+// oldest first for forward and the newest first for backward.
+func (t *tenant) selectLocked(q *query, start, end int64, limit int, forward bool) []result {
+	var all []result
+	for _, st := range t.streams {
+		if !q.selects(st.labels) {
+			continue
+		}
+		lo := sort.Search(len(st.entries), func(i int) bool { return st.entries[i].ts >= start })
+		for _, e := range st.entries[lo:] {
+			if e.ts >= end {
+				break
+			}
+			if out, ok := q.process(withDetected(st.labels), e.line); ok {
+				all = append(all, result{out, e})
+			}
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if forward {
+			return all[i].e.ts < all[j].e.ts
+		}
+		return all[i].e.ts > all[j].e.ts
+	})
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all
+}
+
+type wireStream struct {
+	Stream map[string]string `json:"stream"`
+	Values [][2]string       `json:"values"`
+}
+
+// group puts results into per-stream groups in Loki's wire shape: the
+// groups are not in time order across streams.
+func group(rs []result) []wireStream {
+	idx := map[string]int{}
+	var out []wireStream
+	for _, r := range rs {
+		k := labelString(r.labels)
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, wireStream{Stream: r.labels})
+		}
+		out[i].Values = append(out[i].Values, [2]string{strconv.FormatInt(r.e.ts, 10), r.e.line})
+	}
+	sort.Slice(out, func(i, j int) bool { return labelString(out[i].Stream) < labelString(out[j].Stream) })
+	return out
+}
+
+func parseTime(s string, def int64) (int64, error) {
+	if s == "" {
+		return def, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return int64(f * 1e9), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, fmt.Errorf("cannot parse %q to a valid timestamp", s)
+	}
+	return t.UnixNano(), nil
+}
+
+func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	v := r.URL.Query()
+	q, err := parseQuery(v.Get("query"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	now := time.Now().UnixNano()
+	end, err := parseTime(v.Get("end"), now)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	start, err := parseTime(v.Get("start"), end-int64(time.Hour))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	limit := 100
+	if l := v.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit <= 0 {
+			http.Error(w, "invalid limit", http.StatusBadRequest)
+			return
+		}
+	}
+	if limit > s.opts.MaxEntriesPerQuery {
+		http.Error(w, fmt.Sprintf("max entries limit per query exceeded, limit > max_entries_limit_per_query (%d > %d)", limit, s.opts.MaxEntriesPerQuery), http.StatusBadRequest)
+		return
+	}
+	forward := v.Get("direction") == "forward"
+	s.mu.Lock()
+	rs := s.tenantLocked(id).selectLocked(q, start, end, limit, forward)
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"status": "success",
+		"data": map[string]any{
+			"resultType": "streams",
+			"result":     group(rs),
+			"stats":      map[string]any{"summary": map[string]any{"totalEntriesReturned": len(rs)}},
+		},
+	})
+}
+
+var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	v := r.URL.Query()
+	q, err := parseQuery(v.Get("query"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if d := v.Get("delay_for"); d != "" {
+		n, err := strconv.Atoi(d)
+		if err != nil {
+			http.Error(w, "delay_for must be a number", http.StatusBadRequest)
+			return
+		}
+		if n > 5 {
+			http.Error(w, "delay_for can't be greater than 5", http.StatusBadRequest)
+			return
+		}
+	}
+	limit := 100
+	if l := v.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit <= 0 {
+			http.Error(w, "invalid limit", http.StatusBadRequest)
+			return
+		}
+	}
+	now := time.Now().UnixNano()
+	start, err := parseTime(v.Get("start"), now-int64(time.Hour))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+
+	tl := &tail{q: q, wake: make(chan struct{}, 1), kill: make(chan string, 1)}
+	s.mu.Lock()
+	t := s.tenantLocked(id)
+	if len(t.tails) >= s.opts.MaxConcurrentTails {
+		s.mu.Unlock()
+		reason := fmt.Sprintf("rpc error: code = Code(400) desc = max concurrent tail requests limit exceeded, count > limit (%d > %d)", len(t.tails)+1, s.opts.MaxConcurrentTails)
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, reason), time.Now().Add(time.Second))
+		return
+	}
+	// History: only the newest `limit` lines since start, as Loki does.
+	history := t.selectLocked(q, start, now, limit, false)
+	sort.SliceStable(history, func(i, j int) bool { return history[i].e.ts < history[j].e.ts })
+	t.tails[tl] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(t.tails, tl)
+		s.mu.Unlock()
+	}()
+
+	// Read side: answer pings and notice the client leaving.
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+
+	send := func(rs []result) error {
+		if len(rs) == 0 {
+			return nil
+		}
+		return conn.WriteJSON(map[string]any{"streams": group(rs)})
+	}
+	if err := send(history); err != nil {
+		return
+	}
+	deadline := time.NewTimer(s.opts.TailMaxDuration)
+	defer deadline.Stop()
+	ping := time.NewTicker(s.opts.PingInterval)
+	defer ping.Stop()
+	batch := time.NewTicker(s.opts.BatchInterval)
+	defer batch.Stop()
+	closeWith := func(reason string) {
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, reason), time.Now().Add(time.Second))
+	}
+	for {
+		select {
+		case <-gone:
+			return
+		case <-s.closed:
+			return
+		case reason := <-tl.kill:
+			closeWith(reason)
+			return
+		case <-deadline.C:
+			closeWith("reached tail max duration limit")
+			return
+		case <-ping.C:
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
+				return
+			}
+		case <-batch.C:
+			s.mu.Lock()
+			rs := tl.pending
+			tl.pending = nil
+			s.mu.Unlock()
+			sort.SliceStable(rs, func(i, j int) bool { return rs[i].e.ts < rs[j].e.ts })
+			if err := send(rs); err != nil {
+				return
+			}
+		}
+	}
+}
