@@ -26,9 +26,9 @@ const evictScan = 8
 
 type slot struct {
 	key          [16]byte
-	n            uint16  // timestamps held
-	active       bool    // alert incident open
-	count        uint32  // tally since the clean slate
+	n            uint16 // timestamps held
+	active       bool   // alert incident open
+	count        uint32 // tally since the clean slate
 	first, last  int64
 	blockedUntil int64
 	prev, next   int32

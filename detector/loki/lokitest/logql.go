@@ -45,7 +45,9 @@ type parseError struct {
 	msg string
 }
 
-func (e parseError) Error() string { return fmt.Sprintf("parse error at line 1, col %d: %s", e.col, e.msg) }
+func (e parseError) Error() string {
+	return fmt.Sprintf("parse error at line 1, col %d: %s", e.col, e.msg)
+}
 
 type lexer struct {
 	s   string

@@ -171,7 +171,7 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		var req struct {
 			Streams []struct {
-				Stream map[string]string `json:"stream"`
+				Stream map[string]string   `json:"stream"`
 				Values [][]json.RawMessage `json:"values"`
 			} `json:"streams"`
 		}
