@@ -5,7 +5,9 @@
 package detector
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -76,6 +78,37 @@ type Decision struct {
 	Renewal bool
 	// Sample is the raw line of the triggering event.
 	Sample string
+	// Match, Threshold and Window restate the rule, for the trigger in words.
+	Match     string
+	Threshold int
+	Window    time.Duration
+}
+
+// Trigger says in words what made the rule fire, as the runbook's evidence
+// record wants it: "5 auth_failed events within 24h0m0s".
+func (d Decision) Trigger() string {
+	what := d.Match
+	if what == "" {
+		what = "matching"
+	}
+	scope := "from " + d.Key
+	if d.Key == "" {
+		scope = "in total"
+	}
+	return fmt.Sprintf("%d or more %s events %s within %s", d.Threshold, what, scope, FormatDuration(d.Window))
+}
+
+// FormatDuration writes a duration the way operators write them in rules:
+// 24h, 5m, 1h30m, 90s.
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // Expires is the time the block ends, counted from the triggering event.

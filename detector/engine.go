@@ -226,6 +226,9 @@ func (r *ruleState) observe(s *slot, times []int64, t int64) (Decision, bool) {
 		FirstSeen: time.Unix(0, s.first).UTC(),
 		LastSeen:  time.Unix(0, s.last).UTC(),
 		Alert:     r.Alert,
+		Match:     r.Match,
+		Threshold: r.Threshold,
+		Window:    r.Window,
 	}
 	d.RatePerMinute = rate(s.count, s.first, s.last)
 	if r.ttl > 0 {

@@ -283,3 +283,19 @@ func (o *oracle) observe(ev Event) []Decision {
 	d.Kind = KindAlert
 	return []Decision{d}
 }
+
+func TestTriggerReadsLikeTheRunbook(t *testing.T) {
+	e := mustEngine(t, Config{Rules: []Rule{sec010()}})
+	var ds []Decision
+	for i := range 5 {
+		ds = e.Observe(failed("203.0.113.7", time.Duration(i)), ds)
+	}
+	if got, want := ds[0].Trigger(), "5 or more auth_failed events from 203.0.113.7 within 24h"; got != want {
+		t.Errorf("trigger %q, want %q", got, want)
+	}
+	for d, want := range map[time.Duration]string{5 * time.Minute: "5m", 90 * time.Minute: "1h30m", 90 * time.Second: "1m30s", 2 * time.Second: "2s"} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
