@@ -1,0 +1,217 @@
+// Package gateway enforces authguard's blocks in front of a login service: a
+// reverse proxy that answers 403 AUTH_004 to blocked client addresses from an
+// in-memory blocklist kept in sync with Redis, and that writes an audit line
+// for every failed or successful login it relays.
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+	"mime"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Route is a method and path whose responses are audited.
+type Route struct{ Method, Path string }
+
+// DefaultLoginRoutes is the runbook's login endpoint.
+var DefaultLoginRoutes = []Route{{http.MethodPost, "/auth/login"}}
+
+// maxLoginBody bounds how much of a login body is read for the username.
+const maxLoginBody = 64 << 10
+
+// Options configure a Gateway.
+type Options struct {
+	Upstream       *url.URL
+	TrustedProxies []netip.Prefix
+	// FailClosed refuses requests (503) while the blocklist has never been
+	// loaded from Redis; otherwise they pass.
+	FailClosed  bool
+	Blocklist   *Blocklist
+	LoginRoutes []Route
+	// UsernameField is the login body's username field (JSON or form).
+	UsernameField string
+	Audit         Sink
+	Log           *slog.Logger
+	Registry      prometheus.Registerer
+	Now           func() time.Time
+}
+
+// Gateway is the enforcing reverse proxy.
+type Gateway struct {
+	opts     Options
+	proxy    *httputil.ReverseProxy
+	requests *prometheus.CounterVec
+}
+
+// New returns a gateway.
+func New(opts Options) *Gateway {
+	if opts.LoginRoutes == nil {
+		opts.LoginRoutes = DefaultLoginRoutes
+	}
+	if opts.UsernameField == "" {
+		opts.UsernameField = "username"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	g := &Gateway{opts: opts}
+	up := opts.Upstream
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.SetXForwarded()
+		},
+		ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
+	}
+	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_gateway_requests_total", Help: "Requests by decision: allowed, blocked, unavailable (fail-mode closed)."}, []string{"decision"})
+	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_gateway_blocklist_entries", Help: "Blocks held in memory."}, func() float64 { return float64(opts.Blocklist.Len()) })
+	if opts.Registry != nil {
+		opts.Registry.MustRegister(g.requests, size)
+	}
+	return g
+}
+
+type apiError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string, retry time.Duration) {
+	var e apiError
+	e.Error.Code, e.Error.Message = code, msg
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if retry > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
+	}
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(e)
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ip := ClientIP(r, g.opts.TrustedProxies)
+	now := g.opts.Now()
+	if !g.opts.Blocklist.Loaded() && g.opts.FailClosed {
+		g.requests.WithLabelValues("unavailable").Inc()
+		writeError(w, http.StatusServiceUnavailable, "AUTH_005", "Access control is starting; try again shortly.", 5*time.Second)
+		return
+	}
+	if blocked, left := g.opts.Blocklist.Blocked(ip, now); blocked {
+		g.requests.WithLabelValues("blocked").Inc()
+		writeError(w, http.StatusForbidden, "AUTH_004", "Too many failed login attempts from your address; access is blocked for now.", left)
+		return
+	}
+	g.requests.WithLabelValues("allowed").Inc()
+	if !g.isLogin(r) || g.opts.Audit == nil {
+		g.proxy.ServeHTTP(w, r)
+		return
+	}
+	username := g.peekUsername(r)
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	g.proxy.ServeHTTP(rec, r)
+	action := ""
+	switch {
+	case rec.status == http.StatusUnauthorized:
+		action = "auth_failed"
+	case rec.status/100 == 2:
+		action = "auth_succeeded"
+	default:
+		return
+	}
+	at := g.opts.Now()
+	g.opts.Audit.Audit(at, marshalAudit(AuditEvent{
+		TS: at.UTC().Format(time.RFC3339Nano), Service: "audit", Action: action,
+		ClientIP: ip.String(), Username: username, Path: r.URL.Path, Status: rec.status,
+		UserAgent: truncate(r.UserAgent(), 256),
+	}))
+}
+
+func (g *Gateway) isLogin(r *http.Request) bool {
+	for _, rt := range g.opts.LoginRoutes {
+		if r.Method == rt.Method && r.URL.Path == rt.Path {
+			return true
+		}
+	}
+	return false
+}
+
+// peekUsername reads at most maxLoginBody bytes of the body to find the
+// username, and leaves the body intact for the upstream. The password is
+// never looked at.
+func (g *Gateway) peekUsername(r *http.Request) string {
+	if r.Body == nil {
+		return ""
+	}
+	head, err := io.ReadAll(io.LimitReader(r.Body, maxLoginBody+1))
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	if err != nil || len(head) > maxLoginBody {
+		return ""
+	}
+	return truncate(UsernameFromBody(r.Header.Get("Content-Type"), head, g.opts.UsernameField), 256)
+}
+
+// UsernameFromBody extracts the username field of a JSON or form login body.
+func UsernameFromBody(contentType string, body []byte, field string) string {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	switch {
+	case mt == "application/x-www-form-urlencoded":
+		v, err := url.ParseQuery(string(body))
+		if err != nil {
+			return ""
+		}
+		return v.Get(field)
+	case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "":
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(body, &obj) != nil {
+			return ""
+		}
+		var s string
+		if json.Unmarshal(obj[field], &s) != nil {
+			return ""
+		}
+		return s
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wroteHeader {
+		s.status, s.wroteHeader = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

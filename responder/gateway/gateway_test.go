@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authguard/authguard/responder/redisblock"
+)
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	tests := []struct {
+		name, peer string
+		xff        []string
+		want       string
+	}{
+		{"an untrusted peer is the client, whatever it claims", "203.0.113.7:5555", []string{"198.51.100.1"}, "203.0.113.7"},
+		{"a trusted proxy forwards the client", "10.0.0.2:80", []string{"203.0.113.7"}, "203.0.113.7"},
+		{"the right-most untrusted hop wins over a spoofed left part", "10.0.0.2:80", []string{"1.2.3.4, 203.0.113.7, 10.0.0.9"}, "203.0.113.7"},
+		{"hops across several headers are one list", "10.0.0.2:80", []string{"1.2.3.4", "203.0.113.7, 10.1.1.1"}, "203.0.113.7"},
+		{"a malformed hop stops the walk at the last trusted address", "10.0.0.2:80", []string{"203.0.113.7, garbage, 10.0.0.9"}, "10.0.0.9"},
+		{"all hops trusted: the left-most", "10.0.0.2:80", []string{"10.0.0.3, 10.0.0.4"}, "10.0.0.3"},
+		{"no header from a trusted peer: the peer", "10.0.0.2:80", nil, "10.0.0.2"},
+		{"an IPv4-mapped peer is normalised", "[::ffff:203.0.113.7]:5555", nil, "203.0.113.7"},
+		{"an IPv6 client behind an IPv6 proxy", "[fd00::1]:80", []string{"2001:db8::7"}, "2001:db8::7"},
+		{"a mapped hop is normalised", "10.0.0.2:80", []string{"::ffff:203.0.113.7"}, "203.0.113.7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tt.peer
+			for _, h := range tt.xff {
+				r.Header.Add("X-Forwarded-For", h)
+			}
+			if got := ClientIP(r, trusted); got.String() != tt.want {
+				t.Errorf("ClientIP = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUsernameFromBody(t *testing.T) {
+	for _, tt := range []struct{ ct, body, want string }{
+		{"application/json", `{"username":"alice","password":"hunter2"}`, "alice"},
+		{"application/json; charset=utf-8", `{"username":"bob"}`, "bob"},
+		{"application/x-www-form-urlencoded", `username=carol&password=x`, "carol"},
+		{"application/json", `{"username":42}`, ""},
+		{"application/json", `not json`, ""},
+		{"text/plain", `username=dave`, ""},
+	} {
+		if got := UsernameFromBody(tt.ct, []byte(tt.body), "username"); got != tt.want {
+			t.Errorf("UsernameFromBody(%q, %q) = %q, want %q", tt.ct, tt.body, got, tt.want)
+		}
+	}
+}
+
+type memSink struct{ lines []string }
+
+func (m *memSink) Audit(_ time.Time, line []byte) { m.lines = append(m.lines, string(line)) }
+
+func newTestGateway(t *testing.T, failClosed bool) (*Gateway, *Blocklist, *memSink) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/auth/login" && !strings.Contains(string(body), "correct") {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, "ok "+string(body))
+	}))
+	t.Cleanup(app.Close)
+	u, _ := url.Parse(app.URL)
+	bl := NewBlocklist()
+	sink := &memSink{}
+	g := New(Options{Upstream: u, Blocklist: bl, Audit: sink, FailClosed: failClosed, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return g, bl, sink
+}
+
+func TestBlockedClientsGet403AUTH004OnEveryPath(t *testing.T) {
+	g, bl, _ := newTestGateway(t, false)
+	bl.replace(map[netip.Addr]time.Time{netip.MustParseAddr("203.0.113.7"): time.Now().Add(90 * time.Second)})
+	for _, target := range []string{"POST /api/v1/auth/login", "GET /health", "POST /auth/login"} {
+		method, path, _ := strings.Cut(target, " ")
+		r := httptest.NewRequest(method, path, nil)
+		r.RemoteAddr = "203.0.113.7:4000"
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, r)
+		var body apiError
+		json.Unmarshal(w.Body.Bytes(), &body)
+		if w.Code != 403 || body.Error.Code != "AUTH_004" || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %s", target, w.Code, w.Body)
+		}
+		if ra := w.Header().Get("Retry-After"); ra != "90" && ra != "89" {
+			t.Errorf("%s: Retry-After %q", target, ra)
+		}
+	}
+	r := httptest.NewRequest("GET", "/health", nil)
+	r.RemoteAddr = "198.51.100.1:4000"
+	w := httptest.NewRecorder()
+	g.ServeHTTP(w, r)
+	if w.Code != 200 {
+		t.Errorf("another client got %d", w.Code)
+	}
+}
+
+func TestExpiredBlocksNoLongerApply(t *testing.T) {
+	g, bl, _ := newTestGateway(t, false)
+	bl.replace(map[netip.Addr]time.Time{netip.MustParseAddr("203.0.113.7"): time.Now().Add(-time.Second)})
+	r := httptest.NewRequest("GET", "/health", nil)
+	r.RemoteAddr = "203.0.113.7:4000"
+	w := httptest.NewRecorder()
+	g.ServeHTTP(w, r)
+	if w.Code != 200 {
+		t.Errorf("expired block still enforced: %d", w.Code)
+	}
+}
+
+func TestLoginResponsesAreAudited(t *testing.T) {
+	g, bl, sink := newTestGateway(t, false)
+	bl.replace(nil)
+	login := func(body string) int {
+		r := httptest.NewRequest("POST", "/auth/login", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("User-Agent", "curl/8")
+		r.RemoteAddr = "203.0.113.7:4000"
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, r)
+		return w.Code
+	}
+	if code := login(`{"username":"alice","password":"wrong"}`); code != 401 {
+		t.Fatalf("wrong password got %d", code)
+	}
+	if code := login(`{"username":"alice","password":"correct"}`); code != 200 {
+		t.Fatalf("right password got %d", code)
+	}
+	if len(sink.lines) != 2 {
+		t.Fatalf("audit lines %q", sink.lines)
+	}
+	var ev AuditEvent
+	json.Unmarshal([]byte(sink.lines[0]), &ev)
+	if ev.Action != "auth_failed" || ev.ClientIP != "203.0.113.7" || ev.Username != "alice" || ev.Service != "audit" || ev.Status != 401 || ev.Path != "/auth/login" || ev.UserAgent != "curl/8" {
+		t.Errorf("audit line %s", sink.lines[0])
+	}
+	if strings.Contains(sink.lines[0], "wrong") {
+		t.Error("the password leaked into the audit line")
+	}
+	json.Unmarshal([]byte(sink.lines[1]), &ev)
+	if ev.Action != "auth_succeeded" {
+		t.Errorf("audit line %s", sink.lines[1])
+	}
+}
+
+func TestFailMode(t *testing.T) {
+	closed, _, _ := newTestGateway(t, true)
+	open, _, _ := newTestGateway(t, false)
+	for _, tt := range []struct {
+		g    *Gateway
+		want int
+	}{{closed, 503}, {open, 200}} {
+		r := httptest.NewRequest("GET", "/health", nil)
+		w := httptest.NewRecorder()
+		tt.g.ServeHTTP(w, r)
+		if w.Code != tt.want {
+			t.Errorf("before the first load: %d, want %d", w.Code, tt.want)
+		}
+	}
+}
+
+func TestEventsWinOverAnOlderScan(t *testing.T) {
+	bl := NewBlocklist()
+	ip := netip.MustParseAddr("203.0.113.7")
+	bl.beginReconcile()
+	// A block arrives by pub/sub while the SCAN, which missed it, runs.
+	bl.apply(redisblock.Event{Op: "block", IP: ip.String(), ExpiresMS: time.Now().Add(time.Minute).UnixMilli()})
+	bl.replace(map[netip.Addr]time.Time{})
+	if blocked, _ := bl.Blocked(ip, time.Now()); !blocked {
+		t.Error("a reconcile undid a newer block event")
+	}
+	bl.beginReconcile()
+	bl.replace(map[netip.Addr]time.Time{})
+	if blocked, _ := bl.Blocked(ip, time.Now()); blocked {
+		t.Error("a block deleted by hand survived a reconcile")
+	}
+}
