@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -46,6 +47,7 @@ type Metrics struct {
 	Reconnects prometheus.Counter
 	Dropped    prometheus.Counter
 	Lag        prometheus.Gauge
+	Connected  prometheus.Gauge
 }
 
 // NewMetrics registers the source's metrics with reg.
@@ -56,11 +58,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_reconnects_total", Help: "Tail connections re-established after a close or error."}),
 		Dropped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_dropped_entries_total", Help: "Entries Loki reported as dropped for this tail."}),
 		Lag:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_lag_seconds", Help: "Now minus the newest event time read."}),
+		Connected:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_tail_connected", Help: "1 while the websocket tail is open."}),
 	}
 	for _, r := range []string{SkipTooLong, SkipNotJSON, SkipNoAction, SkipNoClientIP, SkipBadClientIP, SkipBadTime} {
 		m.Skipped.WithLabelValues(r)
 	}
-	reg.MustRegister(m.Lines, m.Skipped, m.Reconnects, m.Dropped, m.Lag)
+	reg.MustRegister(m.Lines, m.Skipped, m.Reconnects, m.Dropped, m.Lag, m.Connected)
 	return m
 }
 
@@ -75,6 +78,8 @@ type Tail struct {
 	metrics *Metrics
 	dialer  *websocket.Dialer
 
+	connected atomic.Bool
+
 	lastTS   int64
 	atLastTS map[string]struct{} // lines delivered at lastTS
 	sampled  sync.Map            // reason -> time of the last sample logged
@@ -87,6 +92,9 @@ func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) *Tail {
 	}
 	return &Tail{cfg: cfg, parser: p, log: log, metrics: m, dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second}}
 }
+
+// Connected reports whether the websocket tail is open now.
+func (t *Tail) Connected() bool { return t.connected.Load() }
 
 // Run delivers events to out until ctx ends. It returns only ctx's error.
 func (t *Tail) Run(ctx context.Context, out chan<- detector.Event) error {
@@ -184,6 +192,9 @@ func (t *Tail) session(ctx context.Context, start int64, out chan<- detector.Eve
 		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
 	t.log.Info("tailing loki", "url", t.cfg.URL, "query", t.cfg.Query)
+	t.metrics.Connected.Set(1)
+	t.connected.Store(true)
+	defer func() { t.metrics.Connected.Set(0); t.connected.Store(false) }()
 	connected()
 	for {
 		_, msg, err := conn.ReadMessage()

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/responder/gateway"
+	"github.com/authguard/authguard/responder/redisblock"
+)
+
+type cli struct {
+	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
+
+	Listen            string            `help:"Address the proxy listens on." default:":8080"`
+	AdminListen       string            `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`
+	Upstream          string            `help:"URL of the service to protect." required:"" placeholder:"URL"`
+	RedisURL          string            `help:"Redis URL (redis:// or rediss://)." default:"redis://127.0.0.1:6379/0" placeholder:"URL"`
+	RedisKeyPrefix    string            `help:"Prefix put before every Redis key and channel." placeholder:"PREFIX"`
+	TrustedProxies    []string          `help:"CIDRs of proxies whose X-Forwarded-For is believed." placeholder:"CIDR,..."`
+	FailMode          string            `help:"Until blocks were first read from Redis: open (let requests through) or closed (503)." default:"open" enum:"open,closed"`
+	ReconcileInterval time.Duration     `help:"How often the in-memory blocklist is re-read from Redis (picks up blocks set or deleted by hand)." default:"5s"`
+	LoginRoutes       []string          `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\"." default:"POST /auth/login"`
+	UsernameField     string            `help:"Field of the login body (JSON or form) holding the username." default:"username"`
+	AuditStdout       bool              `help:"Write audit lines to stdout." default:"true" negatable:""`
+	LokiPushURL       string            `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
+	LokiTenant        string            `help:"Tenant sent as X-Scope-OrgID when pushing." placeholder:"ID"`
+	LokiLabels        map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
+	LogLevel          string            `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+	LogFormat         string            `help:"json or text." default:"json" enum:"json,text"`
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c cli
+	exited := false
+	parser, err := kong.New(&c,
+		kong.Name("authguard-gateway"),
+		kong.Description("Enforces authguard's blocks in front of a login service."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(int) { exited = true }),
+		kong.Configuration(cliconfig.Loader),
+		kong.DefaultEnvars("AUTHGUARD_GATEWAY"),
+	)
+	if err != nil {
+		return err
+	}
+	_, err = parser.Parse(args)
+	if exited {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return c.serve(ctx, stdout, stderr)
+}
+
+func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return err
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	log := slog.New(slog.NewJSONHandler(stderr, hopts))
+	if c.LogFormat == "text" {
+		log = slog.New(slog.NewTextHandler(stderr, hopts))
+	}
+	upstream, err := url.Parse(c.Upstream)
+	if err != nil || upstream.Scheme == "" || upstream.Host == "" {
+		return fmt.Errorf("--upstream %q: want a URL such as http://app:3000", c.Upstream)
+	}
+	trusted, err := parsePrefixes(c.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	routes, err := parseRoutes(c.LoginRoutes)
+	if err != nil {
+		return err
+	}
+	rdb, err := redisblock.ParseURL(c.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store := redisblock.New(rdb, redisblock.DefaultKeys.WithPrefix(c.RedisKeyPrefix))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var sinks gateway.MultiSink
+	if c.AuditStdout {
+		sinks = append(sinks, &gateway.WriterSink{W: stdout})
+	}
+	pusherDone := make(chan struct{})
+	if c.LokiPushURL != "" {
+		p, err := gateway.NewPusher(gateway.PusherOptions{URL: c.LokiPushURL, Tenant: c.LokiTenant, Labels: c.LokiLabels, Log: log, Registry: reg})
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, p)
+		go func() { p.Run(ctx); close(pusherDone) }()
+	} else {
+		close(pusherDone)
+	}
+
+	list := gateway.NewBlocklist()
+	redisUp := prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_gateway_redis_up", Help: "1 when the last reconcile with Redis succeeded."})
+	lastSync := prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_gateway_last_reconcile_timestamp_seconds", Help: "When the blocklist was last read from Redis in full."})
+	reg.MustRegister(redisUp, lastSync)
+	var redisOK atomic.Bool
+	syncer := &gateway.Syncer{Store: store, List: list, Interval: c.ReconcileInterval, Log: log, OnReconcile: func(err error) {
+		redisOK.Store(err == nil)
+		if err == nil {
+			redisUp.Set(1)
+			lastSync.SetToCurrentTime()
+		} else {
+			redisUp.Set(0)
+		}
+	}}
+	go syncer.Run(ctx)
+
+	gw := gateway.New(gateway.Options{Upstream: upstream, TrustedProxies: trusted, FailClosed: c.FailMode == "closed",
+		Blocklist: list, LoginRoutes: routes, UsernameField: c.UsernameField, Audit: sinks, Log: log, Registry: reg})
+
+	admin := http.NewServeMux()
+	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case list.Loaded() && redisOK.Load():
+			fmt.Fprintln(w, "ready")
+		case list.Loaded():
+			fmt.Fprintln(w, "ready: redis unreachable, enforcing the blocks already known")
+		default:
+			http.Error(w, "not ready: blocks not yet read from redis", http.StatusServiceUnavailable)
+		}
+	})
+	proxyLn, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", c.AdminListen)
+	if err != nil {
+		proxyLn.Close()
+		return fmt.Errorf("listen %s: %w", c.AdminListen, err)
+	}
+	proxySrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- proxySrv.Serve(proxyLn) }()
+	go func() { errc <- adminSrv.Serve(adminLn) }()
+	log.Info("authguard-gateway running", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", upstream.String())
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shut, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	proxySrv.Shutdown(shut)
+	adminSrv.Shutdown(shut)
+	cancel()
+	<-pusherDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func parsePrefixes(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-proxies %q: want a CIDR such as 10.0.0.0/8", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+func parseRoutes(ss []string) ([]gateway.Route, error) {
+	var out []gateway.Route
+	for _, s := range ss {
+		method, path, ok := strings.Cut(strings.TrimSpace(s), " ")
+		if !ok || method == "" || !strings.HasPrefix(path, "/") {
+			return nil, fmt.Errorf("--login-routes %q: want \"METHOD /path\"", s)
+		}
+		out = append(out, gateway.Route{Method: strings.ToUpper(method), Path: strings.TrimSpace(path)})
+	}
+	return out, nil
+}

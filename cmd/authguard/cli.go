@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/detector/loki"
+)
+
+// cli is the command line; every flag can also be set in the --config file
+// and through an AUTHGUARD_* environment variable.
+type cli struct {
+	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
+
+	Run     runCmd     `cmd:"" help:"Run the daemon: tail Loki, detect, block in Redis, page in Slack."`
+	Rules   rulesCmd   `cmd:"" help:"Work with rules files."`
+	Demo    demoCmd    `cmd:"" help:"Run the whole loop on this machine against a scripted attack (needs redis-server)."`
+	Version versionCmd `cmd:"" help:"Print the version and build information."`
+}
+
+// env carries the process's outputs to commands.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c cli
+	exited := false
+	parser, err := kong.New(&c,
+		kong.Name("authguard"),
+		kong.Description("authguard stops password guessing while it happens."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(int) { exited = true }),
+		kong.Configuration(cliconfig.Loader),
+		kong.DefaultEnvars("AUTHGUARD"),
+		kong.BindTo(ctx, (*context.Context)(nil)),
+		kong.Bind(&env{stdout: stdout, stderr: stderr}),
+		kong.Vars{"loki_query": loki.DefaultQuery},
+	)
+	if err != nil {
+		return err
+	}
+	kctx, err := parser.Parse(args)
+	if exited {
+		return nil // --help was shown
+	}
+	if err != nil {
+		return err
+	}
+	return kctx.Run()
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(e *env) error {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return errors.New("no build information in this binary")
+	}
+	version := info.Main.Version
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	fmt.Fprintf(e.stdout, "authguard %s (%s, commit %s)\n", version, info.GoVersion, orUnknown(settings["vcs.revision"]))
+	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// newLogger builds the structured logger every command logs through.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
