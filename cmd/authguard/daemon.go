@@ -39,7 +39,7 @@ type runCmd struct {
 	SlackTokenFile      string `help:"File holding the Slack bot token (bot-token mode)." placeholder:"FILE"`
 	SlackChannel        string `help:"Slack channel for incident pages (bot-token mode)." placeholder:"CHANNEL"`
 	SlackWebhookURLFile string `help:"File holding a Slack incoming-webhook URL (fallback mode)." placeholder:"FILE"`
-	SlackAPIURL         string `help:"Slack API base URL (for testing)." hidden:""`
+	SlackAPIURL         string `name:"slack-api-url" help:"Slack API base URL (for testing)." hidden:""`
 
 	Listen       string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
 	MaxLineBytes int    `help:"Longest log line read; longer lines are counted and skipped." default:"16384"`
@@ -208,13 +208,13 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event) error
 	var ds []detector.Decision
 	observe := func(ev detector.Event) error {
 		ds = d.engine.Observe(ev, ds[:0])
-		defer d.events.Inc()
 		for _, dec := range ds {
 			seq++
 			if err := d.resp.Submit(ctx, dec, ev, seq); err != nil {
 				return err
 			}
 		}
+		d.events.Inc()
 		return nil
 	}
 	for {

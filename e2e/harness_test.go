@@ -1,0 +1,391 @@
+// Package e2e runs the built authguard binaries against a real redis-server
+// that each test starts on a free port, the fake Loki (or a real one named by
+// LOKI_URL) and slacktest.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/slack-go/slack/slacktest"
+
+	"github.com/authguard/authguard/detector/loki/lokitest"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "authguard-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	for _, name := range []string{"authguard", "authguard-gateway"} {
+		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, name), "../cmd/"+name)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", name+":", err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// eventually polls cond until it holds or the deadline passes. It awaits an
+// observable state (a Redis key, an HTTP answer, a metric); it never stands
+// in for one.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startRedis starts a private redis-server; it never touches another one.
+func startRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server is not installed: run `make test`, which installs it, or apt-get install -y redis-server")
+	}
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() {
+		rdb.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	eventually(t, 10*time.Second, "redis-server to answer PING", func() bool { return rdb.Ping(context.Background()).Err() == nil })
+	return rdb
+}
+
+// process is a running binary whose output is kept for failure reports.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+func (p *process) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// alive fails the test at once if the process has exited.
+func (p *process) alive(t *testing.T) bool {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("%s exited early:\n%s", p.cmd.Path, p.output())
+	default:
+	}
+	return true
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func start(t *testing.T, name string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(filepath.Join(binDir, name), args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := p.done
+	go func() { p.cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+// lokiTarget is the Loki the stack uses: the fake, or LOKI_URL.
+type lokiTarget struct {
+	url, tenant string
+	fake        *lokitest.Server
+}
+
+func newLoki(t *testing.T) lokiTarget {
+	if u := os.Getenv("LOKI_URL"); u != "" {
+		return lokiTarget{url: strings.TrimSuffix(u, "/"), tenant: os.Getenv("LOKI_TENANT")}
+	}
+	s := lokitest.New(lokitest.Options{})
+	t.Cleanup(s.Close)
+	return lokiTarget{url: s.URL, fake: s}
+}
+
+// push sends raw lines to Loki's push API (JSON), as a log shipper would.
+func (l lokiTarget) push(t *testing.T, labels map[string]string, lines ...string) {
+	t.Helper()
+	var values [][2]string
+	now := time.Now().UnixNano()
+	for i, line := range lines {
+		values = append(values, [2]string{strconv.FormatInt(now+int64(i), 10), line})
+	}
+	body, _ := json.Marshal(map[string]any{"streams": []any{map[string]any{"stream": labels, "values": values}}})
+	req, _ := http.NewRequest("POST", l.url+"/loki/api/v1/push", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if l.tenant != "" {
+		req.Header.Set("X-Scope-OrgID", l.tenant)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("push: %s", resp.Status)
+	}
+}
+
+// slackPosts is a slacktest server that records chat.postMessage calls.
+type slackPosts struct {
+	srv   *slacktest.Server
+	posts chan url.Values
+}
+
+func newSlack(t *testing.T) *slackPosts {
+	s := &slackPosts{posts: make(chan url.Values, 100)}
+	s.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
+		c.Handle("/chat.postMessage", func(w http.ResponseWriter, r *http.Request) {
+			r.ParseForm()
+			s.posts <- r.PostForm
+			json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": r.PostForm.Get("channel"), "ts": strconv.FormatInt(time.Now().UnixNano(), 10)})
+		})
+	})
+	s.srv.Start()
+	t.Cleanup(s.srv.Stop)
+	return s
+}
+
+// stack is the whole loop: login app, gateway, daemon, Redis, Loki, Slack.
+type stack struct {
+	t        *testing.T
+	rdb      *redis.Client
+	loki     lokiTarget
+	slack    *slackPosts
+	run      string // label value isolating this test's streams
+	gateway  string // base URL of the gateway
+	gwAdmin  string
+	daemon   *process
+	daemonAt string // admin address of the daemon
+}
+
+type stackOptions struct {
+	ttl   string
+	query string // LogQL; %s is replaced by the stream selector
+}
+
+func newStack(t *testing.T, o stackOptions) *stack {
+	t.Helper()
+	if o.ttl == "" {
+		o.ttl = "2s"
+	}
+	if o.query == "" {
+		o.query = `%s | json | action="auth_failed"`
+	}
+	s := &stack{t: t, rdb: startRedis(t), loki: newLoki(t), slack: newSlack(t)}
+	b := make([]byte, 6)
+	rand.Read(b)
+	s.run = hex.EncodeToString(b)
+
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == "POST" && r.URL.Path == "/auth/login":
+			var body struct{ Username, Password string }
+			json.NewDecoder(r.Body).Decode(&body)
+			if body.Password != "correct horse" {
+				w.WriteHeader(http.StatusUnauthorized)
+				io.WriteString(w, `{"error":"invalid credentials"}`)
+				return
+			}
+			io.WriteString(w, `{"token":"t"}`)
+		default:
+			io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(app.Close)
+
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	os.WriteFile(rules, []byte(fmt.Sprintf(`rules:
+  - name: failed-login-burst
+    match: {action: auth_failed}
+    group_by: client_ip
+    window: 24h
+    threshold: 5
+    block: {ttl: %s}
+    alert: true
+`, o.ttl)), 0o644)
+	token := filepath.Join(t.TempDir(), "slack-token")
+	os.WriteFile(token, []byte("xoxb-e2e\n"), 0o600)
+
+	redisURL := "redis://" + s.rdb.Options().Addr + "/0"
+	gwAddr, gwAdmin := freeAddr(t), freeAddr(t)
+	s.gateway, s.gwAdmin = "http://"+gwAddr, "http://"+gwAdmin
+	gwArgs := []string{"--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", app.URL, "--redis-url", redisURL,
+		"--trusted-proxies", "127.0.0.1/32", "--reconcile-interval", "200ms", "--loki-push-url", s.loki.url,
+		"--loki-labels", "run=" + s.run, "--log-format", "text"}
+	if s.loki.tenant != "" {
+		gwArgs = append(gwArgs, "--loki-tenant", s.loki.tenant)
+	}
+	gw := start(t, "authguard-gateway", gwArgs...)
+
+	s.daemonAt = freeAddr(t)
+	selector := fmt.Sprintf(`{service="audit", run=%q}`, s.run)
+	dArgs := []string{"run", "--loki-url", s.loki.url, "--loki-query", fmt.Sprintf(o.query, selector),
+		"--rules", rules, "--redis-url", redisURL, "--listen", s.daemonAt,
+		"--slack-token-file", token, "--slack-channel", "#security", "--slack-api-url", s.slack.srv.GetAPIURL(), "--log-format", "text"}
+	if s.loki.tenant != "" {
+		dArgs = append(dArgs, "--loki-tenant", s.loki.tenant)
+	}
+	s.daemon = start(t, "authguard", dArgs...)
+	eventually(t, 20*time.Second, "the gateway to be ready", func() bool { return gw.alive(t) && httpStatus(s.gwAdmin+"/readyz") == 200 })
+	eventually(t, 20*time.Second, "the daemon to tail Loki", func() bool { return s.daemon.alive(t) && httpStatus("http://"+s.daemonAt+"/readyz") == 200 })
+	return s
+}
+
+func httpStatus(u string) int {
+	resp, err := http.Get(u)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// answer is a response from the gateway.
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// request sends a request through the gateway as if from client ip (the
+// gateway trusts the loopback proxy's X-Forwarded-For).
+func (s *stack) request(ip, method, path, body string) answer {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.gateway+path, strings.NewReader(body))
+	req.Header.Set("X-Forwarded-For", ip)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, string(b)}
+}
+
+func (s *stack) login(ip, password string) answer {
+	return s.request(ip, "POST", "/auth/login", fmt.Sprintf(`{"username":"alice","password":%q}`, password))
+}
+
+func (s *stack) awaitBlocked(ip string) answer {
+	s.t.Helper()
+	var a answer
+	eventually(s.t, 15*time.Second, ip+" to be refused with 403", func() bool {
+		a = s.request(ip, "GET", "/health", "")
+		return a.status == http.StatusForbidden
+	})
+	return a
+}
+
+func (s *stack) awaitAllowed(ip string) {
+	s.t.Helper()
+	eventually(s.t, 15*time.Second, ip+" to be let through", func() bool { return s.request(ip, "GET", "/health", "").status == http.StatusOK })
+}
+
+// metric reads one sample from the daemon's /metrics.
+func (s *stack) metric(name string) float64 {
+	resp, err := http.Get("http://" + s.daemonAt + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + ` ([0-9.e+]+)$`)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			v, _ := strconv.ParseFloat(m[1], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func (s *stack) awaitEvents(n float64) {
+	s.t.Helper()
+	eventually(s.t, 15*time.Second, fmt.Sprintf("the daemon to process %v events", n), func() bool {
+		return s.metric("authguard_events_processed_total") >= n
+	})
+}
+
+func (s *stack) exists(key string) bool {
+	n, err := s.rdb.Exists(context.Background(), key).Result()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return n == 1
+}
