@@ -108,8 +108,8 @@ func startRedis(t *testing.T) *redis.Client {
 type process struct {
 	cmd  *exec.Cmd
 	done chan struct{}
-	mu  sync.Mutex
-	out bytes.Buffer
+	mu   sync.Mutex
+	out  bytes.Buffer
 }
 
 func (p *process) Write(b []byte) (int, error) {

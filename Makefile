@@ -1,0 +1,31 @@
+# authguard — see README.md. `make demo` and `make test` are all a fresh
+# Debian machine with Go needs.
+GO ?= go
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test build bench redis-server
+
+## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
+demo: redis-server
+	$(GO) run ./cmd/authguard demo
+
+## test: formatting, vet, and every test (unit and e2e) with the race detector
+test: redis-server
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+## build: static binaries in bin/, as the Dockerfile builds them
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/ ./cmd/authguard ./cmd/authguard-gateway
+
+## bench: the benchmarks, with allocations
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# redis-server is needed by the demo and the e2e tests; install it when missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found; installing it with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
