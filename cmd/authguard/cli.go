@@ -33,17 +33,7 @@ type env struct {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c cli
 	exited := false
-	parser, err := kong.New(&c,
-		kong.Name("authguard"),
-		kong.Description("authguard stops password guessing while it happens."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(int) { exited = true }),
-		kong.Configuration(cliconfig.Loader),
-		kong.DefaultEnvars("AUTHGUARD"),
-		kong.BindTo(ctx, (*context.Context)(nil)),
-		kong.Bind(&env{stdout: stdout, stderr: stderr}),
-		kong.Vars{"loki_query": loki.DefaultQuery},
-	)
+	parser, err := newParser(ctx, &c, stdout, stderr, func(int) { exited = true })
 	if err != nil {
 		return err
 	}
@@ -55,6 +45,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return kctx.Run()
+}
+
+func newParser(ctx context.Context, c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(c,
+		kong.Name("authguard"),
+		kong.Description("authguard stops password guessing while it happens."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		kong.Configuration(cliconfig.Loader),
+		kong.DefaultEnvars("AUTHGUARD"),
+		kong.BindTo(ctx, (*context.Context)(nil)),
+		kong.Bind(&env{stdout: stdout, stderr: stderr}),
+		kong.Vars{"loki_query": loki.DefaultQuery},
+	)
 }
 
 type versionCmd struct{}
