@@ -450,31 +450,36 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	conn, err := upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-
+	// The tail is registered before the handshake completes, so a client
+	// whose handshake succeeded is counted against the limit.
 	tl := &tail{q: q, wake: make(chan struct{}, 1), kill: make(chan string, 1)}
 	s.mu.Lock()
 	t := s.tenantLocked(id)
-	if len(t.tails) >= s.opts.MaxConcurrentTails {
-		s.mu.Unlock()
-		reason := fmt.Sprintf("rpc error: code = Code(400) desc = max concurrent tail requests limit exceeded, count > limit (%d > %d)", len(t.tails)+1, s.opts.MaxConcurrentTails)
-		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, reason), time.Now().Add(time.Second))
-		return
+	over := len(t.tails) >= s.opts.MaxConcurrentTails
+	count := len(t.tails) + 1
+	var history []result
+	if !over {
+		// History: only the newest `limit` lines since start, as Loki does.
+		history = t.selectLocked(q, start, now, limit, false)
+		sort.SliceStable(history, func(i, j int) bool { return history[i].e.ts < history[j].e.ts })
+		t.tails[tl] = struct{}{}
 	}
-	// History: only the newest `limit` lines since start, as Loki does.
-	history := t.selectLocked(q, start, now, limit, false)
-	sort.SliceStable(history, func(i, j int) bool { return history[i].e.ts < history[j].e.ts })
-	t.tails[tl] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(t.tails, tl)
 		s.mu.Unlock()
 	}()
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if over {
+		reason := fmt.Sprintf("rpc error: code = Code(400) desc = max concurrent tail requests limit exceeded, count > limit (%d > %d)", count, s.opts.MaxConcurrentTails)
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, reason), time.Now().Add(time.Second))
+		return
+	}
 
 	// Read side: answer pings and notice the client leaving.
 	gone := make(chan struct{})

@@ -143,7 +143,7 @@ func dialTail(t *testing.T, s *Server, q url.Values) (*websocket.Conn, *http.Res
 }
 
 func TestTailClosesAndRefusesLikeLoki(t *testing.T) {
-	s := New(Options{TailMaxDuration: 300 * time.Millisecond, MaxConcurrentTails: 1})
+	s := New(Options{TailMaxDuration: time.Second, MaxConcurrentTails: 1})
 	defer s.Close()
 	sel := url.Values{"query": {`{service="audit"}`}}
 	if _, resp, err := dialTail(t, s, url.Values{"query": {`{service="audit"}`}, "delay_for": {"6"}}); err == nil || resp.StatusCode != 400 {
