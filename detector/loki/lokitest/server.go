@@ -365,17 +365,34 @@ func parseTime(s string, def int64) (int64, error) {
 	return t.UnixNano(), nil
 }
 
-func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.tenantOf(w, r)
-	if !ok {
+// request reads what query_range and tail share: the tenant, the query and
+// the limit (default 100). On a problem it has answered and ok is false.
+func (s *Server) request(w http.ResponseWriter, r *http.Request) (id string, q *query, limit int, ok bool) {
+	if id, ok = s.tenantOf(w, r); !ok {
 		return
 	}
 	v := r.URL.Query()
 	q, err := parseQuery(v.Get("query"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return "", nil, 0, false
+	}
+	limit = 100
+	if l := v.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit <= 0 {
+			http.Error(w, "invalid limit", http.StatusBadRequest)
+			return "", nil, 0, false
+		}
+	}
+	return id, q, limit, true
+}
+
+func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
+	id, q, limit, ok := s.request(w, r)
+	if !ok {
 		return
 	}
+	v := r.URL.Query()
 	now := time.Now().UnixNano()
 	end, err := parseTime(v.Get("end"), now)
 	if err != nil {
@@ -386,13 +403,6 @@ func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
-	}
-	limit := 100
-	if l := v.Get("limit"); l != "" {
-		if limit, err = strconv.Atoi(l); err != nil || limit <= 0 {
-			http.Error(w, "invalid limit", http.StatusBadRequest)
-			return
-		}
 	}
 	if limit > s.opts.MaxEntriesPerQuery {
 		http.Error(w, fmt.Sprintf("max entries limit per query exceeded, limit > max_entries_limit_per_query (%d > %d)", limit, s.opts.MaxEntriesPerQuery), http.StatusBadRequest)
@@ -416,16 +426,11 @@ func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 
 func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.tenantOf(w, r)
+	id, q, limit, ok := s.request(w, r)
 	if !ok {
 		return
 	}
 	v := r.URL.Query()
-	q, err := parseQuery(v.Get("query"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	if d := v.Get("delay_for"); d != "" {
 		n, err := strconv.Atoi(d)
 		if err != nil {
@@ -434,13 +439,6 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 		}
 		if n > 5 {
 			http.Error(w, "delay_for can't be greater than 5", http.StatusBadRequest)
-			return
-		}
-	}
-	limit := 100
-	if l := v.Get("limit"); l != "" {
-		if limit, err = strconv.Atoi(l); err != nil || limit <= 0 {
-			http.Error(w, "invalid limit", http.StatusBadRequest)
 			return
 		}
 	}
