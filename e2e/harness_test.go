@@ -81,6 +81,13 @@ func freeAddr(t *testing.T) string {
 
 // startRedis starts a private redis-server; it never touches another one.
 func startRedis(t *testing.T) *redis.Client {
+	rdb, _ := startRedisProcess(t)
+	return rdb
+}
+
+// startRedisProcess is startRedis that also hands out the process, for
+// tests that kill it.
+func startRedisProcess(t *testing.T) (*redis.Client, *os.Process) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -101,7 +108,7 @@ func startRedis(t *testing.T) *redis.Client {
 		cmd.Wait()
 	})
 	eventually(t, 10*time.Second, "redis-server to answer PING", func() bool { return rdb.Ping(context.Background()).Err() == nil })
-	return rdb
+	return rdb, cmd.Process
 }
 
 // process is a running binary whose output is kept for failure reports.
@@ -220,20 +227,23 @@ func newSlack(t *testing.T) *slackPosts {
 
 // stack is the whole loop: login app, gateway, daemon, Redis, Loki, Slack.
 type stack struct {
-	t        *testing.T
-	rdb      *redis.Client
-	loki     lokiTarget
-	slack    *slackPosts
-	run      string // label value isolating this test's streams
-	gateway  string // base URL of the gateway
-	gwAdmin  string
-	daemon   *process
-	daemonAt string // admin address of the daemon
+	t         *testing.T
+	rdb       *redis.Client
+	redisProc *os.Process
+	loki      lokiTarget
+	slack     *slackPosts
+	run       string // label value isolating this test's streams
+	gateway   string // base URL of the gateway
+	gwAdmin   string
+	daemon    *process
+	daemonAt  string // admin address of the daemon
 }
 
 type stackOptions struct {
-	ttl   string
-	query string // LogQL; %s is replaced by the stream selector
+	ttl       string
+	query     string // LogQL; %s is replaced by the stream selector
+	reconcile string // gateway --reconcile-interval (default 200ms)
+	gwArgs    []string
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -244,7 +254,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if o.query == "" {
 		o.query = `%s | json | action="auth_failed"`
 	}
-	s := &stack{t: t, rdb: startRedis(t), loki: newLoki(t), slack: newSlack(t)}
+	if o.reconcile == "" {
+		o.reconcile = "200ms"
+	}
+	s := &stack{t: t, loki: newLoki(t), slack: newSlack(t)}
+	s.rdb, s.redisProc = startRedisProcess(t)
 	b := make([]byte, 6)
 	rand.Read(b)
 	s.run = hex.EncodeToString(b)
@@ -283,8 +297,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	gwAddr, gwAdmin := freeAddr(t), freeAddr(t)
 	s.gateway, s.gwAdmin = "http://"+gwAddr, "http://"+gwAdmin
 	gwArgs := []string{"--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", app.URL, "--redis-url", redisURL,
-		"--trusted-proxies", "127.0.0.1/32", "--reconcile-interval", "200ms", "--loki-push-url", s.loki.url,
+		"--trusted-proxies", "127.0.0.1/32", "--reconcile-interval", o.reconcile, "--loki-push-url", s.loki.url,
 		"--loki-labels", "run=" + s.run, "--log-format", "text"}
+	gwArgs = append(gwArgs, o.gwArgs...)
 	if s.loki.tenant != "" {
 		gwArgs = append(gwArgs, "--loki-tenant", s.loki.tenant)
 	}
@@ -389,3 +404,5 @@ func (s *stack) exists(key string) bool {
 	}
 	return n == 1
 }
+
+func listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

@@ -29,10 +29,16 @@ type cli struct {
 
 	Listen            string            `help:"Address the proxy listens on." default:":8080"`
 	AdminListen       string            `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`
-	Upstream          string            `help:"URL of the service to protect." required:"" placeholder:"URL"`
+	Mode              string            `help:"proxy: reverse proxy to --upstream; forward-auth: answer nginx auth_request, Traefik ForwardAuth and Envoy ext_authz checks with 200 or 403." default:"proxy" enum:"proxy,forward-auth"`
+	Upstream          string            `help:"URL of the service to protect (proxy mode)." placeholder:"URL"`
+	TLSCertFile       string            `name:"tls-cert-file" help:"Serve HTTPS (and HTTP/2) with this certificate." placeholder:"FILE"`
+	TLSKeyFile        string            `name:"tls-key-file" help:"Key of --tls-cert-file." placeholder:"FILE"`
+	H2C               bool              `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
 	RedisURL          string            `help:"Redis URL (redis:// or rediss://)." default:"redis://127.0.0.1:6379/0" placeholder:"URL"`
 	RedisKeyPrefix    string            `help:"Prefix put before every Redis key and channel." placeholder:"PREFIX"`
-	TrustedProxies    []string          `help:"CIDRs of proxies whose X-Forwarded-For is believed." placeholder:"CIDR,..."`
+	TrustedProxies    []string          `help:"CIDRs of proxies whose client IP header is believed." placeholder:"CIDR,..."`
+	ClientIPHeader    string            `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
+	CheckRedisOnMiss  bool              `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
 	FailMode          string            `help:"Until blocks were first read from Redis: open (let requests through) or closed (503)." default:"open" enum:"open,closed"`
 	ReconcileInterval time.Duration     `help:"How often the in-memory blocklist is re-read from Redis (picks up blocks set or deleted by hand)." default:"5s"`
 	LoginRoutes       []string          `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\"." default:"POST /auth/login"`
@@ -79,14 +85,25 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	if c.LogFormat == "text" {
 		log = slog.New(slog.NewTextHandler(stderr, hopts))
 	}
-	upstream, err := url.Parse(c.Upstream)
-	if err != nil || upstream.Scheme == "" || upstream.Host == "" {
-		return fmt.Errorf("--upstream %q: want a URL such as http://app:3000", c.Upstream)
+	var upstream *url.URL
+	switch {
+	case c.Mode == "proxy":
+		u, err := url.Parse(c.Upstream)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("--upstream %q: proxy mode needs a URL such as http://app:3000", c.Upstream)
+		}
+		upstream = u
+	case c.Upstream != "":
+		return errors.New("--upstream is for proxy mode; forward-auth mode answers checks itself")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
 	}
 	trusted, err := parsePrefixes(c.TrustedProxies)
 	if err != nil {
 		return err
 	}
+	ipResolver := gateway.ClientIPResolver{Trusted: trusted, Header: c.ClientIPHeader}
 	routes, err := parseRoutes(c.LoginRoutes)
 	if err != nil {
 		return err
@@ -135,8 +152,12 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	}}
 	go syncer.Run(ctx)
 
-	gw := gateway.New(gateway.Options{Upstream: upstream, TrustedProxies: trusted, FailClosed: c.FailMode == "closed",
-		Blocklist: list, LoginRoutes: routes, UsernameField: c.UsernameField, Audit: sinks, Log: log, Registry: reg})
+	opts := gateway.Options{Upstream: upstream, ClientIP: ipResolver, FailClosed: c.FailMode == "closed",
+		Blocklist: list, LoginRoutes: routes, UsernameField: c.UsernameField, Audit: sinks, Log: log, Registry: reg}
+	if c.CheckRedisOnMiss {
+		opts.MissCheck = store
+	}
+	gw := gateway.New(opts)
 
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -160,12 +181,21 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		proxyLn.Close()
 		return fmt.Errorf("listen %s: %w", c.AdminListen, err)
 	}
-	proxySrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
+	proxySrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	proxySrv.Protocols.SetHTTP1(true)
+	proxySrv.Protocols.SetHTTP2(c.TLSCertFile != "")
+	proxySrv.Protocols.SetUnencryptedHTTP2(c.H2C)
 	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
-	go func() { errc <- proxySrv.Serve(proxyLn) }()
+	go func() {
+		if c.TLSCertFile != "" {
+			errc <- proxySrv.ServeTLS(proxyLn, c.TLSCertFile, c.TLSKeyFile)
+			return
+		}
+		errc <- proxySrv.Serve(proxyLn)
+	}()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
-	log.Info("authguard-gateway running", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", upstream.String())
+	log.Info("authguard-gateway running", "mode", c.Mode, "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", c.Upstream)
 
 	select {
 	case <-ctx.Done():

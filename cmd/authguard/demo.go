@@ -73,7 +73,7 @@ func (c *demoCmd) Run(ctx context.Context, e *env) error {
 	firstAudit := &firstLine{}
 	upstream, _ := url.Parse("http://" + appLn.Addr().String())
 	gw := gateway.New(gateway.Options{Upstream: upstream, Blocklist: list, Audit: gateway.MultiSink{pusher, firstAudit}, Log: quiet,
-		TrustedProxies: mustPrefixes("127.0.0.0/8")})
+		ClientIP: gateway.ClientIPResolver{Trusted: mustPrefixes("127.0.0.0/8")}})
 	gwLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

@@ -54,6 +54,17 @@ func (b *Blocklist) Blocked(ip netip.Addr, now time.Time) (bool, time.Duration) 
 	return left > 0, left
 }
 
+// set records a block found outside pub/sub (a Redis look-up on a miss).
+func (b *Blocklist) set(ip netip.Addr, exp time.Time) {
+	var ns int64
+	if !exp.IsZero() {
+		ns = exp.UnixNano()
+	}
+	b.mu.Lock()
+	b.entries[ip] = ns
+	b.mu.Unlock()
+}
+
 func (b *Blocklist) apply(ev redisblock.Event) {
 	ip, err := netip.ParseAddr(ev.IP)
 	if err != nil {

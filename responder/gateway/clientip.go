@@ -1,30 +1,84 @@
 package gateway
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 )
 
-// maxForwardedHops bounds the X-Forwarded-For hops examined, so that a huge
-// header costs no more than a short one.
+// Headers a trusted proxy may name the client in.
+const (
+	HeaderXForwardedFor = "x-forwarded-for"
+	HeaderForwarded     = "forwarded" // RFC 7239
+	HeaderXRealIP       = "x-real-ip"
+)
+
+// maxForwardedHops bounds the hops examined, so that a huge header costs no
+// more than a short one.
 const maxForwardedHops = 32
 
-// ClientIP resolves who a request is from: the peer address, unless the peer
-// is a trusted proxy, in which case the right-most X-Forwarded-For hop that
-// is not itself trusted. Headers from untrusted peers are never read.
-func ClientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
+// ClientIPResolver decides who a request is from: the peer address, unless
+// the peer is a trusted proxy, in which case the client named by the
+// configured header. For X-Forwarded-For and Forwarded that is the right-most
+// hop that is not itself a trusted proxy. Headers from untrusted peers are
+// never read.
+type ClientIPResolver struct {
+	Trusted []netip.Prefix
+	// Header is HeaderXForwardedFor (the default when empty),
+	// HeaderForwarded or HeaderXRealIP, in lower case.
+	Header string
+}
+
+// Validate checks the header choice (lower case).
+func (c ClientIPResolver) Validate() error {
+	switch c.Header {
+	case "", HeaderXForwardedFor, HeaderForwarded, HeaderXRealIP:
+		return nil
+	}
+	return fmt.Errorf("client IP header %q: want %s, %s or %s", c.Header, HeaderXForwardedFor, HeaderForwarded, HeaderXRealIP)
+}
+
+// Resolve returns the client address of r; invalid when the peer address
+// cannot be read.
+func (c ClientIPResolver) Resolve(r *http.Request) netip.Addr {
 	peer := peerAddr(r.RemoteAddr)
-	if !peer.IsValid() || !contains(trusted, peer) {
+	if !peer.IsValid() || !contains(c.Trusted, peer) {
 		return peer
 	}
+	// Direct map reads: the header names are already canonical, and
+	// canonicalising them on every request is measurable.
+	switch c.Header {
+	case HeaderXRealIP:
+		v := r.Header["X-Real-Ip"]
+		if len(v) != 1 {
+			return peer // absent or ambiguous
+		}
+		if a, ok := parseHop(v[0]); ok {
+			return a
+		}
+		return peer
+	case HeaderForwarded:
+		return c.walk(peer, r.Header["Forwarded"], forwardedFor)
+	default:
+		return c.walk(peer, r.Header["X-Forwarded-For"], parseHop)
+	}
+}
+
+// walk reads a comma-separated hop list (over several header lines) from
+// the right, skipping trusted proxies. A hop that does not parse ends the
+// walk: nothing beyond it can be trusted, so the last trusted address is
+// the answer.
+func (c ClientIPResolver) walk(peer netip.Addr, lines []string, parse func(string) (netip.Addr, bool)) netip.Addr {
 	client := peer
-	hops := r.Header.Values("X-Forwarded-For")
 	examined := 0
-	for i := len(hops) - 1; i >= 0; i-- {
-		list := hops[i]
-		for list != "" && examined < maxForwardedHops {
+	for i := len(lines) - 1; i >= 0; i-- {
+		list := lines[i]
+		for list != "" {
+			if examined == maxForwardedHops {
+				return client
+			}
 			var hop string
 			if j := strings.LastIndexByte(list, ','); j >= 0 {
 				hop, list = list[j+1:], list[:j]
@@ -32,12 +86,12 @@ func ClientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
 				hop, list = list, ""
 			}
 			examined++
-			addr, err := netip.ParseAddr(strings.TrimSpace(hop))
-			if err != nil || addr.Zone() != "" {
-				return client // a malformed hop: trust nothing beyond it
+			addr, ok := parse(hop)
+			if !ok {
+				return client
 			}
-			client = addr.Unmap()
-			if !contains(trusted, client) {
+			client = addr
+			if !contains(c.Trusted, client) {
 				return client
 			}
 		}
@@ -45,7 +99,43 @@ func ClientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	return client
 }
 
+// parseHop reads one X-Forwarded-For or X-Real-IP entry: an address.
+func parseHop(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// forwardedFor reads the for= parameter of one RFC 7239 element, such as
+// for=192.0.2.60;proto=http or for="[2001:db8:cafe::17]:4711".
+func forwardedFor(element string) (netip.Addr, bool) {
+	for _, pair := range strings.Split(element, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || !strings.EqualFold(k, "for") {
+			continue
+		}
+		v = strings.Trim(v, `"`)
+		if strings.HasPrefix(v, "[") {
+			end := strings.IndexByte(v, ']')
+			if end < 0 {
+				return netip.Addr{}, false
+			}
+			return parseHop(v[1:end])
+		}
+		if host, _, err := net.SplitHostPort(v); err == nil {
+			v = host
+		}
+		return parseHop(v) // "unknown" and obfuscated names do not parse
+	}
+	return netip.Addr{}, false
+}
+
 func peerAddr(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().WithZone("").Unmap()
+	}
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		host = remote

@@ -1,11 +1,14 @@
-// Package gateway enforces authguard's blocks in front of a login service: a
-// reverse proxy that answers 403 AUTH_004 to blocked client addresses from an
-// in-memory blocklist kept in sync with Redis, and that writes an audit line
-// for every failed or successful login it relays.
+// Package gateway enforces authguard's blocks in front of a login service.
+// In proxy mode it is a reverse proxy that answers 403 AUTH_004 to blocked
+// client addresses and writes an audit line for every failed or successful
+// login it relays; in forward-auth mode it answers nginx auth_request,
+// Traefik ForwardAuth and Envoy ext_authz checks with 200 or 403. Either way
+// the check reads an in-memory blocklist kept in sync with Redis.
 package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -31,10 +34,26 @@ var DefaultLoginRoutes = []Route{{http.MethodPost, "/auth/login"}}
 // maxLoginBody bounds how much of a login body is read for the username.
 const maxLoginBody = 64 << 10
 
+// MissChecker looks a client up in Redis when it is not in the local
+// blocklist; the zero time means blocked with no expiry.
+type MissChecker interface {
+	BlockedNow(ctx context.Context, ip netip.Addr) (blocked bool, expires time.Time, err error)
+}
+
 // Options configure a Gateway.
 type Options struct {
-	Upstream       *url.URL
-	TrustedProxies []netip.Prefix
+	// Upstream is the protected service (proxy mode); nil selects
+	// forward-auth mode, where every request is a check answered with 200
+	// (allowed) or 403.
+	Upstream *url.URL
+	ClientIP ClientIPResolver
+	// MissCheck, when set, is asked about clients missing from the local
+	// blocklist, so that a block set by hand is enforced at once; it costs
+	// a Redis round trip on every request from an unblocked client.
+	MissCheck MissChecker
+	// MissTimeout bounds a MissCheck look-up (default 50ms); a look-up that
+	// fails or times out lets the request through.
+	MissTimeout time.Duration
 	// FailClosed refuses requests (503) while the blocklist has never been
 	// loaded from Redis; otherwise they pass.
 	FailClosed  bool
@@ -48,11 +67,11 @@ type Options struct {
 	Now           func() time.Time
 }
 
-// Gateway is the enforcing reverse proxy.
+// Gateway enforces blocks.
 type Gateway struct {
-	opts     Options
-	proxy    *httputil.ReverseProxy
-	requests *prometheus.CounterVec
+	opts                          Options
+	proxy                         *httputil.ReverseProxy
+	allowed, blocked, unavailable prometheus.Counter
 }
 
 // New returns a gateway.
@@ -66,19 +85,25 @@ func New(opts Options) *Gateway {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g := &Gateway{opts: opts}
-	up := opts.Upstream
-	g.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(up)
-			pr.SetXForwarded()
-		},
-		ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
+	if opts.MissTimeout <= 0 {
+		opts.MissTimeout = 50 * time.Millisecond
 	}
-	g.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_gateway_requests_total", Help: "Requests by decision: allowed, blocked, unavailable (fail-mode closed)."}, []string{"decision"})
+	g := &Gateway{opts: opts}
+	if up := opts.Upstream; up != nil {
+		g.proxy = &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(up)
+				pr.SetXForwarded()
+			},
+			FlushInterval: -1, // stream: every write reaches the client at once
+			ErrorLog:      slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
+		}
+	}
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_gateway_requests_total", Help: "Requests by decision: allowed, blocked, unavailable (fail-mode closed, Redis never reached)."}, []string{"decision"})
+	g.allowed, g.blocked, g.unavailable = requests.WithLabelValues("allowed"), requests.WithLabelValues("blocked"), requests.WithLabelValues("unavailable")
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_gateway_blocklist_entries", Help: "Blocks held in memory."}, func() float64 { return float64(opts.Blocklist.Len()) })
 	if opts.Registry != nil {
-		opts.Registry.MustRegister(g.requests, size)
+		opts.Registry.MustRegister(requests, size)
 	}
 	return g
 }
@@ -103,21 +128,61 @@ func writeError(w http.ResponseWriter, status int, code, msg string, retry time.
 	json.NewEncoder(w).Encode(e)
 }
 
-// ServeHTTP implements http.Handler.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ip := ClientIP(r, g.opts.TrustedProxies)
-	now := g.opts.Now()
+// Verdict is the outcome of a block check.
+type Verdict int
+
+// Verdicts.
+const (
+	Allowed Verdict = iota
+	Blocked
+	// Unavailable: fail-mode closed and the blocklist never loaded.
+	Unavailable
+)
+
+// Check decides about a client at now; for Blocked it also returns the time
+// left (zero for a block with no expiry). It reads only memory, unless a
+// MissChecker is configured and the client is not in the blocklist.
+func (g *Gateway) Check(ctx context.Context, ip netip.Addr, now time.Time) (Verdict, time.Duration) {
 	if !g.opts.Blocklist.Loaded() && g.opts.FailClosed {
-		g.requests.WithLabelValues("unavailable").Inc()
-		writeError(w, http.StatusServiceUnavailable, "AUTH_005", "Access control is starting; try again shortly.", 5*time.Second)
-		return
+		return Unavailable, 0
 	}
 	if blocked, left := g.opts.Blocklist.Blocked(ip, now); blocked {
-		g.requests.WithLabelValues("blocked").Inc()
+		return Blocked, left
+	}
+	if g.opts.MissCheck != nil && ip.IsValid() {
+		ctx, cancel := context.WithTimeout(ctx, g.opts.MissTimeout)
+		blocked, exp, err := g.opts.MissCheck.BlockedNow(ctx, ip)
+		cancel()
+		if err == nil && blocked {
+			g.opts.Blocklist.set(ip, exp)
+			if exp.IsZero() {
+				return Blocked, 0
+			}
+			return Blocked, exp.Sub(now)
+		}
+	}
+	return Allowed, 0
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ip := g.opts.ClientIP.Resolve(r)
+	switch v, left := g.Check(r.Context(), ip, g.opts.Now()); v {
+	case Unavailable:
+		g.unavailable.Inc()
+		writeError(w, http.StatusServiceUnavailable, "AUTH_005", "Access control is starting; try again shortly.", 5*time.Second)
+		return
+	case Blocked:
+		g.blocked.Inc()
 		writeError(w, http.StatusForbidden, "AUTH_004", "Too many failed login attempts from your address; access is blocked for now.", left)
 		return
 	}
-	g.requests.WithLabelValues("allowed").Inc()
+	g.allowed.Inc()
+	if g.proxy == nil {
+		// Forward-auth: the proxy in front asked; say yes.
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if !g.isLogin(r) || g.opts.Audit == nil {
 		g.proxy.ServeHTTP(w, r)
 		return

@@ -15,8 +15,9 @@ import (
 	"github.com/authguard/authguard/responder/redisblock"
 )
 
-func TestClientIP(t *testing.T) {
-	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+var trusted = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+
+func TestClientIPFromXForwardedFor(t *testing.T) {
 	tests := []struct {
 		name, peer string
 		xff        []string
@@ -32,6 +33,9 @@ func TestClientIP(t *testing.T) {
 		{"an IPv4-mapped peer is normalised", "[::ffff:203.0.113.7]:5555", nil, "203.0.113.7"},
 		{"an IPv6 client behind an IPv6 proxy", "[fd00::1]:80", []string{"2001:db8::7"}, "2001:db8::7"},
 		{"a mapped hop is normalised", "10.0.0.2:80", []string{"::ffff:203.0.113.7"}, "203.0.113.7"},
+		{"a hop with a zone is malformed", "10.0.0.2:80", []string{"fe80::1%eth0"}, "10.0.0.2"},
+		{"an empty header from a trusted peer: the peer", "10.0.0.2:80", []string{""}, "10.0.0.2"},
+		{"hundreds of trusted hops stop at the bound", "10.0.0.2:80", []string{strings.Repeat("10.0.0.1,", 500) + "10.0.0.1"}, "10.0.0.1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,8 +44,39 @@ func TestClientIP(t *testing.T) {
 			for _, h := range tt.xff {
 				r.Header.Add("X-Forwarded-For", h)
 			}
-			if got := ClientIP(r, trusted); got.String() != tt.want {
+			if got := (ClientIPResolver{Trusted: trusted}).Resolve(r); got.String() != tt.want {
 				t.Errorf("ClientIP = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestClientIPFromForwardedAndXRealIP(t *testing.T) {
+	tests := []struct {
+		name, header, peer, value, want string
+	}{
+		{"Forwarded names the client", HeaderForwarded, "10.0.0.2:80", "for=203.0.113.7;proto=https", "203.0.113.7"},
+		{"Forwarded with a quoted IPv6 and port", HeaderForwarded, "10.0.0.2:80", `for="[2001:db8:cafe::17]:4711"`, "2001:db8:cafe::17"},
+		{"Forwarded with an IPv4 and port", HeaderForwarded, "10.0.0.2:80", `for="203.0.113.7:4711";by=10.0.0.2`, "203.0.113.7"},
+		{"Forwarded right-most untrusted element wins", HeaderForwarded, "10.0.0.2:80", "for=1.2.3.4, for=203.0.113.7, for=10.0.0.3", "203.0.113.7"},
+		{"Forwarded For= is case-insensitive", HeaderForwarded, "10.0.0.2:80", "For=203.0.113.7", "203.0.113.7"},
+		{"an obfuscated Forwarded node stops the walk", HeaderForwarded, "10.0.0.2:80", "for=_hidden, for=10.0.0.3", "10.0.0.3"},
+		{"Forwarded from an untrusted peer is ignored", HeaderForwarded, "198.51.100.9:80", "for=203.0.113.7", "198.51.100.9"},
+		{"X-Real-IP from a trusted peer", HeaderXRealIP, "10.0.0.2:80", "203.0.113.7", "203.0.113.7"},
+		{"X-Real-IP from an untrusted peer is ignored", HeaderXRealIP, "198.51.100.9:80", "203.0.113.7", "198.51.100.9"},
+		{"a malformed X-Real-IP: the peer", HeaderXRealIP, "10.0.0.2:80", "nonsense", "10.0.0.2"},
+		{"X-Forwarded-For is not read in Forwarded mode", HeaderForwarded, "10.0.0.2:80", "", "10.0.0.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tt.peer
+			r.Header.Set("X-Forwarded-For", "198.51.100.200")
+			if tt.value != "" {
+				r.Header.Set(tt.header, tt.value)
+			}
+			if got := (ClientIPResolver{Trusted: trusted, Header: tt.header}).Resolve(r); got.String() != tt.want {
+				t.Errorf("client = %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -133,6 +133,22 @@ func (s *Store) Unblock(ctx context.Context, ip netip.Addr) error {
 	return nil
 }
 
+// BlockedNow looks one IP up: whether ip_block:<ip> exists and when it
+// expires (the zero time when it has no TTL). One round trip.
+func (s *Store) BlockedNow(ctx context.Context, ip netip.Addr) (bool, time.Time, error) {
+	ttl, err := s.rdb.PTTL(ctx, s.keys.Block+ip.String()).Result()
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("look up %s: %w", ip, err)
+	}
+	switch {
+	case ttl == -2: // no such key
+		return false, time.Time{}, nil
+	case ttl < 0: // no expiry
+		return true, time.Time{}, nil
+	}
+	return true, time.Now().Add(ttl), nil
+}
+
 // Blocked returns every IP with an ip_block key and its expiry, found with
 // SCAN (never KEYS), so blocks set by hand with redis-cli are included.
 func (s *Store) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) {
