@@ -78,6 +78,7 @@ type LokiPusher struct {
 	client  *http.Client
 	mu      sync.Mutex
 	queue   []push.Entry
+	removed uint64 // entries ever taken off the queue's head
 	wake    chan struct{}
 	pushed  prometheus.Counter
 	dropped prometheus.Counter
@@ -131,6 +132,7 @@ func (p *LokiPusher) Audit(at time.Time, line []byte) {
 	p.mu.Lock()
 	if len(p.queue) >= p.opts.Queue {
 		p.queue = p.queue[1:]
+		p.removed++
 		p.dropped.Inc()
 	}
 	p.queue = append(p.queue, push.Entry{Timestamp: at, Line: string(line)})
@@ -186,6 +188,7 @@ func (p *LokiPusher) flush(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	n := min(len(p.queue), p.opts.Batch)
 	batch := append([]push.Entry(nil), p.queue[:n]...)
+	through := p.removed + uint64(n) // the batch ends at this position
 	p.mu.Unlock()
 	if n == 0 {
 		return 0, nil
@@ -213,23 +216,27 @@ func (p *LokiPusher) flush(ctx context.Context) (int, error) {
 		err := fmt.Errorf("push to %s: %s: %s", p.opts.URL, resp.Status, strings.TrimSpace(string(body)))
 		if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusTooManyRequests {
 			// Loki will never take this batch; keep the queue moving.
-			p.drop(n)
-			p.dropped.Add(float64(n))
+			p.dropped.Add(float64(p.drop(through)))
 		}
 		return 0, err
 	}
-	p.drop(n)
+	p.drop(through)
 	p.pushed.Add(float64(n))
 	return n, nil
 }
 
-func (p *LokiPusher) drop(n int) {
+// drop takes the queue's head off up to position through; overflow may
+// have taken some of those already. It returns how many it took.
+func (p *LokiPusher) drop(through uint64) int {
 	p.mu.Lock()
-	// The queue may have lost its head to overflow meanwhile; never drop more
-	// than is there.
-	n = min(n, len(p.queue))
-	p.queue = append(p.queue[:0], p.queue[n:]...)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	if through <= p.removed {
+		return 0
+	}
+	k := min(int(through-p.removed), len(p.queue))
+	p.queue = p.queue[k:]
+	p.removed += uint64(k)
+	return k
 }
 
 // MultiSink sends each line to every sink.
