@@ -95,8 +95,10 @@ func New(opts Options) *Gateway {
 				pr.SetURL(up)
 				pr.SetXForwarded()
 			},
-			FlushInterval: -1, // stream: every write reaches the client at once
-			ErrorLog:      slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
+			// FlushInterval stays 0: ReverseProxy already flushes every write
+			// of a response of unknown length or of text/event-stream, which
+			// is what streams are; buffering the rest saves a syscall.
+			ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
 		}
 	}
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_gateway_requests_total", Help: "Requests by decision: allowed, blocked, unavailable (fail-mode closed, Redis never reached)."}, []string{"decision"})
