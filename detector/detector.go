@@ -76,6 +76,11 @@ type Decision struct {
 	// matching event arrived before the block expired: the block is written
 	// again (runbook SEC-010: deleting only ip_block:<ip> is not an unblock).
 	Renewal bool
+	// Offence numbers the key's blocks by this rule (1 for the first); the
+	// TTL is escalated from it.
+	Offence int
+	// DryRun says the rule only records and pages: no block is written.
+	DryRun bool
 	// Sample is the raw line of the triggering event.
 	Sample string
 	// Match, Threshold and Window restate the rule, for the trigger in words.

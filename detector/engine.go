@@ -27,8 +27,37 @@ type Rule struct {
 	Threshold int
 	// BlockTTL, when non-zero, makes the rule block the key for this long.
 	BlockTTL time.Duration
+	// Escalate lengthens blocks of repeat offenders.
+	Escalate Escalation
+	// DryRun marks the rule's decisions as not to be carried out: they are
+	// recorded and paged, but nothing is blocked.
+	DryRun bool
 	// Alert asks for a page when the rule fires.
 	Alert bool
+}
+
+// Escalation multiplies a key's block TTL by Factor for every earlier
+// block of it within Remember, up to Max (like fail2ban's
+// bantime.increment). A zero Factor (or 1) means no escalation.
+type Escalation struct {
+	Factor   float64
+	Max      time.Duration
+	Remember time.Duration
+}
+
+// ttl returns the block TTL for a key's offence number n (1 for the first).
+func (e Escalation) ttl(base time.Duration, n int) time.Duration {
+	if e.Factor <= 1 || n <= 1 {
+		return base
+	}
+	d := float64(base) * math.Pow(e.Factor, float64(n-1))
+	if e.Max > 0 && d > float64(e.Max) {
+		return e.Max
+	}
+	if d > float64(math.MaxInt64) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(d)
 }
 
 // SeverityLevel maps an attempt rate to a severity: the first level whose
@@ -124,6 +153,8 @@ func (r Rule) validate() error {
 		return fmt.Errorf("rule %q: block ttl must not be negative", r.Name)
 	case r.BlockTTL > 0 && !r.PerIP:
 		return fmt.Errorf("rule %q: a global rule cannot block", r.Name)
+	case r.Escalate.Factor < 0 || r.Escalate.Max < 0 || r.Escalate.Remember < 0:
+		return fmt.Errorf("rule %q: escalation settings must not be negative", r.Name)
 	case r.IPv4Prefix < 0 || r.IPv4Prefix > 32 || r.IPv6Prefix < 0 || r.IPv6Prefix > 128:
 		return fmt.Errorf("rule %q: prefix length out of range", r.Name)
 	}
@@ -233,9 +264,22 @@ func (r *ruleState) observe(s *slot, times []int64, t int64) (Decision, bool) {
 	d.RatePerMinute = rate(s.count, s.first, s.last)
 	if r.ttl > 0 {
 		d.Kind = KindBlock
-		d.TTL = r.BlockTTL
+		d.DryRun = r.DryRun
 		d.Renewal = s.blockedUntil != 0
-		s.blockedUntil = t + r.ttl
+		if !d.Renewal {
+			// A new block: one more offence, unless the last one is
+			// older than the escalation memory.
+			if s.offences > 0 && r.Escalate.Remember > 0 && t-s.lastOffence > int64(r.Escalate.Remember) {
+				s.offences = 0
+			}
+			if s.offences < math.MaxUint16 {
+				s.offences++
+			}
+			s.lastOffence = t
+		}
+		d.Offence = int(s.offences)
+		d.TTL = r.Escalate.ttl(r.BlockTTL, d.Offence)
+		s.blockedUntil = t + int64(d.TTL)
 		return d, true
 	}
 	if s.active {

@@ -299,3 +299,33 @@ func TestTriggerReadsLikeTheRunbook(t *testing.T) {
 		}
 	}
 }
+
+func TestRepeatOffendersGetEscalatedBlocks(t *testing.T) {
+	rule := sec010()
+	rule.BlockTTL = time.Minute
+	rule.Escalate = Escalation{Factor: 4, Max: 10 * time.Minute, Remember: 24 * time.Hour}
+	e := mustEngine(t, Config{Rules: []Rule{rule}})
+	at := time.Duration(0)
+	offend := func() Decision {
+		t.Helper()
+		var ds []Decision
+		for range 5 {
+			at += time.Second
+			ds = e.Observe(failed("203.0.113.7", at), ds)
+		}
+		if len(ds) != 1 {
+			t.Fatalf("decisions %+v", ds)
+		}
+		at += ds[0].TTL // wait the block out
+		return ds[0]
+	}
+	for i, want := range []time.Duration{time.Minute, 4 * time.Minute, 10 * time.Minute, 10 * time.Minute} {
+		if d := offend(); d.TTL != want || d.Offence != i+1 {
+			t.Errorf("offence %d: ttl %v (offence %d), want %v", i+1, d.TTL, d.Offence, want)
+		}
+	}
+	at += 25 * time.Hour // beyond the memory: a first offence again
+	if d := offend(); d.TTL != time.Minute || d.Offence != 1 {
+		t.Errorf("after the memory: ttl %v offence %d", d.TTL, d.Offence)
+	}
+}

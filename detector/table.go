@@ -31,6 +31,8 @@ type slot struct {
 	count        uint32 // tally since the clean slate
 	first, last  int64
 	blockedUntil int64
+	lastOffence  int64  // time of the latest block
+	offences     uint16 // blocks so far, for escalation; kept across clean slates
 	prev, next   int32
 }
 

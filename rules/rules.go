@@ -38,6 +38,8 @@ type Rule struct {
 	Threshold  int      `yaml:"threshold"`
 	Block      *Block   `yaml:"block"`
 	Alert      bool     `yaml:"alert"`
+	// DryRun records and pages but writes no block.
+	DryRun bool `yaml:"dry_run"`
 }
 
 // Match selects the events a rule counts.
@@ -47,7 +49,16 @@ type Match struct {
 
 // Block says how long a rule blocks the key it fires for.
 type Block struct {
-	TTL Duration `yaml:"ttl"`
+	TTL      Duration  `yaml:"ttl"`
+	Escalate *Escalate `yaml:"escalate"`
+}
+
+// Escalate lengthens the blocks of repeat offenders: TTL × factor^(n-1) for
+// the n-th block within remember, at most max.
+type Escalate struct {
+	Factor   float64  `yaml:"factor"`
+	Max      Duration `yaml:"max"`
+	Remember Duration `yaml:"remember"`
 }
 
 // Severity maps an attempt rate (attempts per minute) to a level.
@@ -269,7 +280,22 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 				p.errorf(bn, "a global rule cannot block: add group_by: client_ip")
 			}
 			d.BlockTTL = time.Duration(r.Block.TTL)
+			if esc := r.Block.Escalate; esc != nil {
+				en := field(bn, "escalate")
+				if esc.Factor < 1 {
+					p.errorf(field(en, "factor"), "escalate factor %g: want 1 or more", esc.Factor)
+				}
+				if esc.Max > 0 && esc.Max < r.Block.TTL {
+					p.errorf(field(en, "max"), "escalate max is shorter than the block ttl")
+				}
+				remember := time.Duration(esc.Remember)
+				if remember == 0 {
+					remember = 30 * 24 * time.Hour
+				}
+				d.Escalate = detector.Escalation{Factor: esc.Factor, Max: time.Duration(esc.Max), Remember: remember}
+			}
 		}
+		d.DryRun = r.DryRun
 		if d.BlockTTL == 0 && !d.Alert {
 			p.errorf(n, "rule %q neither blocks nor alerts: add block or alert: true", r.Name)
 		}
