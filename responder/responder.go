@@ -7,6 +7,8 @@ package responder
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -17,15 +19,59 @@ import (
 	"github.com/authguard/authguard/detector"
 )
 
-// Blocker writes blocks. Block returns false when it deliberately wrote
-// nothing because an operator had cleared the IP (see redisblock).
-type Blocker interface {
-	Block(ctx context.Context, d detector.Decision, now time.Time) (bool, error)
+// Store carries decisions out: it writes blocks and evidence records, in
+// order, one batch per round trip. Writing the same request twice (a retry
+// after a lost reply) has no further effect.
+type Store interface {
+	Write(ctx context.Context, reqs []Request, now time.Time) ([]Result, error)
 }
 
 // Notifier pages people about an action.
 type Notifier interface {
 	Notify(ctx context.Context, a Action) error
+}
+
+// What a Request asks for.
+const (
+	// DoBlock writes the block and its evidence.
+	DoBlock = "block"
+	// DoRecord writes only the evidence record: alerts, dry runs and
+	// blocks refused because the address must never be blocked.
+	DoRecord = "record"
+)
+
+// Request is one decision for the Store.
+type Request struct {
+	Decision detector.Decision
+	// Do is DoBlock or DoRecord.
+	Do string
+	// Action names what happened, for the evidence: "block", "alert",
+	// "dry-run", "refused".
+	Action string
+	// ID identifies the request across retries.
+	ID string
+	// DecidedAt is when the decision was made: a block ends at DecidedAt +
+	// TTL however late it is written (after a Redis outage, say).
+	DecidedAt time.Time
+}
+
+// Outcome of a Request.
+type Outcome int
+
+// Outcomes.
+const (
+	// Written: done now.
+	Written Outcome = iota
+	// Cleared: a renewal not written because an operator had cleared the IP.
+	Cleared
+	// Expired: the block would already have ended; only evidence was written.
+	Expired
+)
+
+// Result says what became of a Request.
+type Result struct {
+	Outcome  Outcome
+	Incident string
 }
 
 // Action is what was done about one decision: what evidence records and
@@ -37,11 +83,17 @@ type Action struct {
 	// Blocked says a block was written; Expires is then its end.
 	Blocked bool
 	Expires time.Time
+	// What is "block", "alert", "dry-run" or "refused".
+	What string
+	// Incident is the incident the action belongs to, when the store keeps
+	// one.
+	Incident string
 }
 
-// Cleared is a decision that was not carried out because an operator had
-// unblocked its IP; the detector must reset the IP and count Event again.
-type Cleared struct {
+// ClearedDecision is a decision that was not carried out because an
+// operator had unblocked its IP; the detector must reset the IP and count
+// Event again.
+type ClearedDecision struct {
 	Decision detector.Decision
 	Event    detector.Event
 	// Seq is the sequence number given to Submit.
@@ -50,8 +102,15 @@ type Cleared struct {
 
 // Options configure a Responder.
 type Options struct {
-	Blocker  Blocker  // nil: no blocking (alerts only)
+	Store    Store    // nil: nothing is written (alerts only)
 	Notifier Notifier // nil: no pages
+	// DryRun records and pages every decision but writes no block.
+	DryRun bool
+	// NeverBlock lists networks never blocked whatever the rules say (the
+	// gateways' own proxies, say); such decisions are recorded as refused.
+	NeverBlock []netip.Prefix
+	// RunID makes request IDs unique to this process.
+	RunID string
 	Log      *slog.Logger
 	Registry prometheus.Registerer
 	// BlockQueue and NotifyQueue bound the queues (defaults 10000 and 1000).
@@ -68,14 +127,19 @@ type Responder struct {
 	metrics metrics
 
 	mu      sync.Mutex
-	cleared []Cleared
+	cleared []ClearedDecision
 	signal  chan struct{}
 }
 
+// maxBatch bounds how many queued decisions go to the store in one round
+// trip.
+const maxBatch = 256
+
 type item struct {
-	d   detector.Decision
-	ev  detector.Event
-	seq uint64
+	d         detector.Decision
+	ev        detector.Event
+	seq       uint64
+	decidedAt time.Time
 }
 
 type metrics struct {
@@ -83,6 +147,7 @@ type metrics struct {
 	blocks        prometheus.Counter
 	blockErrors   prometheus.Counter
 	cleared       prometheus.Counter
+	refused       prometheus.Counter
 	queue         prometheus.Gauge
 	notifications prometheus.Counter
 	notifyErrors  prometheus.Counter
@@ -109,13 +174,14 @@ func New(opts Options) *Responder {
 		blocks:        prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_written_total", Help: "Blocks written to Redis."}),
 		blockErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_block_errors_total", Help: "Failed attempts to write a block (each is retried)."}),
 		cleared:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_cleared_total", Help: "Renewals not written because an operator had cleared the IP."}),
+		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is in --never-block."}),
 		queue:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_block_queue_length", Help: "Decisions waiting to be written to Redis."}),
 		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages sent."}),
 		notifyErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notification_errors_total", Help: "Failed attempts to send a page (each is retried)."}),
 		notifyDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_dropped_total", Help: "Pages dropped because the page queue was full."}),
 	}
 	m := r.metrics
-	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.queue, m.notifications, m.notifyErrors, m.notifyDropped)
+	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.queue, m.notifications, m.notifyErrors, m.notifyDropped)
 	return r
 }
 
@@ -133,7 +199,7 @@ func (r *Responder) Start(ctx context.Context) (wait func()) {
 // than dropping a decision.
 func (r *Responder) Submit(ctx context.Context, d detector.Decision, ev detector.Event, seq uint64) error {
 	r.metrics.decisions.WithLabelValues(d.Rule, string(d.Kind)).Inc()
-	it := item{d, ev, seq}
+	it := item{d, ev, seq, r.opts.Now()}
 	select {
 	case r.blocks <- it:
 		r.metrics.queue.Set(float64(len(r.blocks)))
@@ -153,7 +219,7 @@ func (r *Responder) Submit(ctx context.Context, d detector.Decision, ev detector
 func (r *Responder) ClearedSignal() <-chan struct{} { return r.signal }
 
 // TakeCleared returns and forgets the decisions cleared since the last call.
-func (r *Responder) TakeCleared() []Cleared {
+func (r *Responder) TakeCleared() []ClearedDecision {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.cleared
@@ -162,68 +228,126 @@ func (r *Responder) TakeCleared() []Cleared {
 }
 
 func (r *Responder) runBlocks(ctx context.Context) {
+	batch := make([]item, 0, maxBatch)
+	reqs := make([]Request, 0, maxBatch)
 	for {
-		var it item
+		batch = batch[:0]
 		select {
 		case <-ctx.Done():
 			return
-		case it = <-r.blocks:
-			r.metrics.queue.Set(float64(len(r.blocks)))
+		case it := <-r.blocks:
+			batch = append(batch, it)
 		}
-		a := Action{Decision: it.d, At: r.opts.Now()}
-		if it.d.Kind == detector.KindBlock && r.opts.Blocker != nil {
-			written, ok := r.block(ctx, it.d)
-			if !ok {
-				return
-			}
-			if !written {
-				r.metrics.cleared.Inc()
-				r.opts.Log.Info("operator had cleared the IP; giving it a clean slate", "ip", it.d.Key, "rule", it.d.Rule)
-				r.mu.Lock()
-				r.cleared = append(r.cleared, Cleared{it.d, it.ev, it.seq})
-				r.mu.Unlock()
-				select {
-				case r.signal <- struct{}{}:
-				default:
-				}
-				continue
-			}
-			a.At = r.opts.Now()
-			a.Blocked = true
-			a.Expires = a.At.Add(it.d.TTL)
-		}
-		r.evidence(a)
-		if it.d.Alert && !it.d.Renewal && r.opts.Notifier != nil {
+	drain:
+		for len(batch) < maxBatch {
 			select {
-			case r.notify <- a:
+			case it := <-r.blocks:
+				batch = append(batch, it)
 			default:
-				r.metrics.notifyDropped.Inc()
-				r.opts.Log.Error("page queue full: page dropped", "rule", it.d.Rule, "key", it.d.Key)
+				break drain
 			}
+		}
+		r.metrics.queue.Set(float64(len(r.blocks)))
+		reqs = reqs[:0]
+		for _, it := range batch {
+			reqs = append(reqs, r.request(it))
+		}
+		results, ok := r.write(ctx, reqs)
+		if !ok {
+			return
+		}
+		for i, it := range batch {
+			r.done(it, reqs[i], results[i])
 		}
 	}
 }
 
-// block writes one block, retrying with backoff until it succeeds or ctx ends.
-func (r *Responder) block(ctx context.Context, d detector.Decision) (written, ok bool) {
+// request says what to do about a decision.
+func (r *Responder) request(it item) Request {
+	req := Request{Decision: it.d, Do: DoRecord, Action: "alert", ID: fmt.Sprintf("%s-%d", r.opts.RunID, it.seq), DecidedAt: it.decidedAt}
+	if it.d.Kind != detector.KindBlock {
+		return req
+	}
+	switch {
+	case it.d.IP.IsValid() && contains(r.opts.NeverBlock, it.d.IP):
+		req.Action = "refused"
+	case it.d.DryRun || r.opts.DryRun:
+		req.Action = "dry-run"
+	default:
+		req.Do, req.Action = DoBlock, "block"
+		if it.d.Renewal {
+			req.Action = "block renewed"
+		}
+	}
+	return req
+}
+
+// write hands a batch to the store, retrying with backoff until it is
+// taken or ctx ends.
+func (r *Responder) write(ctx context.Context, reqs []Request) ([]Result, bool) {
+	if r.opts.Store == nil {
+		return make([]Result, len(reqs)), true
+	}
 	for attempt := 0; ; attempt++ {
-		written, err := r.opts.Blocker.Block(ctx, d, r.opts.Now())
+		results, err := r.opts.Store.Write(ctx, reqs, r.opts.Now())
 		if err == nil {
-			if written {
-				r.metrics.blocks.Inc()
-			}
-			return written, true
+			return results, true
 		}
 		r.metrics.blockErrors.Inc()
 		wait := Backoff(attempt, 100*time.Millisecond, 5*time.Second)
-		r.opts.Log.Warn("writing block failed; retrying", "ip", d.Key, "err", err, "retry_in", wait.Round(time.Millisecond))
+		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			r.opts.Log.Error("shutting down with a block not written", "ip", d.Key, "rule", d.Rule)
-			return false, false
+			r.opts.Log.Error("shutting down with decisions not written", "decisions", len(reqs))
+			return nil, false
 		case <-time.After(wait):
 		}
 	}
+}
+
+// done finishes one decision after the store took it: evidence in the log,
+// the detector told of a clearance, the page queued.
+func (r *Responder) done(it item, req Request, res Result) {
+	a := Action{Decision: it.d, At: r.opts.Now(), What: req.Action, Incident: res.Incident}
+	switch {
+	case res.Outcome == Cleared:
+		r.metrics.cleared.Inc()
+		r.opts.Log.Info("operator had cleared the IP; giving it a clean slate", "ip", it.d.Key, "rule", it.d.Rule)
+		r.mu.Lock()
+		r.cleared = append(r.cleared, ClearedDecision{it.d, it.ev, it.seq})
+		r.mu.Unlock()
+		select {
+		case r.signal <- struct{}{}:
+		default:
+		}
+		return
+	case req.Action == "refused":
+		r.metrics.refused.Inc()
+	case req.Do == DoBlock && res.Outcome == Written:
+		r.metrics.blocks.Inc()
+		a.Blocked = true
+		a.Expires = it.decidedAt.Add(it.d.TTL)
+	case req.Do == DoBlock && res.Outcome == Expired:
+		a.What = "expired before it could be written"
+	}
+	r.evidence(a)
+	if it.d.Alert && !it.d.Renewal && r.opts.Notifier != nil {
+		select {
+		case r.notify <- a:
+		default:
+			r.metrics.notifyDropped.Inc()
+			r.opts.Log.Error("page queue full: page dropped", "rule", it.d.Rule, "key", it.d.Key)
+		}
+	}
+}
+
+func contains(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Responder) runNotify(ctx context.Context) {
@@ -262,15 +386,13 @@ func (r *Responder) evidence(a Action) {
 	attrs := []any{"time", a.At.UTC().Format(time.RFC3339), "rule", d.Rule, "key", d.Key,
 		"trigger", d.Trigger(), "severity", d.Severity, "count", d.Count,
 		"first_seen", d.FirstSeen.Format(time.RFC3339), "last_seen", d.LastSeen.Format(time.RFC3339)}
-	action := "alert"
 	if a.Blocked {
-		action = "block"
-		if d.Renewal {
-			action = "block renewed"
-		}
-		attrs = append(attrs, "ttl_seconds", int(d.TTL.Seconds()), "expires", a.Expires.UTC().Format(time.RFC3339))
+		attrs = append(attrs, "ttl_seconds", int(d.TTL.Seconds()), "expires", a.Expires.UTC().Format(time.RFC3339), "offence", d.Offence)
 	}
-	r.opts.Log.Info("evidence", append([]any{"action", action}, attrs...)...)
+	if a.Incident != "" {
+		attrs = append(attrs, "incident", a.Incident)
+	}
+	r.opts.Log.Info("evidence", append([]any{"action", a.What}, attrs...)...)
 }
 
 // Backoff is full-jitter exponential backoff between base and ceiling.

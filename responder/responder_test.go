@@ -13,27 +13,34 @@ import (
 	"github.com/authguard/authguard/detector"
 )
 
-type fakeBlocker struct {
+type fakeStore struct {
 	mu       sync.Mutex
 	failures int // fail this many calls first
 	written  []string
+	actions  []string
 	clear    map[string]bool
 	done     chan struct{}
 }
 
-func (f *fakeBlocker) Block(_ context.Context, d detector.Decision, _ time.Time) (bool, error) {
+func (f *fakeStore) Write(_ context.Context, reqs []Request, _ time.Time) ([]Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failures > 0 {
 		f.failures--
-		return false, errors.New("redis: connection refused")
+		return nil, errors.New("redis: connection refused")
 	}
-	defer func() { f.done <- struct{}{} }()
-	if f.clear[d.Key] {
-		return false, nil
+	out := make([]Result, len(reqs))
+	for i, r := range reqs {
+		f.actions = append(f.actions, r.Decision.Key+" "+r.Action)
+		switch {
+		case r.Do == DoBlock && f.clear[r.Decision.Key]:
+			out[i].Outcome = Cleared
+		case r.Do == DoBlock:
+			f.written = append(f.written, r.Decision.Key)
+		}
+		f.done <- struct{}{}
 	}
-	f.written = append(f.written, d.Key)
-	return true, nil
+	return out, nil
 }
 
 type fakeNotifier struct{ pages chan Action }
@@ -48,9 +55,9 @@ func block(key string, renewal bool) detector.Decision {
 }
 
 func TestBlocksAreWrittenInOrderThroughAnOutage(t *testing.T) {
-	b := &fakeBlocker{failures: 3, done: make(chan struct{}, 10)}
+	b := &fakeStore{failures: 3, done: make(chan struct{}, 10)}
 	n := &fakeNotifier{pages: make(chan Action, 10)}
-	r := New(Options{Blocker: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
 	defer func() { cancel(); wait() }()
@@ -68,16 +75,18 @@ func TestBlocksAreWrittenInOrderThroughAnOutage(t *testing.T) {
 	}
 	for range 3 {
 		a := <-n.pages
-		if !a.Blocked || a.Expires.Sub(a.At) != time.Minute {
-			t.Errorf("page for %+v", a)
+		// The block runs from the decision, not from the write after the
+		// outage: less than a minute is left when it is written.
+		if left := a.Expires.Sub(a.At); !a.Blocked || left <= 0 || left >= time.Minute {
+			t.Errorf("block written with %v left, want under a minute: %+v", left, a)
 		}
 	}
 }
 
 func TestRenewalsAreNotPagedAndClearedOnesComeBack(t *testing.T) {
-	b := &fakeBlocker{clear: map[string]bool{"192.0.2.9": true}, done: make(chan struct{}, 10)}
+	b := &fakeStore{clear: map[string]bool{"192.0.2.9": true}, done: make(chan struct{}, 10)}
 	n := &fakeNotifier{pages: make(chan Action, 10)}
-	r := New(Options{Blocker: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
 	defer func() { cancel(); wait() }()
@@ -94,5 +103,29 @@ func TestRenewalsAreNotPagedAndClearedOnesComeBack(t *testing.T) {
 	r.Submit(ctx, block("192.0.2.10", false), detector.Event{}, 3)
 	if a := <-n.pages; a.Decision.Key != "192.0.2.10" {
 		t.Errorf("paged %s: renewals must not be paged", a.Decision.Key)
+	}
+}
+
+func TestDryRunAndNeverBlockRecordButDoNotBlock(t *testing.T) {
+	b := &fakeStore{done: make(chan struct{}, 10)}
+	n := &fakeNotifier{pages: make(chan Action, 10)}
+	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NeverBlock: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := r.Start(ctx)
+	defer func() { cancel(); wait() }()
+	dry := block("192.0.2.1", false)
+	dry.DryRun = true
+	r.Submit(ctx, dry, detector.Event{}, 1)
+	r.Submit(ctx, block("10.1.2.3", false), detector.Event{}, 2)
+	for _, want := range []string{"dry-run", "refused"} {
+		if a := <-n.pages; a.What != want || a.Blocked {
+			t.Errorf("page %+v, want an unblocked %s", a, want)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.written) != 0 || len(b.actions) != 2 {
+		t.Errorf("written %v, recorded %v", b.written, b.actions)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -20,22 +19,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/responder/gateway"
 	"github.com/authguard/authguard/responder/redisblock"
+	"github.com/authguard/authguard/rules"
 )
 
 type cli struct {
 	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
 
-	Listen            string            `help:"Address the proxy listens on." default:":8080"`
-	AdminListen       string            `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`
-	Mode              string            `help:"proxy: reverse proxy to --upstream; forward-auth: answer nginx auth_request, Traefik ForwardAuth and Envoy ext_authz checks with 200 or 403." default:"proxy" enum:"proxy,forward-auth"`
-	Upstream          string            `help:"URL of the service to protect (proxy mode)." placeholder:"URL"`
-	TLSCertFile       string            `name:"tls-cert-file" help:"Serve HTTPS (and HTTP/2) with this certificate." placeholder:"FILE"`
-	TLSKeyFile        string            `name:"tls-key-file" help:"Key of --tls-cert-file." placeholder:"FILE"`
-	H2C               bool              `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
-	RedisURL          string            `help:"Redis URL (redis:// or rediss://)." default:"redis://127.0.0.1:6379/0" placeholder:"URL"`
-	RedisKeyPrefix    string            `help:"Prefix put before every Redis key and channel." placeholder:"PREFIX"`
+	Listen            string `help:"Address the proxy listens on." default:":8080"`
+	AdminListen       string `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`
+	Mode              string `help:"proxy: reverse proxy to --upstream; forward-auth: answer nginx auth_request, Traefik ForwardAuth and Envoy ext_authz checks with 200 or 403." default:"proxy" enum:"proxy,forward-auth"`
+	Upstream          string `help:"URL of the service to protect (proxy mode)." placeholder:"URL"`
+	TLSCertFile       string `name:"tls-cert-file" help:"Serve HTTPS (and HTTP/2) with this certificate." placeholder:"FILE"`
+	TLSKeyFile        string `name:"tls-key-file" help:"Key of --tls-cert-file." placeholder:"FILE"`
+	H2C               bool   `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
+	redisflag.Flags   `embed:""`
 	TrustedProxies    []string          `help:"CIDRs of proxies whose client IP header is believed." placeholder:"CIDR,..."`
 	ClientIPHeader    string            `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
 	CheckRedisOnMiss  bool              `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
@@ -99,21 +99,21 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
 	}
-	trusted, err := parsePrefixes(c.TrustedProxies)
+	trusted, err := rules.ParsePrefixes(c.TrustedProxies)
 	if err != nil {
-		return err
+		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	ipResolver := gateway.ClientIPResolver{Trusted: trusted, Header: c.ClientIPHeader}
 	routes, err := parseRoutes(c.LoginRoutes)
 	if err != nil {
 		return err
 	}
-	rdb, err := redisblock.ParseURL(c.RedisURL)
+	rdb, err := c.Client()
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	store := redisblock.New(rdb, redisblock.DefaultKeys.WithPrefix(c.RedisKeyPrefix))
+	store := redisblock.New(rdb, c.Keys(), redisblock.Options{})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -211,26 +211,6 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		err = nil
 	}
 	return err
-}
-
-func parsePrefixes(ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("--trusted-proxies %q: want a CIDR such as 10.0.0.0/8", s)
-		}
-		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-	}
-	return out, nil
 }
 
 func parseRoutes(ss []string) ([]gateway.Route, error) {

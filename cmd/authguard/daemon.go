@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/responder"
@@ -33,8 +36,10 @@ type runCmd struct {
 	LokiTenant   string `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
 	LokiDelayFor int    `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
 
-	RedisURL       string `help:"Redis URL (redis:// or rediss://)." default:"redis://127.0.0.1:6379/0" placeholder:"URL"`
-	RedisKeyPrefix string `help:"Prefix put before every Redis key and channel." placeholder:"PREFIX"`
+	redisflag.Flags `embed:""`
+	DryRun          bool     `help:"Decide, record and page, but write no block."`
+	NeverBlock      []string `help:"CIDRs never blocked whatever the rules say (e.g. the gateways' own proxies)." placeholder:"CIDR,..."`
+	EvidenceMaxLen  int64    `help:"Approximate length bound of the evidence stream in Redis." default:"100000"`
 
 	SlackTokenFile      string `help:"File holding the Slack bot token (bot-token mode)." placeholder:"FILE"`
 	SlackChannel        string `help:"Slack channel for incident pages (bot-token mode)." placeholder:"CHANNEL"`
@@ -68,6 +73,7 @@ type daemon struct {
 	resp     *responder.Responder
 	listener net.Listener
 	registry *prometheus.Registry
+	store    *redisblock.Store
 	events   prometheus.Counter
 	close    func()
 }
@@ -90,11 +96,15 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if c.LokiDelayFor < 0 || c.LokiDelayFor > 5 {
 		return nil, fmt.Errorf("--loki-delay-for %d: Loki accepts 0 to 5 seconds", c.LokiDelayFor)
 	}
-	rdb, err := redisblock.ParseURL(c.RedisURL)
+	neverBlock, err := rules.ParsePrefixes(c.NeverBlock)
+	if err != nil {
+		return nil, fmt.Errorf("--never-block: %w", err)
+	}
+	rdb, err := c.Client()
 	if err != nil {
 		return nil, err
 	}
-	store := redisblock.New(rdb, redisblock.DefaultKeys.WithPrefix(c.RedisKeyPrefix))
+	store := redisblock.New(rdb, c.Keys(), redisblock.Options{EvidenceMaxLen: c.EvidenceMaxLen})
 	notifier, err := c.notifier(stdout)
 	if err != nil {
 		rdb.Close()
@@ -111,17 +121,18 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		rdb.Close()
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, registry: reg}
+	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store}
 	d.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
 	reg.MustRegister(d.events)
 	d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor},
 		loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.UseLineTime), log, loki.NewMetrics(reg))
-	d.resp = responder.New(responder.Options{Blocker: store, Notifier: notifier, Log: log, Registry: reg})
+	d.resp = responder.New(responder.Options{Store: store, Notifier: notifier, Log: log, Registry: reg,
+		DryRun: c.DryRun, NeverBlock: neverBlock, RunID: runID()})
 	d.close = func() { rdb.Close(); ln.Close() }
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
-		log.Warn("redis is not reachable yet; blocks will be queued and retried", "url", redactURL(c.RedisURL), "err", err)
+		log.Warn("redis is not reachable yet; blocks will be queued and retried", "redis", c.Redacted(), "err", err)
 	}
 	return d, nil
 }
@@ -154,14 +165,11 @@ func readSecret(path string) (string, error) {
 	return s, nil
 }
 
-// redactURL hides a password in a URL before it is logged.
-func redactURL(raw string) string {
-	if i := strings.Index(raw, "@"); i >= 0 {
-		if j := strings.Index(raw, "://"); j >= 0 && j < i {
-			return raw[:j+3] + "***" + raw[i:]
-		}
-	}
-	return raw
+// runID tells this process's request IDs from any other's.
+func runID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // run serves the admin endpoints and runs the loop until ctx ends.
@@ -187,8 +195,21 @@ func (d *daemon) run(ctx context.Context) error {
 	events := make(chan detector.Event, 1024)
 	tailDone := make(chan struct{})
 	go func() { d.tail.Run(ctx, events); close(tailDone) }()
+	// Unblocks through authguard (the CLI, a Slack button) reset the
+	// detector's window for the IP, like the runbook's DEL of both keys.
+	unblocks := make(chan netip.Addr, 64)
+	go d.store.Subscribe(ctx, func(ev redisblock.Event) {
+		ip, err := netip.ParseAddr(ev.IP)
+		if ev.Op != "unblock" || err != nil {
+			return
+		}
+		select {
+		case unblocks <- ip.Unmap():
+		case <-ctx.Done():
+		}
+	}, nil)
 	d.log.Info("authguard running", "admin", d.listener.Addr().String())
-	err := d.detect(ctx, events)
+	err := d.detect(ctx, events, unblocks)
 	cancel()
 	<-tailDone
 	waitResp()
@@ -200,7 +221,7 @@ func (d *daemon) run(ctx context.Context) error {
 
 // detect is the single goroutine that owns the engine: events in, decisions
 // out to the responder, and resets back in when an operator cleared an IP.
-func (d *daemon) detect(ctx context.Context, events <-chan detector.Event) error {
+func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblocks <-chan netip.Addr) error {
 	var seq uint64
 	// resetAt remembers the sequence number current when each IP was reset,
 	// so that several in-flight decisions about one clearance reset it once.
@@ -225,6 +246,9 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event) error
 			if err := observe(ev); err != nil {
 				return err
 			}
+		case ip := <-unblocks:
+			d.engine.Reset(ip)
+			resetAt[ip] = seq
 		case <-d.resp.ClearedSignal():
 			for _, c := range d.resp.TakeCleared() {
 				ip := c.Decision.IP

@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/detector/loki/lokitest"
 	"github.com/authguard/authguard/responder/gateway"
@@ -62,7 +63,7 @@ func (c *demoCmd) Run(ctx context.Context, e *env) error {
 	defer app.Close()
 
 	quiet := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	store := redisblock.New(rdb, redisblock.DefaultKeys)
+	store := redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{})
 	list := gateway.NewBlocklist()
 	go (&gateway.Syncer{Store: store, List: list, Interval: time.Second, Log: quiet}).Run(ctx)
 	pusher, err := gateway.NewPusher(gateway.PusherOptions{URL: lk.URL, FlushEvery: 100 * time.Millisecond, Log: quiet})
@@ -84,7 +85,7 @@ func (c *demoCmd) Run(ctx context.Context, e *env) error {
 	gwURL := "http://" + gwLn.Addr().String()
 
 	pages := &pageWriter{ready: make(chan struct{})}
-	daemonCmd := runCmd{LokiURL: lk.URL, LokiQuery: loki.DefaultQuery, RedisURL: "redis://" + redisAddr + "/0",
+	daemonCmd := runCmd{LokiURL: lk.URL, LokiQuery: loki.DefaultQuery, Flags: redisflag.Flags{RedisURL: "redis://" + redisAddr + "/0"},
 		Listen: "127.0.0.1:0", MaxLineBytes: loki.DefaultMaxLineBytes}
 	d, err := daemonCmd.build(ctx, quiet, pages)
 	if err != nil {

@@ -1,0 +1,87 @@
+// Package redisflag holds the Redis settings both authguard binaries take,
+// and turns them into a client: standalone (redis:// or rediss://) or
+// through Sentinel, with an ACL user, a password from a file and TLS with a
+// custom CA.
+package redisflag
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authguard/authguard/responder/redisblock"
+)
+
+// Flags are the Redis settings.
+type Flags struct {
+	RedisURL            string   `help:"Redis URL (redis:// or rediss://); with Sentinel only its database, user and TLS choice are used." default:"redis://127.0.0.1:6379/0" placeholder:"URL"`
+	RedisSentinelAddrs  []string `help:"Sentinel addresses; with --redis-sentinel-master the master is found through them and followed across failovers." placeholder:"HOST:PORT,..."`
+	RedisSentinelMaster string   `help:"Name of the master the Sentinels watch." placeholder:"NAME"`
+	RedisUsername       string   `help:"Redis ACL user." placeholder:"USER"`
+	RedisPasswordFile   string   `help:"File holding the Redis password (never logged)." placeholder:"FILE"`
+	RedisTLSCAFile      string   `name:"redis-tls-ca-file" help:"CA bundle to verify Redis's TLS certificate (implies TLS)." placeholder:"FILE"`
+	RedisKeyPrefix      string   `help:"Prefix put before every Redis key and channel." placeholder:"PREFIX"`
+}
+
+// Keys returns the key schema with the configured prefix.
+func (f *Flags) Keys() redisblock.Keys { return redisblock.DefaultKeys.WithPrefix(f.RedisKeyPrefix) }
+
+// Client builds the client the flags describe.
+func (f *Flags) Client() (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(f.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	if f.RedisUsername != "" {
+		opt.Username = f.RedisUsername
+	}
+	if f.RedisPasswordFile != "" {
+		b, err := os.ReadFile(f.RedisPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-password-file: %w", err)
+		}
+		opt.Password = strings.TrimSpace(string(b))
+	}
+	if f.RedisTLSCAFile != "" {
+		pem, err := os.ReadFile(f.RedisTLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-tls-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--redis-tls-ca-file %s: no certificates found", f.RedisTLSCAFile)
+		}
+		if opt.TLSConfig == nil {
+			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		opt.TLSConfig.RootCAs = pool
+	}
+	switch {
+	case len(f.RedisSentinelAddrs) > 0 && f.RedisSentinelMaster == "":
+		return nil, errors.New("--redis-sentinel-addrs needs --redis-sentinel-master")
+	case len(f.RedisSentinelAddrs) > 0:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: f.RedisSentinelMaster, SentinelAddrs: f.RedisSentinelAddrs,
+			Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig,
+		}), nil
+	}
+	return redis.NewClient(opt), nil
+}
+
+// Redacted describes the target for logs, without secrets.
+func (f *Flags) Redacted() string {
+	if len(f.RedisSentinelAddrs) > 0 {
+		return fmt.Sprintf("sentinel master %q via %s", f.RedisSentinelMaster, strings.Join(f.RedisSentinelAddrs, ","))
+	}
+	if i := strings.Index(f.RedisURL, "@"); i >= 0 {
+		if j := strings.Index(f.RedisURL, "://"); j >= 0 && j < i {
+			return f.RedisURL[:j+3] + "***" + f.RedisURL[i:]
+		}
+	}
+	return f.RedisURL
+}
