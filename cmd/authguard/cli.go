@@ -19,10 +19,12 @@ import (
 type cli struct {
 	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
 
-	Run     runCmd     `cmd:"" help:"Run the daemon: tail Loki, detect, block in Redis, page in Slack."`
-	Rules   rulesCmd   `cmd:"" help:"Work with rules files."`
-	Demo    demoCmd    `cmd:"" help:"Run the whole loop on this machine against a scripted attack (needs redis-server)."`
-	Version versionCmd `cmd:"" help:"Print the version and build information."`
+	Run       runCmd       `cmd:"" help:"Run the daemon: tail Loki, detect, block in Redis, page in Slack."`
+	Rules     rulesCmd     `cmd:"" help:"Work with rules files."`
+	Blocks    blocksCmd    `cmd:"" help:"List, add and remove blocks in Redis."`
+	Incidents incidentsCmd `cmd:"" help:"Incident reports from the evidence records."`
+	Demo      demoCmd      `cmd:"" help:"Run the whole loop on this machine against a scripted attack (needs redis-server)."`
+	Version   versionCmd   `cmd:"" help:"Print the version and build information."`
 }
 
 // env carries the process's outputs to commands.

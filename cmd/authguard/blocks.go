@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/authguard/authguard/cmd/internal/redisflag"
+	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder/redisblock"
+)
+
+// operatorFlags name who acts, for the evidence record.
+type operatorFlags struct {
+	Operator string `help:"Who is acting, for the evidence record (default: $USER)." placeholder:"NAME"`
+	Reason   string `help:"Why, for the evidence record." required:"" placeholder:"TEXT"`
+}
+
+func (o operatorFlags) who() string {
+	if o.Operator != "" {
+		return o.Operator
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
+}
+
+type blocksCmd struct {
+	List   blocksListCmd   `cmd:"" help:"List the blocks in Redis, including blocks set by hand."`
+	Add    blocksAddCmd    `cmd:"" help:"Block an IP by hand (recorded as evidence)."`
+	Remove blocksRemoveCmd `cmd:"" help:"Unblock an IP: deletes ip_block and login_fail, resets the detector's window (recorded as evidence)."`
+	Clear  blocksClearCmd  `cmd:"" help:"Unblock every IP and clear every tally (recorded as evidence)."`
+}
+
+func openStore(f *redisflag.Flags) (*redisblock.Store, func(), error) {
+	rdb, err := f.Client()
+	if err != nil {
+		return nil, nil, err
+	}
+	return redisblock.New(rdb, f.Keys(), redisblock.Options{}), func() { rdb.Close() }, nil
+}
+
+func parseIP(s string) (netip.Addr, error) {
+	ip, err := netip.ParseAddr(s)
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	return ip.Unmap(), nil
+}
+
+type blocksListCmd struct {
+	redisflag.Flags `embed:""`
+	Output          string `help:"table or json." default:"table" enum:"table,json"`
+}
+
+type listedBlock struct {
+	IP        string `json:"ip"`
+	Rule      string `json:"rule"`
+	Severity  string `json:"severity,omitempty"`
+	Count     int    `json:"count"`
+	ExpiresAt string `json:"expires_at,omitempty"`
+	ExpiresIn int64  `json:"expires_in_seconds"`
+	Incident  string `json:"incident,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func (c *blocksListCmd) Run(ctx context.Context, e *env) error {
+	store, done, err := openStore(&c.Flags)
+	if err != nil {
+		return err
+	}
+	defer done()
+	entries, err := store.List(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	rows := make([]listedBlock, 0, len(entries))
+	for _, en := range entries {
+		b := listedBlock{IP: en.IP.String(), Rule: en.Meta["rule"], Severity: en.Meta["severity"], Incident: en.Meta["incident"],
+			Reason: en.Meta["reason"], ExpiresIn: -1}
+		b.Count, _ = strconv.Atoi(en.Meta["count"])
+		if b.Rule == "" {
+			b.Rule = "(set by hand)"
+		}
+		if !en.Expires.IsZero() {
+			b.ExpiresAt = en.Expires.UTC().Format(time.RFC3339)
+			b.ExpiresIn = int64(en.Expires.Sub(now).Round(time.Second) / time.Second)
+		}
+		rows = append(rows, b)
+	}
+	if c.Output == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tRULE\tSEVERITY\tCOUNT\tEXPIRES IN\tINCIDENT")
+	for _, b := range rows {
+		in := "never"
+		if b.ExpiresIn >= 0 {
+			in = detector.FormatDuration(time.Duration(b.ExpiresIn) * time.Second)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", b.IP, b.Rule, dash(b.Severity), b.Count, in, dash(b.Incident))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+type blocksAddCmd struct {
+	redisflag.Flags `embed:""`
+	operatorFlags
+	IP  string        `arg:"" help:"Address to block."`
+	TTL time.Duration `help:"How long." default:"24h"`
+}
+
+func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
+	ip, err := parseIP(c.IP)
+	if err != nil {
+		return err
+	}
+	if c.TTL < time.Second {
+		return errors.New("--ttl must be at least 1s")
+	}
+	store, done, err := openStore(&c.Flags)
+	if err != nil {
+		return err
+	}
+	defer done()
+	now := time.Now()
+	incident, err := store.Manual(ctx, ip, c.TTL, c.who(), c.Reason, now)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s blocked for %s, until %s (incident %s)\n", ip, detector.FormatDuration(c.TTL), now.Add(c.TTL).UTC().Format("2006-01-02 15:04:05 UTC"), incident)
+	return nil
+}
+
+type blocksRemoveCmd struct {
+	redisflag.Flags `embed:""`
+	operatorFlags
+	IP string `arg:"" help:"Address to unblock."`
+}
+
+func (c *blocksRemoveCmd) Run(ctx context.Context, e *env) error {
+	ip, err := parseIP(c.IP)
+	if err != nil {
+		return err
+	}
+	store, done, err := openStore(&c.Flags)
+	if err != nil {
+		return err
+	}
+	defer done()
+	existed, err := store.Unblock(ctx, ip, c.who(), c.Reason, time.Now())
+	if err != nil {
+		return err
+	}
+	if !existed {
+		fmt.Fprintf(e.stdout, "%s had no block and no tally; recorded anyway\n", ip)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s unblocked: ip_block and login_fail deleted, detector window reset\n", ip)
+	return nil
+}
+
+type blocksClearCmd struct {
+	redisflag.Flags `embed:""`
+	operatorFlags
+	All bool `help:"Required: yes, every block and every tally."`
+}
+
+func (c *blocksClearCmd) Run(ctx context.Context, e *env) error {
+	if !c.All {
+		return errors.New("blocks clear removes every block; say --all to confirm")
+	}
+	store, done, err := openStore(&c.Flags)
+	if err != nil {
+		return err
+	}
+	defer done()
+	blocked, err := store.Blocked(ctx)
+	if err != nil {
+		return err
+	}
+	tallies, err := store.Tallies(ctx)
+	if err != nil {
+		return err
+	}
+	ips := map[netip.Addr]bool{}
+	for ip := range blocked {
+		ips[ip] = true
+	}
+	for _, ip := range tallies {
+		ips[ip] = true
+	}
+	for ip := range ips {
+		if _, err := store.Unblock(ctx, ip, c.who(), c.Reason, time.Now()); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(e.stdout, "cleared %d IPs\n", len(ips))
+	return nil
+}
+
+type incidentsCmd struct {
+	Show incidentsShowCmd `cmd:"" help:"Render an incident's report as Markdown, from the evidence records."`
+}
+
+type incidentsShowCmd struct {
+	redisflag.Flags `embed:""`
+	ID              string `arg:"" help:"Incident ID, as pages, logs and 'blocks list' show it."`
+}
+
+func (c *incidentsShowCmd) Run(ctx context.Context, e *env) error {
+	store, done, err := openStore(&c.Flags)
+	if err != nil {
+		return err
+	}
+	defer done()
+	recs, err := store.Incident(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return fmt.Errorf("no evidence for incident %q (records older than the evidence stream's bound are gone)", c.ID)
+	}
+	return writeReport(e.stdout, c.ID, recs, time.Now())
+}
+
+// writeReport renders an incident as the authentication-abuse playbook's
+// report template: summary, timeline, impact, actions taken, evidence.
+func writeReport(w io.Writer, id string, recs []redisblock.Record, now time.Time) error {
+	first := recs[0].Fields
+	var (
+		severity, rule, ip, status string
+		count                      int
+		start, end                 time.Time
+		actions, timeline, samples []string
+	)
+	status = "Resolved"
+	parse := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, s); return t }
+	clock := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
+	for _, r := range recs {
+		f := r.Fields
+		at := parse(f["time"])
+		if start.IsZero() {
+			start = at
+			if fs := parse(f["first_seen"]); !fs.IsZero() && fs.Before(start) {
+				start = fs
+				timeline = append(timeline, fmt.Sprintf("- %s: first failed login seen from %s", clock(fs), f["ip"]))
+			}
+		}
+		end = at
+		if f["severity"] != "" {
+			severity = f["severity"]
+		}
+		if f["rule"] != "" && rule == "" {
+			rule = f["rule"]
+		}
+		if ip == "" {
+			ip = f["ip"]
+		}
+		if n, err := strconv.Atoi(f["count"]); err == nil && n > count {
+			count = n
+		}
+		what := f["action"]
+		switch {
+		case f["operator"] != "":
+			what = fmt.Sprintf("%s by %s (%s)", what, f["operator"], f["reason"])
+		case f["trigger"] != "":
+			what = fmt.Sprintf("%s by rule %s: %s", what, f["rule"], f["trigger"])
+		}
+		if exp := parse(f["expires_at"]); !exp.IsZero() {
+			what += ", until " + clock(exp)
+			if exp.After(now) {
+				status = "Active (blocked until " + clock(exp) + ")"
+			} else {
+				status = "Resolved (block expired " + clock(exp) + ")"
+			}
+		}
+		if f["action"] == "unblock" {
+			status = fmt.Sprintf("Resolved (unblocked by %s)", f["operator"])
+		}
+		timeline = append(timeline, fmt.Sprintf("- %s: %s", clock(at), what))
+		actions = append(actions, what)
+		if s := f["sample"]; s != "" && len(samples) < 3 {
+			samples = append(samples, s)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Authentication Abuse Incident Report\n\n")
+	fmt.Fprintf(&b, "**Incident ID**: %s\n**Date**: %s\n**Severity**: %s\n**Status**: %s\n\n", id, start.UTC().Format("2006-01-02"), dash(severity), status)
+	fmt.Fprintf(&b, "## Summary\n%s from %s: %d failed logins (%s). authguard acted under rule %s.\n\n", humanRule(rule), ip, count, dash(first["trigger"]), dash(rule))
+	fmt.Fprintf(&b, "## Timeline\n%s\n\n", strings.Join(timeline, "\n"))
+	fmt.Fprintf(&b, "## Impact\n- Source IPs: %s\n- Failed attempts: %d\n- Duration: %s (%s to %s)\n\n", ip, count, detector.FormatDuration(end.Sub(start).Round(time.Second)), clock(start), clock(end))
+	fmt.Fprintf(&b, "## Actions Taken\n")
+	for i, a := range actions {
+		fmt.Fprintf(&b, "%d. %s\n", i+1, a)
+	}
+	if len(samples) > 0 {
+		fmt.Fprintf(&b, "\n## Evidence\n```\n%s\n```\n", strings.Join(samples, "\n"))
+	}
+	fmt.Fprintf(&b, "\n## Root Cause\n_To be written by the responder._\n\n## Lessons Learned\n_To be written._\n\n## Follow-up Actions\n- [ ] Review whether the rule's threshold or block duration should change\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func humanRule(rule string) string {
+	if rule == "" || rule == "manual" {
+		return "Manual block"
+	}
+	s := strings.ReplaceAll(rule, "-", " ")
+	return strings.ToUpper(s[:1]) + s[1:]
+}
