@@ -87,9 +87,7 @@ func TestKnownBlocksSurviveARedisOutage(t *testing.T) {
 		s.login(ip, "guess")
 	}
 	s.awaitBlocked(ip)
-	if err := s.redisProc.Kill(); err != nil {
-		t.Fatal(err)
-	}
+	s.redis.stop()
 	eventually(t, 10*time.Second, "the gateway to notice Redis is gone", func() bool {
 		resp, err := http.Get(s.gwAdmin + "/readyz")
 		if err != nil {

@@ -79,36 +79,64 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// startRedis starts a private redis-server; it never touches another one.
-func startRedis(t *testing.T) *redis.Client {
-	rdb, _ := startRedisProcess(t)
-	return rdb
+// redisServer is a private redis-server on a free port; tests never touch
+// another Redis.
+type redisServer struct {
+	t    *testing.T
+	addr string
+	dir  string
+	args []string
+	cmd  *exec.Cmd
+	out  bytes.Buffer
 }
 
-// startRedisProcess is startRedis that also hands out the process, for
-// tests that kill it.
-func startRedisProcess(t *testing.T) (*redis.Client, *os.Process) {
+// startRedis starts a private redis-server and returns a client for it.
+func startRedis(t *testing.T) *redis.Client {
+	return startRedisServer(t).client()
+}
+
+func startRedisServer(t *testing.T, extra ...string) *redisServer {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not installed: run `make test`, which installs it, or apt-get install -y redis-server")
 	}
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	r := &redisServer{t: t, addr: freeAddr(t), dir: t.TempDir(), args: extra}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) url() string { return "redis://" + r.addr + "/0" }
+
+func (r *redisServer) port() string { _, p, _ := net.SplitHostPort(r.addr); return p }
+
+// start (re)starts the server on its port, empty: it keeps nothing on disk.
+func (r *redisServer) start() {
+	r.t.Helper()
+	args := append([]string{"--port", r.port(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir}, r.args...)
+	r.cmd = exec.Command("redis-server", args...)
+	r.out.Reset()
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() {
-		rdb.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	eventually(t, 10*time.Second, "redis-server to answer PING", func() bool { return rdb.Ping(context.Background()).Err() == nil })
-	return rdb, cmd.Process
+	c := redis.NewClient(&redis.Options{Addr: r.addr})
+	defer c.Close()
+	eventually(r.t, 10*time.Second, "redis-server to answer PING", func() bool { return c.Ping(context.Background()).Err() == nil })
+}
+
+// stop kills the server (as a crash would) and waits for it.
+func (r *redisServer) stop() {
+	if r.cmd != nil && r.cmd.ProcessState == nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	}
+}
+
+func (r *redisServer) client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.addr})
+	r.t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // process is a running binary whose output is kept for failure reports.
@@ -227,19 +255,22 @@ func newSlack(t *testing.T) *slackPosts {
 
 // stack is the whole loop: login app, gateway, daemon, Redis, Loki, Slack.
 type stack struct {
-	t         *testing.T
-	rdb       *redis.Client
-	redisProc *os.Process
-	loki      lokiTarget
-	slack     *slackPosts
-	run       string // label value isolating this test's streams
-	gateway   string // base URL of the gateway
-	gwAdmin   string
-	daemon    *process
-	daemonAt  string // admin address of the daemon
+	t        *testing.T
+	rdb      *redis.Client
+	redis    *redisServer
+	loki     lokiTarget
+	slack    *slackPosts
+	run      string // label value isolating this test's streams
+	gateway  string // base URL of the gateway
+	gwAdmin  string
+	daemon   *process
+	daemonAt string // admin address of the daemon
 }
 
 type stackOptions struct {
+	redis     *redisServer // default: a new one
+	rules     string       // a whole rules file; overrides ttl
+	dArgs     []string
 	ttl       string
 	query     string // LogQL; %s is replaced by the stream selector
 	reconcile string // gateway --reconcile-interval (default 200ms)
@@ -258,7 +289,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		o.reconcile = "200ms"
 	}
 	s := &stack{t: t, loki: newLoki(t), slack: newSlack(t)}
-	s.rdb, s.redisProc = startRedisProcess(t)
+	s.redis = o.redis
+	if s.redis == nil {
+		s.redis = startRedisServer(t)
+	}
+	s.rdb = s.redis.client()
 	b := make([]byte, 6)
 	rand.Read(b)
 	s.run = hex.EncodeToString(b)
@@ -281,7 +316,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	t.Cleanup(app.Close)
 
 	rules := filepath.Join(t.TempDir(), "rules.yaml")
-	os.WriteFile(rules, []byte(fmt.Sprintf(`rules:
+	if o.rules == "" {
+		o.rules = fmt.Sprintf(`rules:
   - name: failed-login-burst
     match: {action: auth_failed}
     group_by: client_ip
@@ -289,11 +325,13 @@ func newStack(t *testing.T, o stackOptions) *stack {
     threshold: 5
     block: {ttl: %s}
     alert: true
-`, o.ttl)), 0o644)
+`, o.ttl)
+	}
+	os.WriteFile(rules, []byte(o.rules), 0o644)
 	token := filepath.Join(t.TempDir(), "slack-token")
 	os.WriteFile(token, []byte("xoxb-e2e\n"), 0o600)
 
-	redisURL := "redis://" + s.rdb.Options().Addr + "/0"
+	redisURL := s.redis.url()
 	gwAddr, gwAdmin := freeAddr(t), freeAddr(t)
 	s.gateway, s.gwAdmin = "http://"+gwAddr, "http://"+gwAdmin
 	gwArgs := []string{"--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", app.URL, "--redis-url", redisURL,
@@ -313,6 +351,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if s.loki.tenant != "" {
 		dArgs = append(dArgs, "--loki-tenant", s.loki.tenant)
 	}
+	dArgs = append(dArgs, o.dArgs...)
 	s.daemon = start(t, "authguard", dArgs...)
 	eventually(t, 20*time.Second, "the gateway to be ready", func() bool { return gw.alive(t) && httpStatus(s.gwAdmin+"/readyz") == 200 })
 	eventually(t, 20*time.Second, "the daemon to tail Loki", func() bool { return s.daemon.alive(t) && httpStatus("http://"+s.daemonAt+"/readyz") == 200 })
