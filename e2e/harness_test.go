@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 // eventually polls cond until it holds or the deadline passes. It awaits an
 // observable state (a Redis key, an HTTP answer, a metric); it never stands
 // in for one.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -69,7 +69,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -82,7 +82,7 @@ func freeAddr(t *testing.T) string {
 // redisServer is a private redis-server on a free port; tests never touch
 // another Redis.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 	dir  string
 	args []string
@@ -95,7 +95,7 @@ func startRedis(t *testing.T) *redis.Client {
 	return startRedisServer(t).client()
 }
 
-func startRedisServer(t *testing.T, extra ...string) *redisServer {
+func startRedisServer(t testing.TB, extra ...string) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not installed: run `make test`, which installs it, or apt-get install -y redis-server")

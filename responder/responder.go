@@ -8,9 +8,9 @@ package responder
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -110,7 +110,7 @@ type Options struct {
 	// gateways' own proxies, say); such decisions are recorded as refused.
 	NeverBlock []netip.Prefix
 	// RunID makes request IDs unique to this process.
-	RunID string
+	RunID    string
 	Log      *slog.Logger
 	Registry prometheus.Registerer
 	// BlockQueue and NotifyQueue bound the queues (defaults 10000 and 1000).

@@ -29,7 +29,7 @@ type Keys struct {
 	Index    string // sorted set of blocked IPs by expiry
 	Meta     string // prefix of the metadata hash
 	Channel  string // pub/sub channel for block events
-	Offenses string // prefix of the offence record (sorted set of block IDs)
+	Offenses string // prefix of the offence counter (expires after the escalation memory)
 	Evidence string // stream of evidence records
 }
 
@@ -85,58 +85,68 @@ func New(rdb redis.UniversalClient, keys Keys, opts Options) *Store {
 // Keys returns the store's key names.
 func (s *Store) Keys() Keys { return s.keys }
 
-// blockScript writes a block in one round trip, so that ip_block, the tally,
-// the index, the metadata, the offence record, the evidence record and the
-// event never disagree. It is idempotent per request ID. A renewal (a block
-// re-fired by a failure during a standing block) is written only while
-// login_fail:<ip> exists: if an operator deleted both keys the IP has a clean
-// slate and the script returns 2. An incident is the span of one IP's
-// standing block: its ID is the ID of the evidence record that opened it.
+// blockScript writes blocks, each whole, so that ip_block, the tally, the
+// index, the metadata, the offence record, the evidence record and the
+// event never disagree. One call writes a run of blocks: a script call has a
+// fixed cost that dominates a single block's. It is idempotent per request
+// ID. A renewal (a block re-fired by a failure during a standing block) is
+// written only while login_fail:<ip> exists: if an operator deleted both
+// keys the IP has a clean slate and its code is 2. An incident is the span
+// of one IP's standing block: its ID is the ID of the evidence record that
+// opened it. The evidence record travels as one JSON field.
 //
-// KEYS: ip_block, login_fail, index, meta, offences, evidence.
-// ARGV: request ID, ttl ms, count, renewal, expires ms, ip, channel, event,
-// now ms, evidence max length, offence memory ms, manual, then the record's
-// field/value pairs.
+// KEYS: index, evidence, then per block: ip_block, login_fail, meta, offences.
+// ARGV: channel, now ms, evidence max length, offence memory ms, then per
+// block: request ID, ttl ms, count, renewal, expires ms, ip, event, manual,
+// record, rule, severity, expires at, reason.
+// Returns code and incident per block: 0 written, 1 already written, 2 cleared.
 var blockScript = redis.NewScript(`
-local meta = KEYS[4]
-if redis.call('HGET', meta, 'request') == ARGV[1] then
-  return {1, redis.call('HGET', meta, 'incident') or ''}
+local out = {}
+local n = (#KEYS - 2) / 4
+for j = 0, n - 1 do
+  local kb, kf, meta, ko = KEYS[3 + 4*j], KEYS[4 + 4*j], KEYS[5 + 4*j], KEYS[6 + 4*j]
+  local a = 4 + 13*j
+  local id, ttl, count, renewal, expires, ip, event, manual, record = ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6], ARGV[a+7], ARGV[a+8], ARGV[a+9]
+  local cur = redis.call('HMGET', meta, 'request', 'incident')
+  if cur[1] == id then
+    out[#out+1] = 1; out[#out+1] = cur[2] or ''
+  elseif renewal == '1' and redis.call('EXISTS', kf) == 0 then
+    out[#out+1] = 2; out[#out+1] = ''
+  else
+    local incident = cur[2]
+    local eid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'incident', incident or '', 'record', record)
+    if not incident then incident = eid end
+    redis.call('SET', kb, '1', 'PX', ttl)
+    if manual ~= '1' then
+      redis.call('SET', kf, count, 'PX', ttl)
+    end
+    redis.call('ZADD', KEYS[1], expires, ip)
+    redis.call('HSET', meta, 'request', id, 'incident', incident, 'rule', ARGV[a+10], 'severity', ARGV[a+11],
+      'count', count, 'expires_at', ARGV[a+12], 'reason', ARGV[a+13])
+    redis.call('PEXPIRE', meta, ttl)
+    if renewal ~= '1' and manual ~= '1' then
+      redis.call('INCR', ko)
+      redis.call('PEXPIRE', ko, ARGV[4])
+    end
+    redis.call('PUBLISH', ARGV[1], event)
+    out[#out+1] = 0; out[#out+1] = incident
+  end
 end
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
-  return {2, ''}
-end
-local incident = redis.call('HGET', meta, 'incident')
-local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'incident', incident or '', unpack(ARGV, 13))
-if not incident then incident = id end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-if ARGV[12] ~= '1' then
-  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
-end
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[9])
-redis.call('DEL', meta)
-redis.call('HSET', meta, 'request', ARGV[1], 'incident', incident, unpack(ARGV, 13))
-redis.call('PEXPIRE', meta, ARGV[2])
-if ARGV[4] ~= '1' and ARGV[12] ~= '1' then
-  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[9]) - tonumber(ARGV[11]))
-  redis.call('PEXPIRE', KEYS[5], ARGV[11])
-end
-redis.call('PUBLISH', ARGV[7], ARGV[8])
-return {0, incident}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+return out
 `)
 
 // unblockScript deletes both runbook keys, the metadata and the index entry,
 // records who did it and tells gateways, in one round trip.
 //
 // KEYS: ip_block, login_fail, index, meta, evidence.
-// ARGV: ip, channel, event, evidence max length, then the record's pairs.
+// ARGV: ip, channel, event, evidence max length, record (JSON).
 var unblockScript = redis.NewScript(`
 local incident = redis.call('HGET', KEYS[4], 'incident') or ''
 local existed = redis.call('EXISTS', KEYS[1], KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'incident', incident, unpack(ARGV, 5))
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'incident', incident, 'record', ARGV[5])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return existed
 `)
@@ -149,36 +159,51 @@ type Event struct {
 	ExpiresMS int64 `json:"expires_ms,omitempty"`
 }
 
-// record is an evidence record's fields, in a stable order.
-type record [][2]string
-
-func (r record) args() []any {
-	out := make([]any, 0, 2*len(r))
-	for _, f := range r {
-		out = append(out, f[0], f[1])
-	}
-	return out
+// record is one evidence record: what was done, to whom, why, by whom.
+// Stored as one JSON field; the names are the report's vocabulary.
+type record struct {
+	Time       string `json:"time"`
+	Action     string `json:"action"`
+	IP         string `json:"ip"`
+	Rule       string `json:"rule,omitempty"`
+	Trigger    string `json:"trigger,omitempty"`
+	Severity   string `json:"severity,omitempty"`
+	Count      int    `json:"count,omitempty"`
+	Rate       string `json:"rate_per_minute,omitempty"`
+	FirstSeen  string `json:"first_seen,omitempty"`
+	LastSeen   string `json:"last_seen,omitempty"`
+	TTLSeconds int64  `json:"ttl_seconds,omitempty"`
+	Offence    int    `json:"offence,omitempty"`
+	ExpiresAt  string `json:"expires_at,omitempty"`
+	Operator   string `json:"operator,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Sample     string `json:"sample,omitempty"`
 }
+
+func (r *record) json() string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+// why is the metadata's one-line reason: the operator's or the rule's trigger.
+func (r *record) why() string {
+	if r.Reason != "" {
+		return r.Reason
+	}
+	return r.Trigger
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 func decisionRecord(req responder.Request, now, expires time.Time) record {
 	d := req.Decision
-	r := record{
-		{"time", now.UTC().Format(time.RFC3339Nano)},
-		{"action", req.Action},
-		{"ip", d.Key},
-		{"rule", d.Rule},
-		{"trigger", d.Trigger()},
-		{"severity", d.Severity},
-		{"count", strconv.Itoa(d.Count)},
-		{"rate_per_minute", strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64)},
-		{"first_seen", d.FirstSeen.UTC().Format(time.RFC3339Nano)},
-		{"last_seen", d.LastSeen.UTC().Format(time.RFC3339Nano)},
-		{"sample", truncate(d.Sample, 1024)},
-	}
+	r := record{Time: stamp(now), Action: req.Action, IP: d.Key, Rule: d.Rule, Trigger: d.Trigger(), Severity: d.Severity,
+		Count: d.Count, Rate: strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64), FirstSeen: stamp(d.FirstSeen), LastSeen: stamp(d.LastSeen),
+		Sample: truncate(d.Sample, 1024)}
 	if d.Kind == detector.KindBlock {
-		r = append(r, [2]string{"ttl_seconds", strconv.FormatInt(int64(d.TTL/time.Second), 10)}, [2]string{"offence", strconv.Itoa(d.Offence)})
+		r.TTLSeconds, r.Offence = int64(d.TTL/time.Second), d.Offence
 		if !expires.IsZero() {
-			r = append(r, [2]string{"expires_at", expires.UTC().Format(time.RFC3339Nano)})
+			r.ExpiresAt = stamp(expires)
 		}
 	}
 	return r
@@ -191,9 +216,24 @@ func truncate(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "")
 }
 
-// Write carries out a batch of requests in one pipelined round trip: blocks
-// through blockScript, everything else as evidence records. A block runs
-// from its DecidedAt; one that would already have ended is only recorded.
+// maxRun bounds the blocks one script call writes.
+const maxRun = 64
+
+// pendingBlock is one block for blockScript.
+type pendingBlock struct {
+	id              string
+	ip              netip.Addr
+	left            time.Duration
+	expires         time.Time
+	count           int
+	renewal, manual bool
+	record          record
+}
+
+// Write carries out a batch of requests in one pipelined round trip: runs
+// of blocks through blockScript, everything else as evidence records, all
+// in request order. A block runs from its DecidedAt; one that would already
+// have ended is only recorded.
 func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Time) ([]responder.Result, error) {
 	// In a pipeline EVALSHA cannot fall back to EVAL, so the script is
 	// loaded first: once, and again after a Redis restart emptied the cache.
@@ -204,25 +244,44 @@ func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Ti
 		s.loaded.Store(true)
 	}
 	results := make([]responder.Result, len(reqs))
-	cmds := make([]redis.Cmder, len(reqs))
+	type run struct {
+		cmd   redis.Cmder
+		index []int // request index of each block in the run
+	}
+	var runs []run
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		var blocks []pendingBlock
+		var index []int
+		flush := func() {
+			if len(blocks) > 0 {
+				runs = append(runs, run{s.runBlocks(ctx, p, blocks, now), index})
+				blocks, index = nil, nil
+			}
+		}
 		for i, req := range reqs {
 			d := req.Decision
 			expires := req.DecidedAt.Add(d.TTL)
-			if req.Do != responder.DoBlock || !d.IP.IsValid() {
-				cmds[i] = s.xadd(ctx, p, decisionRecord(req, now, time.Time{}))
-				continue
-			}
 			left := expires.Sub(now)
-			if left <= 0 {
+			switch {
+			case req.Do != responder.DoBlock || !d.IP.IsValid():
+				flush()
+				rec := decisionRecord(req, now, time.Time{})
+				s.xadd(ctx, p, &rec)
+			case left <= 0:
+				flush()
 				results[i].Outcome = responder.Expired
 				rec := decisionRecord(req, now, expires)
-				rec[1][1] = "block expired before it could be written"
-				cmds[i] = s.xadd(ctx, p, rec)
-				continue
+				rec.Action = "block expired before it could be written"
+				s.xadd(ctx, p, &rec)
+			default:
+				blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
+				index = append(index, i)
+				if len(blocks) == maxRun {
+					flush()
+				}
 			}
-			cmds[i] = s.runBlock(ctx, p, req.ID, d.IP, left, expires, d.Count, d.Renewal, false, now, decisionRecord(req, now, expires))
 		}
+		flush()
 		return nil
 	})
 	if err != nil {
@@ -231,33 +290,60 @@ func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Ti
 		}
 		return nil, fmt.Errorf("write %d decisions: %w", len(reqs), err)
 	}
-	for i, c := range cmds {
-		if reqs[i].Do != responder.DoBlock || results[i].Outcome == responder.Expired {
-			continue
-		}
-		code, incident, err := scriptResult(c)
+	for _, r := range runs {
+		codes, err := scriptResults(r.cmd, len(r.index))
 		if err != nil {
-			return nil, fmt.Errorf("write block %s: %w", reqs[i].Decision.Key, err)
+			return nil, fmt.Errorf("write blocks: %w", err)
 		}
-		results[i].Incident = incident
-		if code == 2 {
-			results[i].Outcome = responder.Cleared
+		for k, i := range r.index {
+			results[i].Incident = codes[k].incident
+			if codes[k].code == 2 {
+				results[i].Outcome = responder.Cleared
+			}
 		}
 	}
 	return results, nil
 }
 
-func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r record) redis.Cmder {
-	return p.XAdd(ctx, &redis.XAddArgs{Stream: s.keys.Evidence, MaxLen: s.opts.EvidenceMaxLen, Approx: true, Values: append([]any{"incident", ""}, r.args()...)})
+func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r *record) redis.Cmder {
+	return p.XAdd(ctx, &redis.XAddArgs{Stream: s.keys.Evidence, MaxLen: s.opts.EvidenceMaxLen, Approx: true, Values: []any{"incident", "", "record", r.json()}})
 }
 
-// runBlock runs (or, in a pipeline, queues) blockScript.
-func (s *Store) runBlock(ctx context.Context, p redis.Scripter, id string, ip netip.Addr, left time.Duration, expires time.Time, count int, renewal, manual bool, now time.Time, r record) redis.Cmder {
-	ev, _ := json.Marshal(Event{Op: "block", IP: ip.String(), ExpiresMS: expires.UnixMilli()})
-	args := append([]any{id, max(left.Milliseconds(), 1), count, flag(renewal), expires.UnixMilli(), ip.String(), s.keys.Channel, string(ev),
-		now.UnixMilli(), s.opts.EvidenceMaxLen, s.opts.RememberOffences.Milliseconds(), flag(manual)}, r.args()...)
-	keys := []string{s.keys.Block + ip.String(), s.keys.Fail + ip.String(), s.keys.Index, s.keys.Meta + ip.String(), s.keys.Offenses + ip.String(), s.keys.Evidence}
+// runBlocks runs (or, in a pipeline, queues) blockScript for a run of blocks.
+func (s *Store) runBlocks(ctx context.Context, p redis.Scripter, bs []pendingBlock, now time.Time) redis.Cmder {
+	keys := make([]string, 0, 2+4*len(bs))
+	keys = append(keys, s.keys.Index, s.keys.Evidence)
+	args := make([]any, 0, 4+13*len(bs))
+	args = append(args, s.keys.Channel, now.UnixMilli(), s.opts.EvidenceMaxLen, s.opts.RememberOffences.Milliseconds())
+	for _, b := range bs {
+		ip := b.ip.String()
+		ev, _ := json.Marshal(Event{Op: "block", IP: ip, ExpiresMS: b.expires.UnixMilli()})
+		keys = append(keys, s.keys.Block+ip, s.keys.Fail+ip, s.keys.Meta+ip, s.keys.Offenses+ip)
+		args = append(args, b.id, max(b.left.Milliseconds(), 1), b.count, flag(b.renewal), b.expires.UnixMilli(), ip, string(ev), flag(b.manual),
+			b.record.json(), b.record.Rule, b.record.Severity, b.record.ExpiresAt, b.record.why())
+	}
 	return blockScript.Run(ctx, p, keys, args...)
+}
+
+type scriptCode struct {
+	code     int64
+	incident string
+}
+
+func scriptResults(c redis.Cmder, n int) ([]scriptCode, error) {
+	v, err := c.(*redis.Cmd).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(v) != 2*n {
+		return nil, fmt.Errorf("unexpected script reply %v", v)
+	}
+	out := make([]scriptCode, n)
+	for k := range out {
+		out[k].code, _ = v[2*k].(int64)
+		out[k].incident, _ = v[2*k+1].(string)
+	}
+	return out, nil
 }
 
 func flag(b bool) string {
@@ -267,35 +353,19 @@ func flag(b bool) string {
 	return "0"
 }
 
-func scriptResult(c redis.Cmder) (int64, string, error) {
-	v, err := c.(*redis.Cmd).Slice()
-	if err != nil {
-		return 0, "", err
-	}
-	if len(v) != 2 {
-		return 0, "", fmt.Errorf("unexpected script reply %v", v)
-	}
-	code, _ := v[0].(int64)
-	incident, _ := v[1].(string)
-	return code, incident, nil
-}
-
 // Manual blocks ip for ttl on an operator's word, as runbook SEC-010 §2.2's
 // SET ip_block:<ip> 1 EX ttl does, and records who and why.
 func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string, now time.Time) (incident string, err error) {
 	expires := now.Add(ttl)
-	r := record{
-		{"time", now.UTC().Format(time.RFC3339Nano)}, {"action", "manual block"}, {"ip", ip.String()}, {"rule", "manual"},
-		{"operator", operator}, {"reason", reason}, {"ttl_seconds", strconv.FormatInt(int64(ttl/time.Second), 10)},
-		{"expires_at", expires.UTC().Format(time.RFC3339Nano)},
-	}
+	r := record{Time: stamp(now), Action: "manual block", IP: ip.String(), Rule: "manual", Operator: operator, Reason: reason,
+		TTLSeconds: int64(ttl / time.Second), ExpiresAt: stamp(expires)}
 	id := fmt.Sprintf("manual-%s-%d", ip, now.UnixNano())
-	c := s.runBlock(ctx, s.rdb, id, ip, ttl, expires, 0, false, true, now, r)
-	_, incident, err = scriptResult(c)
+	c := s.runBlocks(ctx, s.rdb, []pendingBlock{{id, ip, ttl, expires, 0, false, true, r}}, now)
+	codes, err := scriptResults(c, 1)
 	if err != nil {
 		return "", fmt.Errorf("block %s: %w", ip, err)
 	}
-	return incident, nil
+	return codes[0].incident, nil
 }
 
 // Unblock deletes both runbook keys and the metadata, records who did it and
@@ -303,8 +373,8 @@ func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, op
 // block or a tally to delete.
 func (s *Store) Unblock(ctx context.Context, ip netip.Addr, operator, reason string, now time.Time) (bool, error) {
 	ev, _ := json.Marshal(Event{Op: "unblock", IP: ip.String()})
-	r := record{{"time", now.UTC().Format(time.RFC3339Nano)}, {"action", "unblock"}, {"ip", ip.String()}, {"operator", operator}, {"reason", reason}}
-	args := append([]any{ip.String(), s.keys.Channel, string(ev), s.opts.EvidenceMaxLen}, r.args()...)
+	r := record{Time: stamp(now), Action: "unblock", IP: ip.String(), Operator: operator, Reason: reason}
+	args := []any{ip.String(), s.keys.Channel, string(ev), s.opts.EvidenceMaxLen, r.json()}
 	keys := []string{s.keys.Block + ip.String(), s.keys.Fail + ip.String(), s.keys.Index, s.keys.Meta + ip.String(), s.keys.Evidence}
 	n, err := unblockScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
@@ -379,9 +449,10 @@ func (s *Store) Incident(ctx context.Context, id string) ([]Record, error) {
 	var out []Record
 	for _, m := range msgs {
 		fields := map[string]string{}
-		for k, v := range m.Values {
-			fields[k] = fmt.Sprint(v)
+		if raw, ok := m.Values["record"].(string); ok {
+			json.Unmarshal([]byte(raw), &fields)
 		}
+		fields["incident"] = fmt.Sprint(m.Values["incident"])
 		if m.ID == id || fields["incident"] == id {
 			out = append(out, Record{ID: m.ID, Fields: fields})
 		}

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/redisblock"
+)
+
+// BenchmarkBlockWrites writes blocks through the store's pipeline (batches
+// of 256, as the responder sends them under load) to a local redis-server
+// and reports blocks per second.
+func BenchmarkBlockWrites(b *testing.B) {
+	rdb := startRedisServer(b).client()
+	store := redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{})
+	ctx := context.Background()
+	now := time.Now()
+	reqs := make([]responder.Request, 0, 256)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; {
+		reqs = reqs[:0]
+		for ; len(reqs) < 256 && i < b.N; i++ {
+			reqs = append(reqs, blockRequest(fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255), i, now))
+		}
+		if _, err := store.Write(ctx, reqs, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "blocks/s")
+}
+
+// BenchmarkDecisionToBlockVisible submits decisions to the responder one at
+// a time and measures until the block is visible in Redis (its event is
+// published by the same script that sets ip_block), reporting the p99.
+func BenchmarkDecisionToBlockVisible(b *testing.B) {
+	rdb := startRedisServer(b).client()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := rdb.Subscribe(ctx, "authguard:blocks")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		b.Fatal(err)
+	}
+	msgs := sub.Channel()
+	resp := responder.New(responder.Options{Store: redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{}),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), RunID: "bench"})
+	wait := resp.Start(ctx)
+	defer wait()
+	defer cancel()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		req := blockRequest(fmt.Sprintf("10.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255), i, time.Now())
+		t0 := time.Now()
+		resp.Submit(ctx, req.Decision, detector.Event{}, uint64(i))
+		m := <-msgs
+		lat = append(lat, time.Since(t0))
+		var ev redisblock.Event
+		if json.Unmarshal([]byte(m.Payload), &ev); ev.IP != req.Decision.Key {
+			b.Fatalf("event for %s, want %s", ev.IP, req.Decision.Key)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+}
