@@ -148,8 +148,13 @@ func (c *demoCmd) Run(ctx context.Context, e *env) error {
 	a, _ = demoLogin(ctx, gwURL, "198.51.100.23", demoPassword)
 	say("   POST /auth/login from 198.51.100.23 (right password) -> %d", a.status)
 	say("")
-	say("5. an operator unblocks as the runbook says: redis-cli DEL %s %s", blockKey, failKey)
-	rdb.Del(ctx, blockKey, failKey)
+	incident := rdb.HGet(ctx, "authguard:block:"+c.Attacker, "incident").Val()
+	say("5. an operator unblocks: authguard blocks remove %s --reason ...", c.Attacker)
+	say("   (deletes %s and %s, as the runbook's redis-cli DEL does, and records who and why)", blockKey, failKey)
+	attacker, _ := netip.ParseAddr(c.Attacker)
+	if _, err := store.Unblock(ctx, attacker, "demo-operator", "customer confirmed a forgotten password", time.Now()); err != nil {
+		return err
+	}
 	if err := await(ctx, 5*time.Second, "the gateway to drop the block", func() bool {
 		a, err := demoRequest(ctx, gwURL, c.Attacker, "GET", "/health", "")
 		return err == nil && a.status == http.StatusOK
@@ -158,6 +163,15 @@ func (c *demoCmd) Run(ctx context.Context, e *env) error {
 	}
 	a, _ = demoLogin(ctx, gwURL, c.Attacker, demoPassword)
 	say("   POST /auth/login from %s (right password) -> %d", c.Attacker, a.status)
+	say("")
+	say("6. the incident report: authguard incidents show %s", incident)
+	recs, err := store.Incident(ctx, incident)
+	if err != nil {
+		return err
+	}
+	var report strings.Builder
+	writeReport(&report, incident, recs, time.Now())
+	say("%s", indent(report.String(), "   "))
 	say("")
 	say("Done. In production: authguard run --loki-url ... --redis-url ... --slack-token-file ...; see README.md.")
 	cancel()

@@ -450,7 +450,11 @@ func (s *Store) Incident(ctx context.Context, id string) ([]Record, error) {
 	for _, m := range msgs {
 		fields := map[string]string{}
 		if raw, ok := m.Values["record"].(string); ok {
-			json.Unmarshal([]byte(raw), &fields)
+			var rec map[string]any
+			json.Unmarshal([]byte(raw), &rec)
+			for k, v := range rec {
+				fields[k] = fmt.Sprint(v)
+			}
 		}
 		fields["incident"] = fmt.Sprint(m.Values["incident"])
 		if m.ID == id || fields["incident"] == id {

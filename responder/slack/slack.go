@@ -122,8 +122,16 @@ func Render(a responder.Action) Message {
 		who = "all clients"
 	}
 	action := "alert only"
-	if a.Blocked {
+	switch {
+	case a.Blocked:
 		action = fmt.Sprintf("blocked for %s, until %s", detector.FormatDuration(d.TTL), a.Expires.UTC().Format(utc))
+		if d.Offence > 1 {
+			action += fmt.Sprintf(" (offence %d, escalated)", d.Offence)
+		}
+	case a.What == "dry-run":
+		action = fmt.Sprintf("DRY RUN: would block for %s", detector.FormatDuration(d.TTL))
+	case a.What == "refused":
+		action = "not blocked: the address is in --never-block"
 	}
 	fields := [][2]string{
 		{"IP", who},
@@ -134,13 +142,16 @@ func Render(a responder.Action) Message {
 		{"Last seen", d.LastSeen.UTC().Format(utc)},
 		{"Action", action},
 	}
+	if a.Incident != "" {
+		fields = append(fields, [2]string{"Incident", a.Incident + " (authguard incidents show " + a.Incident + ")"})
+	}
 	m := Message{title: title, fields: fields}
 	m.Text = fmt.Sprintf("%s: %s from %s, %d failed attempts; %s", title, d.Rule, who, d.Count, action)
 	var sf []*slack.TextBlockObject
 	var af []slack.AttachmentField
 	for _, f := range fields {
 		sf = append(sf, slack.NewTextBlockObject(slack.MarkdownType, fmt.Sprintf("*%s*\n%s", f[0], f[1]), false, false))
-		af = append(af, slack.AttachmentField{Title: f[0], Value: f[1], Short: f[0] != "Trigger" && f[0] != "Action"})
+		af = append(af, slack.AttachmentField{Title: f[0], Value: f[1], Short: f[0] != "Trigger" && f[0] != "Action" && f[0] != "Incident"})
 	}
 	blocks := []slack.Block{
 		slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, title, false, false)),
