@@ -283,7 +283,7 @@ func TestOperatorCLI(t *testing.T) {
 		t.Fatal(report)
 	}
 	for _, want := range []string{"# Authentication Abuse Incident Report", "**Incident ID**: " + incident, "## Timeline", "## Impact", "## Actions Taken",
-		"block by rule failed-login-burst", "unblock by alice (customer called)", "Resolved (unblocked by alice)"} {
+		"5 failed logins", "block by rule failed-login-burst", "unblock by alice (customer called)", "Resolved (unblocked by alice)"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
