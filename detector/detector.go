@@ -32,6 +32,10 @@ type Event struct {
 	// Line is the raw log line, bounded in length by the source; it is kept for
 	// evidence and never parsed again.
 	Line string
+	// CatchUp marks an event read late, by a catch-up after a gap or the
+	// backfill at start, rather than live: what is decided about it dates
+	// from its own time.
+	CatchUp bool
 }
 
 // Kind says what a Decision asks the responders to do.

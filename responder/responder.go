@@ -66,6 +66,9 @@ const (
 	Cleared
 	// Expired: the block would already have ended; only evidence was written.
 	Expired
+	// AlreadyWritten: the same decision was carried out before (by this
+	// process before a retry, or by an earlier run before a restart).
+	AlreadyWritten
 )
 
 // Result says what became of a Request.
@@ -199,7 +202,11 @@ func (r *Responder) Start(ctx context.Context) (wait func()) {
 // than dropping a decision.
 func (r *Responder) Submit(ctx context.Context, d detector.Decision, ev detector.Event, seq uint64) error {
 	r.metrics.decisions.WithLabelValues(d.Rule, string(d.Kind)).Inc()
-	it := item{d, ev, seq, r.opts.Now()}
+	decided := r.opts.Now()
+	if ev.CatchUp && d.Time.Before(decided) {
+		decided = d.Time // decided late about the past: it dates from then
+	}
+	it := item{d, ev, seq, decided}
 	select {
 	case r.blocks <- it:
 		r.metrics.queue.Set(float64(len(r.blocks)))
@@ -264,7 +271,10 @@ func (r *Responder) runBlocks(ctx context.Context) {
 
 // request says what to do about a decision.
 func (r *Responder) request(it item) Request {
-	req := Request{Decision: it.d, Do: DoRecord, Action: "alert", ID: fmt.Sprintf("%s-%d", r.opts.RunID, it.seq), DecidedAt: it.decidedAt}
+	// The ID is the decision's identity, the same whenever it is made: a
+	// daemon that restarts and re-reads the window decides it again, and
+	// the store then knows it has it.
+	req := Request{Decision: it.d, Do: DoRecord, Action: "alert", ID: fmt.Sprintf("%s|%s|%d|%d", it.d.Rule, it.d.Key, it.d.Time.UnixNano(), it.d.Count), DecidedAt: it.decidedAt}
 	if it.d.Kind != detector.KindBlock {
 		return req
 	}
@@ -310,6 +320,9 @@ func (r *Responder) write(ctx context.Context, reqs []Request) ([]Result, bool) 
 func (r *Responder) done(it item, req Request, res Result) {
 	a := Action{Decision: it.d, At: r.opts.Now(), What: req.Action, Incident: res.Incident}
 	switch {
+	case res.Outcome == AlreadyWritten:
+		r.opts.Log.Debug("decision already carried out", "ip", it.d.Key, "rule", it.d.Rule)
+		return
 	case res.Outcome == Cleared:
 		r.metrics.cleared.Inc()
 		r.opts.Log.Info("operator had cleared the IP; giving it a clean slate", "ip", it.d.Key, "rule", it.d.Rule)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -127,7 +125,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor},
 		loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.UseLineTime), log, loki.NewMetrics(reg))
 	d.resp = responder.New(responder.Options{Store: store, Notifier: notifier, Log: log, Registry: reg,
-		DryRun: c.DryRun, NeverBlock: neverBlock, RunID: runID()})
+		DryRun: c.DryRun, NeverBlock: neverBlock})
 	d.close = func() { rdb.Close(); ln.Close() }
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -165,12 +163,6 @@ func readSecret(path string) (string, error) {
 	return s, nil
 }
 
-// runID tells this process's request IDs from any other's.
-func runID() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // run serves the admin endpoints and runs the loop until ctx ends.
 func (d *daemon) run(ctx context.Context) error {

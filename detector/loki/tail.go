@@ -2,6 +2,7 @@ package loki
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,71 +28,101 @@ import (
 // DefaultQuery selects the audit events of runbook SEC-010.
 const DefaultQuery = `{service="audit"} | json | action="auth_failed"`
 
-// Config says where and what to tail.
+// Config says where and what to read.
 type Config struct {
 	// URL is Loki's base URL, e.g. http://loki:3100.
 	URL string
 	// Query is the LogQL query; DefaultQuery when empty.
 	Query string
-	// Tenant is sent as X-Scope-OrgID when set.
-	Tenant string
 	// DelayFor asks Loki to hold lines back this many seconds (0 to 5).
 	DelayFor int
-	// Limit is the tail's history limit.
-	Limit int
+	// Backfill is how far back the first catch-up reaches at start, so a
+	// restarted daemon sees the events of its longest window again.
+	Backfill time.Duration
+	// DedupWindow is how far behind the newest entry the source still
+	// recognises repeats, and so how far back it re-reads after a gap
+	// (default 1m). Entries that arrive later than this behind the newest
+	// are still delivered.
+	DedupWindow time.Duration
+	// PageLimit is query_range's limit per page (default and maximum 5000).
+	PageLimit int
+
+	// Tenant is sent as X-Scope-OrgID when set.
+	Tenant string
+	// Username and PasswordFile are basic auth; BearerTokenFile a bearer
+	// token, re-read on every connection so a rotated token is picked up.
+	Username, PasswordFile, BearerTokenFile string
+	// Headers are added to every request.
+	Headers map[string]string
+	// TLS configures https and wss (custom CA, client certificate).
+	TLS *tls.Config
 }
 
 // Metrics counts what the source reads and skips.
 type Metrics struct {
-	Lines      prometheus.Counter
-	Skipped    *prometheus.CounterVec
-	Reconnects prometheus.Counter
-	Dropped    prometheus.Counter
-	Lag        prometheus.Gauge
-	Connected  prometheus.Gauge
+	Lines        prometheus.Counter
+	Skipped      *prometheus.CounterVec
+	Duplicates   prometheus.Counter
+	Reconnects   prometheus.Counter
+	CatchUpPages prometheus.Counter
+	Dropped      prometheus.Counter
+	Lag          prometheus.Gauge
+	Connected    prometheus.Gauge
 }
 
 // NewMetrics registers the source's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		Lines:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_lines_total", Help: "Audit lines read from Loki and turned into events."}),
-		Skipped:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_loki_lines_skipped_total", Help: "Lines read from Loki and skipped, by reason."}, []string{"reason"}),
-		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_reconnects_total", Help: "Tail connections re-established after a close or error."}),
-		Dropped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_dropped_entries_total", Help: "Entries Loki reported as dropped for this tail."}),
-		Lag:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_lag_seconds", Help: "Now minus the newest event time read."}),
-		Connected:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_tail_connected", Help: "1 while the websocket tail is open."}),
+		Lines:        prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_lines_total", Help: "Audit lines read from Loki and turned into events."}),
+		Skipped:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_loki_lines_skipped_total", Help: "Lines read from Loki and skipped, by reason."}, []string{"reason"}),
+		Duplicates:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_duplicates_total", Help: "Entries read twice (catch-up overlapping the tail) and delivered once."}),
+		Reconnects:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_reconnects_total", Help: "Tail connections re-established after a close or error."}),
+		CatchUpPages: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_catchup_pages_total", Help: "query_range pages read to catch up after a gap or at start."}),
+		Dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_dropped_entries_total", Help: "Entries Loki reported as dropped for this tail (each gap is caught up)."}),
+		Lag:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_lag_seconds", Help: "Now minus the newest event time read."}),
+		Connected:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_tail_connected", Help: "1 while the websocket tail is open."}),
 	}
 	for _, r := range []string{SkipTooLong, SkipNotJSON, SkipNoAction, SkipNoClientIP, SkipBadClientIP, SkipBadTime} {
 		m.Skipped.WithLabelValues(r)
 	}
-	reg.MustRegister(m.Lines, m.Skipped, m.Reconnects, m.Dropped, m.Lag, m.Connected)
+	reg.MustRegister(m.Lines, m.Skipped, m.Duplicates, m.Reconnects, m.CatchUpPages, m.Dropped, m.Lag, m.Connected)
 	return m
 }
 
-// Tail reads events from Loki's websocket tail endpoint, reconnecting with
-// jittered exponential backoff after any close or error. On reconnect it
-// resumes at the newest timestamp it has seen and drops lines it already
-// delivered at that nanosecond.
+// Tail reads every matching entry once. It tails Loki over the websocket
+// API and, before every tail (at start and after any close, error or
+// dropped entries), catches up with query_range from where it left off, so
+// that reconnects lose nothing; entries seen twice are delivered once.
 type Tail struct {
 	cfg     Config
 	parser  *Parser
 	log     *slog.Logger
 	metrics *Metrics
 	dialer  *websocket.Dialer
+	client  *http.Client
 
 	connected atomic.Bool
-
-	lastTS   int64
-	atLastTS map[string]struct{} // lines delivered at lastTS
-	sampled  sync.Map            // reason -> time of the last sample logged
+	dedup     *dedup
+	skips     skipLog
 }
 
-// NewTail returns a tail source. cfg.URL must be set.
+// NewTail returns a source. cfg.URL must be set.
 func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) *Tail {
 	if cfg.Query == "" {
 		cfg.Query = DefaultQuery
 	}
-	return &Tail{cfg: cfg, parser: p, log: log, metrics: m, dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second}}
+	if cfg.DedupWindow <= 0 {
+		cfg.DedupWindow = time.Minute
+	}
+	if cfg.PageLimit <= 0 || cfg.PageLimit > 5000 {
+		cfg.PageLimit = 5000
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg.TLS
+	return &Tail{cfg: cfg, parser: p, log: log, metrics: m,
+		dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: cfg.TLS, Proxy: http.ProxyFromEnvironment},
+		client: &http.Client{Transport: tr, Timeout: time.Minute},
+		dedup:  newDedup(int64(cfg.DedupWindow), 1<<20), skips: skipLog{log: log, metrics: m}}
 }
 
 // Connected reports whether the websocket tail is open now.
@@ -98,19 +130,22 @@ func (t *Tail) Connected() bool { return t.connected.Load() }
 
 // Run delivers events to out until ctx ends. It returns only ctx's error.
 func (t *Tail) Run(ctx context.Context, out chan<- detector.Event) error {
-	start := time.Now().UnixNano()
+	from := time.Now().Add(-t.cfg.Backfill).UnixNano()
 	backoff := 0
 	for {
-		err := t.session(ctx, start, out, func() { backoff = 0 })
+		err := t.session(ctx, from, out, func() { backoff = 0 })
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if t.lastTS != 0 {
-			start = t.lastTS
+		if r := t.dedup.resumeFrom(); r > 0 {
+			from = r
 		}
 		wait := retryDelay(backoff)
+		if errors.Is(err, errTooManyTails) {
+			wait = max(wait, 30*time.Second) // every retry would take a slot again
+		}
 		backoff++
-		t.log.Warn("loki tail interrupted; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		t.log.Warn("loki tail interrupted; catching up and reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -120,64 +155,114 @@ func (t *Tail) Run(ctx context.Context, out chan<- detector.Event) error {
 	}
 }
 
-// retryDelay is full-jitter exponential backoff from 250 ms to 30 s.
+// retryDelay is jittered exponential backoff from 250 ms to 30 s.
 func retryDelay(attempt int) time.Duration {
 	ceiling := 250 * time.Millisecond << min(attempt, 7)
 	ceiling = min(ceiling, 30*time.Second)
 	return ceiling/2 + rand.N(ceiling/2)
 }
 
-func (t *Tail) tailURL(start int64) (string, error) {
+var errTooManyTails = errors.New("loki's limit of concurrent tails per tenant is reached (max_concurrent_tail_requests); backing off")
+
+func (t *Tail) endpoint(path string, q url.Values, ws bool) (string, error) {
 	u, err := url.Parse(t.cfg.URL)
 	if err != nil {
 		return "", fmt.Errorf("loki url %q: %w", t.cfg.URL, err)
 	}
-	switch u.Scheme {
-	case "http":
+	switch {
+	case u.Scheme == "http" && ws:
 		u.Scheme = "ws"
-	case "https":
+	case u.Scheme == "https" && ws:
 		u.Scheme = "wss"
-	default:
+	case u.Scheme != "http" && u.Scheme != "https":
 		return "", fmt.Errorf("loki url %q: want http or https", t.cfg.URL)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/loki/api/v1/tail"
-	q := url.Values{"query": {t.cfg.Query}, "start": {strconv.FormatInt(start, 10)}}
-	if t.cfg.DelayFor > 0 {
-		q.Set("delay_for", strconv.Itoa(t.cfg.DelayFor))
-	}
-	if t.cfg.Limit > 0 {
-		q.Set("limit", strconv.Itoa(t.cfg.Limit))
-	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
 
+// header builds the request headers: tenant, auth, extras.
+func (t *Tail) header() (http.Header, error) {
+	h := http.Header{}
+	for k, v := range t.cfg.Headers {
+		h.Set(k, v)
+	}
+	if t.cfg.Tenant != "" {
+		h.Set("X-Scope-OrgID", t.cfg.Tenant)
+	}
+	switch {
+	case t.cfg.BearerTokenFile != "":
+		b, err := os.ReadFile(t.cfg.BearerTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("loki bearer token: %w", err)
+		}
+		h.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+	case t.cfg.Username != "":
+		pw := ""
+		if t.cfg.PasswordFile != "" {
+			b, err := os.ReadFile(t.cfg.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("loki password: %w", err)
+			}
+			pw = strings.TrimSpace(string(b))
+		}
+		r := http.Request{Header: h}
+		r.SetBasicAuth(t.cfg.Username, pw)
+	}
+	return h, nil
+}
+
+// refusal turns Loki's refusal of a request into an error that says what to
+// change.
+func (t *Tail) refusal(what string, status int, body string) error {
+	body = strings.TrimSpace(body)
+	switch {
+	case status == http.StatusUnauthorized && strings.Contains(body, "no org id"):
+		return fmt.Errorf("loki %s refused the %s: 401 %s: this Loki is multi-tenant; set --loki-tenant", t.cfg.URL, what, body)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return fmt.Errorf("loki %s refused the %s: %d %s: check the Loki credentials", t.cfg.URL, what, status, body)
+	case status == http.StatusBadRequest:
+		return fmt.Errorf("loki %s refused the %s: 400 %s: check --loki-query and --loki-delay-for", t.cfg.URL, what, body)
+	}
+	return fmt.Errorf("loki %s: %s: %d %s", t.cfg.URL, what, status, body)
+}
+
+type wireStream struct {
+	Stream map[string]string `json:"stream"`
+	Values [][2]string       `json:"values"`
+}
+
 type frame struct {
-	Streams []struct {
-		Stream map[string]string `json:"stream"`
-		Values [][2]string       `json:"values"`
-	} `json:"streams"`
+	Streams        []wireStream `json:"streams"`
 	DroppedEntries []struct {
 		Timestamp string `json:"timestamp"`
 	} `json:"dropped_entries"`
 }
 
-// session runs one websocket connection until it fails.
-func (t *Tail) session(ctx context.Context, start int64, out chan<- detector.Event, connected func()) error {
-	target, err := t.tailURL(start)
+// session runs one websocket tail, after catching up from from.
+func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Event, connected func()) error {
+	h, err := t.header()
 	if err != nil {
 		return err
 	}
-	h := http.Header{}
-	if t.cfg.Tenant != "" {
-		h.Set("X-Scope-OrgID", t.cfg.Tenant)
+	// The tail starts now: what came before is the catch-up's. Entries in
+	// both are delivered once.
+	start := time.Now().UnixNano()
+	q := url.Values{"query": {t.cfg.Query}, "start": {strconv.FormatInt(start, 10)}}
+	if t.cfg.DelayFor > 0 {
+		q.Set("delay_for", strconv.Itoa(t.cfg.DelayFor))
+	}
+	target, err := t.endpoint("/loki/api/v1/tail", q, true)
+	if err != nil {
+		return err
 	}
 	conn, resp, err := t.dialer.DialContext(ctx, target, h)
 	if err != nil {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 			resp.Body.Close()
-			return fmt.Errorf("tail %s: %s: %s", t.cfg.URL, resp.Status, strings.TrimSpace(string(body)))
+			return t.refusal("tail", resp.StatusCode, string(body))
 		}
 		return fmt.Errorf("tail %s: %w", t.cfg.URL, err)
 	}
@@ -191,33 +276,156 @@ func (t *Tail) session(ctx context.Context, start int64, out chan<- detector.Eve
 		conn.SetReadDeadline(time.Now().Add(idle))
 		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
+
+	// Frames are read while the catch-up runs, so Loki does not drop
+	// entries for a slow client meanwhile.
+	frames := make(chan frame, 256)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(frames)
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				var ce *websocket.CloseError
+				switch {
+				case errors.As(err, &ce) && strings.Contains(ce.Text, "max concurrent tail requests"):
+					readErr <- fmt.Errorf("%w: %s", errTooManyTails, ce.Text)
+				case errors.As(err, &ce):
+					readErr <- fmt.Errorf("loki closed the tail: %d %s", ce.Code, ce.Text)
+				default:
+					readErr <- fmt.Errorf("tail %s: %w", t.cfg.URL, err)
+				}
+				return
+			}
+			conn.SetReadDeadline(time.Now().Add(idle))
+			var f frame
+			if err := json.Unmarshal(msg, &f); err != nil {
+				readErr <- fmt.Errorf("tail %s: undecodable frame: %w", t.cfg.URL, err)
+				return
+			}
+			select {
+			case frames <- f:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	if from < start {
+		if err := t.catchUp(ctx, h, from, start, out); err != nil {
+			return err
+		}
+	}
 	t.log.Info("tailing loki", "url", t.cfg.URL, "query", t.cfg.Query)
 	t.metrics.Connected.Set(1)
 	t.connected.Store(true)
 	defer func() { t.metrics.Connected.Set(0); t.connected.Store(false) }()
 	connected()
-	for {
-		_, msg, err := conn.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				return fmt.Errorf("loki closed the tail: %d %s", ce.Code, ce.Text)
-			}
-			return fmt.Errorf("tail %s: %w", t.cfg.URL, err)
-		}
-		conn.SetReadDeadline(time.Now().Add(idle))
-		var f frame
-		if err := json.Unmarshal(msg, &f); err != nil {
-			return fmt.Errorf("tail %s: undecodable frame: %w", t.cfg.URL, err)
-		}
-		if n := len(f.DroppedEntries); n > 0 {
-			t.metrics.Dropped.Add(float64(n))
-			t.log.Warn("loki dropped entries for this tail", "count", n)
-		}
-		if err := t.deliver(ctx, &f, out); err != nil {
+	for f := range frames {
+		if err := t.deliver(ctx, f.Streams, false, out); err != nil {
 			return err
 		}
+		if len(f.DroppedEntries) > 0 {
+			if err := t.recoverDropped(ctx, h, &f, out); err != nil {
+				return err
+			}
+		}
 	}
+	select {
+	case err := <-readErr:
+		return err
+	default:
+		return ctx.Err()
+	}
+}
+
+// recoverDropped re-reads, with query_range, the span of entries Loki
+// dropped for this tail.
+func (t *Tail) recoverDropped(ctx context.Context, h http.Header, f *frame, out chan<- detector.Event) error {
+	lo, hi := int64(0), int64(0)
+	for _, d := range f.DroppedEntries {
+		ts, err := strconv.ParseInt(d.Timestamp, 10, 64)
+		if err != nil {
+			continue
+		}
+		if lo == 0 || ts < lo {
+			lo = ts
+		}
+		hi = max(hi, ts)
+	}
+	t.metrics.Dropped.Add(float64(len(f.DroppedEntries)))
+	t.log.Warn("loki dropped entries for this tail; re-reading them", "count", len(f.DroppedEntries))
+	if lo == 0 {
+		return nil
+	}
+	return t.catchUp(ctx, h, lo, hi+1, out)
+}
+
+type queryResponse struct {
+	Status string `json:"status"`
+	Data   struct {
+		Result []wireStream `json:"result"`
+	} `json:"data"`
+}
+
+// catchUp delivers every entry in [from, until) with query_range, oldest
+// first, a page at a time. Each page starts at the last timestamp of the one
+// before (start is inclusive), so entries sharing that nanosecond are read
+// again and dropped as repeats rather than skipped.
+func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, out chan<- detector.Event) error {
+	for from < until {
+		q := url.Values{"query": {t.cfg.Query}, "start": {strconv.FormatInt(from, 10)}, "end": {strconv.FormatInt(until, 10)},
+			"limit": {strconv.Itoa(t.cfg.PageLimit)}, "direction": {"forward"}}
+		target, err := t.endpoint("/loki/api/v1/query_range", q, false)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			return err
+		}
+		req.Header = h.Clone()
+		resp, err := t.client.Do(req)
+		if err != nil {
+			return fmt.Errorf("catch up from %s: %w", t.cfg.URL, err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("catch up from %s: %w", t.cfg.URL, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return t.refusal("catch-up query", resp.StatusCode, string(body))
+		}
+		var r queryResponse
+		if err := json.Unmarshal(body, &r); err != nil {
+			return fmt.Errorf("catch up from %s: undecodable answer: %w", t.cfg.URL, err)
+		}
+		t.metrics.CatchUpPages.Inc()
+		n, last := 0, from
+		for _, s := range r.Data.Result {
+			n += len(s.Values)
+			for _, v := range s.Values {
+				if ts, err := strconv.ParseInt(v[0], 10, 64); err == nil && ts > last {
+					last = ts
+				}
+			}
+		}
+		if err := t.deliver(ctx, r.Data.Result, true, out); err != nil {
+			return err
+		}
+		if n < t.cfg.PageLimit {
+			return nil
+		}
+		if last == from {
+			// A whole page at one nanosecond: more than PageLimit entries
+			// share it, and paging cannot get past them.
+			t.log.Error("more entries at one timestamp than a query page holds; some may be missed", "ts", from, "page_limit", t.cfg.PageLimit)
+			last++
+		}
+		from = last
+	}
+	return nil
 }
 
 type tsLine struct {
@@ -225,15 +433,16 @@ type tsLine struct {
 	line string
 }
 
-// deliver merges a frame's streams into time order, drops lines already
-// delivered, parses and sends the rest.
-func (t *Tail) deliver(ctx context.Context, f *frame, out chan<- detector.Event) error {
+// deliver merges streams into time order (Loki groups entries per stream,
+// and each distinct label set is its own stream), drops repeats, parses and
+// sends the rest. Catch-up entries are marked as such.
+func (t *Tail) deliver(ctx context.Context, streams []wireStream, catchUp bool, out chan<- detector.Event) error {
 	var entries []tsLine
-	for _, s := range f.Streams {
+	for _, s := range streams {
 		for _, v := range s.Values {
 			ts, err := strconv.ParseInt(v[0], 10, 64)
 			if err != nil {
-				t.skip(&SkipError{SkipBadTime, "entry timestamp " + truncate(v[0], 32)}, v[1])
+				t.skips.skip(&SkipError{SkipBadTime, "entry timestamp " + truncate(v[0], 32)}, v[1])
 				continue
 			}
 			entries = append(entries, tsLine{ts, v[1]})
@@ -241,26 +450,16 @@ func (t *Tail) deliver(ctx context.Context, f *frame, out chan<- detector.Event)
 	}
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].ts < entries[j].ts })
 	for _, e := range entries {
-		if e.ts < t.lastTS {
+		if !t.dedup.first(e.ts, e.line) {
+			t.metrics.Duplicates.Inc()
 			continue
 		}
-		if e.ts == t.lastTS {
-			if _, seen := t.atLastTS[e.line]; seen {
-				continue
-			}
-		} else {
-			t.lastTS = e.ts
-			clear(t.atLastTS)
-		}
-		if t.atLastTS == nil {
-			t.atLastTS = map[string]struct{}{}
-		}
-		t.atLastTS[e.line] = struct{}{}
 		ev, err := t.parser.Parse(time.Unix(0, e.ts).UTC(), e.line)
 		if err != nil {
-			t.skip(err, e.line)
+			t.skips.skip(err, e.line)
 			continue
 		}
+		ev.CatchUp = catchUp
 		t.metrics.Lines.Inc()
 		t.metrics.Lag.Set(time.Since(ev.Time).Seconds())
 		select {
@@ -272,18 +471,24 @@ func (t *Tail) deliver(ctx context.Context, f *frame, out chan<- detector.Event)
 	return nil
 }
 
-// skip counts a skipped line and logs a sample of it at most every 10 s per
-// reason, so a flood of bad lines cannot flood the log.
-func (t *Tail) skip(err error, line string) {
+// skipLog counts skipped lines and logs a sample of them at most every 10 s
+// per reason, so a flood of bad lines cannot flood the log.
+type skipLog struct {
+	log     *slog.Logger
+	metrics *Metrics
+	sampled sync.Map // reason -> time of the last sample logged
+}
+
+func (l *skipLog) skip(err error, line string) {
 	reason := "unknown"
 	if se, ok := IsSkip(err); ok {
 		reason = se.Reason
 	}
-	t.metrics.Skipped.WithLabelValues(reason).Inc()
+	l.metrics.Skipped.WithLabelValues(reason).Inc()
 	now := time.Now()
-	if last, ok := t.sampled.Load(reason); ok && now.Sub(last.(time.Time)) < 10*time.Second {
+	if last, ok := l.sampled.Load(reason); ok && now.Sub(last.(time.Time)) < 10*time.Second {
 		return
 	}
-	t.sampled.Store(reason, now)
-	t.log.Warn("skipped log line", "reason", reason, "err", err.Error(), "sample", truncate(line, 256))
+	l.sampled.Store(reason, now)
+	l.log.Warn("skipped log line", "reason", reason, "err", err.Error(), "sample", truncate(line, 256))
 }

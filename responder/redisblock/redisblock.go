@@ -297,7 +297,10 @@ func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Ti
 		}
 		for k, i := range r.index {
 			results[i].Incident = codes[k].incident
-			if codes[k].code == 2 {
+			switch codes[k].code {
+			case 1:
+				results[i].Outcome = responder.AlreadyWritten
+			case 2:
 				results[i].Outcome = responder.Cleared
 			}
 		}

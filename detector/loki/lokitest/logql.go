@@ -349,36 +349,3 @@ func labelString(m map[string]string) string {
 	b.WriteByte('}')
 	return b.String()
 }
-
-// parseLabels reads a Prometheus-style label set such as {service="audit"}.
-func parseLabels(s string) (map[string]string, error) {
-	l := &lexer{s: s}
-	out := map[string]string{}
-	if !l.eat("{") {
-		return nil, fmt.Errorf("labels %q: want {name=\"value\", ...}", s)
-	}
-	if l.eat("}") {
-		return out, nil
-	}
-	for {
-		name, err := l.ident()
-		if err != nil {
-			return nil, err
-		}
-		if !l.eat("=") {
-			return nil, fmt.Errorf("labels %q: want = after %s", s, name)
-		}
-		v, err := l.str()
-		if err != nil {
-			return nil, err
-		}
-		out[name] = v
-		if l.eat(",") {
-			continue
-		}
-		if l.eat("}") {
-			return out, nil
-		}
-		return nil, fmt.Errorf("labels %q: want , or }", s)
-	}
-}

@@ -13,13 +13,12 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/gorilla/websocket"
-	"github.com/grafana/loki/pkg/push"
+
+	"github.com/authguard/authguard/detector/loki"
 )
 
 // Options tune the fake. The zero value behaves like a single-tenant Loki
@@ -163,81 +162,19 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	type labeled struct {
-		labels  map[string]string
-		entries []entry
+	streams, err := loki.DecodePush(r.Header.Get("Content-Type"), body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
-	var batch []labeled
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		var req struct {
-			Streams []struct {
-				Stream map[string]string   `json:"stream"`
-				Values [][]json.RawMessage `json:"values"`
-			} `json:"streams"`
+	for _, st := range streams {
+		entries := make([]entry, len(st.Entries))
+		for i, e := range st.Entries {
+			entries[i] = entry{e.TS, e.Line}
 		}
-		if err := json.Unmarshal(body, &req); err != nil {
-			http.Error(w, "loghttp.PushRequest.readFieldHash: expect \", but found "+firstByte(body)+", error found in #1 byte of ...|"+prefix(body)+"|..., bigger context ...|"+prefix(body)+"|...", http.StatusBadRequest)
-			return
-		}
-		for _, st := range req.Streams {
-			l := labeled{labels: st.Stream}
-			for _, v := range st.Values {
-				var tsText, line string
-				if len(v) < 2 || json.Unmarshal(v[0], &tsText) != nil || json.Unmarshal(v[1], &line) != nil {
-					http.Error(w, "loghttp.PushRequest: bad value in stream", http.StatusBadRequest)
-					return
-				}
-				ts, err := strconv.ParseInt(tsText, 10, 64)
-				if err != nil {
-					http.Error(w, fmt.Sprintf("loghttp.PushRequest: bad timestamp %q", tsText), http.StatusBadRequest)
-					return
-				}
-				l.entries = append(l.entries, entry{ts, line})
-			}
-			batch = append(batch, l)
-		}
-	} else {
-		raw, err := snappy.Decode(nil, body)
-		if err != nil {
-			http.Error(w, "snappy: corrupt input", http.StatusBadRequest)
-			return
-		}
-		var req push.PushRequest
-		if err := req.Unmarshal(raw); err != nil {
-			http.Error(w, "proto: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		for _, st := range req.Streams {
-			labels, err := parseLabels(st.Labels)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			l := labeled{labels: labels}
-			for _, e := range st.Entries {
-				l.entries = append(l.entries, entry{e.Timestamp.UnixNano(), e.Line})
-			}
-			batch = append(batch, l)
-		}
-	}
-	for _, l := range batch {
-		s.store(id, l.labels, l.entries)
+		s.store(id, st.Labels, entries)
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func firstByte(b []byte) string {
-	if len(b) == 0 {
-		return "EOF"
-	}
-	return string(b[:1])
-}
-
-func prefix(b []byte) string {
-	if len(b) > 10 {
-		b = b[:10]
-	}
-	return string(b)
 }
 
 // store adds entries; Loki ingests service_name and detected_level with each

@@ -1,10 +1,9 @@
-package loki
+package loki_test
 
 import (
 	"context"
 	"io"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,73 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/detector/loki/lokitest"
 )
 
-func TestParseAuditLines(t *testing.T) {
-	ts := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	p := NewParser(DefaultFields, 200, false)
-	tests := []struct {
-		name, line, skip, ip, user string
-	}{
-		{"a complete audit line", `{"action":"auth_failed","client_ip":"203.0.113.7","username":"alice"}`, "", "203.0.113.7", "alice"},
-		{"an IPv4-mapped address is unmapped", `{"action":"auth_failed","client_ip":"::ffff:203.0.113.7"}`, "", "203.0.113.7", ""},
-		{"IPv6", `{"action":"auth_failed","client_ip":"2001:db8::1"}`, "", "2001:db8::1", ""},
-		{"not JSON", `level=info msg="auth failed"`, SkipNotJSON, "", ""},
-		{"a JSON array", `[1,2]`, SkipNotJSON, "", ""},
-		{"no client_ip", `{"action":"auth_failed"}`, SkipNoClientIP, "", ""},
-		{"client_ip not a string", `{"action":"auth_failed","client_ip":12}`, SkipNoClientIP, "", ""},
-		{"client_ip not an address", `{"action":"auth_failed","client_ip":"not-an-ip"}`, SkipBadClientIP, "", ""},
-		{"a zone is not a client", `{"action":"auth_failed","client_ip":"fe80::1%eth0"}`, SkipBadClientIP, "", ""},
-		{"no action", `{"client_ip":"203.0.113.7"}`, SkipNoAction, "", ""},
-		{"an over-long line", `{"action":"auth_failed","client_ip":"203.0.113.7","username":"` + strings.Repeat("a", 300) + `"}`, SkipTooLong, "", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ev, err := p.Parse(ts, tt.line)
-			if tt.skip != "" {
-				se, ok := IsSkip(err)
-				if !ok || se.Reason != tt.skip {
-					t.Fatalf("err = %v, want skip %s", err, tt.skip)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ev.IP.String() != tt.ip || ev.Username != tt.user || !ev.Time.Equal(ts) || ev.Action != "auth_failed" {
-				t.Errorf("event %+v", ev)
-			}
-		})
-	}
-}
-
-func TestLongUsernamesAreBounded(t *testing.T) {
-	p := NewParser(DefaultFields, 0, false)
-	ev, err := p.Parse(time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.1","username":"`+strings.Repeat("é", 1000)+`"}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ev.Username) > maxUsernameBytes || !strings.HasPrefix(ev.Username, "éé") {
-		t.Errorf("username of %d bytes", len(ev.Username))
-	}
-}
-
-func TestLineTimeWhenConfigured(t *testing.T) {
-	p := NewParser(DefaultFields, 0, true)
-	ev, err := p.Parse(time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.1","ts":"2026-11-22T10:00:04Z"}`)
-	if err != nil || !ev.Time.Equal(time.Date(2026, 11, 22, 10, 0, 4, 0, time.UTC)) {
-		t.Fatalf("event %+v, err %v", ev, err)
-	}
-	if _, err := p.Parse(time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.1","ts":"yesterday"}`); err == nil {
-		t.Fatal("a bad ts was accepted")
-	}
-}
-
-func newTail(t *testing.T, srv *lokitest.Server, query string) (*Tail, *Metrics, chan detector.Event) {
+func newTail(t *testing.T, srv *lokitest.Server, query string) (*loki.Tail, *loki.Metrics, chan detector.Event) {
 	t.Helper()
-	m := NewMetrics(prometheus.NewRegistry())
-	tl := NewTail(Config{URL: srv.URL, Query: query}, NewParser(DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	m := loki.NewMetrics(prometheus.NewRegistry())
+	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: query}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})
@@ -135,7 +75,7 @@ func TestTailDeliversEventsAndCountsMalformedLines(t *testing.T) {
 	if ev.IP.String() != "203.0.113.7" || ev.Username != "bob" || ev.Time.UnixNano() != now.Add(3).UnixNano() {
 		t.Fatalf("event %+v", ev)
 	}
-	for reason, want := range map[string]float64{SkipNotJSON: 1, SkipNoClientIP: 1, SkipBadClientIP: 1} {
+	for reason, want := range map[string]float64{loki.SkipNotJSON: 1, loki.SkipNoClientIP: 1, loki.SkipBadClientIP: 1} {
 		if got := testutil.ToFloat64(m.Skipped.WithLabelValues(reason)); got != want {
 			t.Errorf("skipped[%s] = %v, want %v", reason, got, want)
 		}

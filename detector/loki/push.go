@@ -1,0 +1,228 @@
+package loki
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/grafana/loki/pkg/push"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authguard/authguard/detector"
+)
+
+// PushedStream is one stream of a push request.
+type PushedStream struct {
+	Labels  map[string]string
+	Entries []PushedEntry
+}
+
+// PushedEntry is one line of a pushed stream.
+type PushedEntry struct {
+	TS   int64 // Unix nanoseconds
+	Line string
+}
+
+// PushError is a push request Loki would refuse with 400; its message is
+// the one Loki gives.
+type PushError struct{ Msg string }
+
+func (e *PushError) Error() string { return e.Msg }
+
+// DecodePush decodes a push request body the way Loki's push API does:
+// JSON when the content type says so, otherwise snappy-compressed protobuf
+// (github.com/grafana/loki/pkg/push).
+func DecodePush(contentType string, body []byte) ([]PushedStream, error) {
+	if strings.HasPrefix(contentType, "application/json") {
+		return decodeJSONPush(body)
+	}
+	raw, err := snappy.Decode(nil, body)
+	if err != nil {
+		return nil, &PushError{"snappy: corrupt input"}
+	}
+	var req push.PushRequest
+	if err := req.Unmarshal(raw); err != nil {
+		return nil, &PushError{"proto: " + err.Error()}
+	}
+	out := make([]PushedStream, 0, len(req.Streams))
+	for _, st := range req.Streams {
+		labels, err := ParseLabels(st.Labels)
+		if err != nil {
+			return nil, &PushError{err.Error()}
+		}
+		ps := PushedStream{Labels: labels, Entries: make([]PushedEntry, 0, len(st.Entries))}
+		for _, e := range st.Entries {
+			ps.Entries = append(ps.Entries, PushedEntry{e.Timestamp.UnixNano(), e.Line})
+		}
+		out = append(out, ps)
+	}
+	return out, nil
+}
+
+func decodeJSONPush(body []byte) ([]PushedStream, error) {
+	var req struct {
+		Streams []struct {
+			Stream map[string]string   `json:"stream"`
+			Values [][]json.RawMessage `json:"values"`
+		} `json:"streams"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		ctx := string(body[:min(len(body), 10)])
+		found := "EOF"
+		if len(body) > 0 {
+			found = string(body[:1])
+		}
+		return nil, &PushError{fmt.Sprintf("loghttp.PushRequest.readFieldHash: expect \", but found %s, error found in #1 byte of ...|%s|..., bigger context ...|%s|...", found, ctx, ctx)}
+	}
+	out := make([]PushedStream, 0, len(req.Streams))
+	for _, st := range req.Streams {
+		ps := PushedStream{Labels: st.Stream, Entries: make([]PushedEntry, 0, len(st.Values))}
+		for _, v := range st.Values {
+			var tsText, line string
+			if len(v) < 2 || json.Unmarshal(v[0], &tsText) != nil || json.Unmarshal(v[1], &line) != nil {
+				return nil, &PushError{"loghttp.PushRequest: a value is not [\"<ns>\", \"<line>\"]"}
+			}
+			ts, err := strconv.ParseInt(tsText, 10, 64)
+			if err != nil {
+				return nil, &PushError{fmt.Sprintf("loghttp.PushRequest: bad timestamp %q", truncate(tsText, 40))}
+			}
+			ps.Entries = append(ps.Entries, PushedEntry{ts, line})
+		}
+		out = append(out, ps)
+	}
+	return out, nil
+}
+
+// ParseLabels reads a label set in Prometheus text form: {a="1", b="2"}.
+func ParseLabels(s string) (map[string]string, error) {
+	bad := fmt.Errorf("labels %q: want {name=\"value\", ...}", truncate(s, 200))
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") {
+		return nil, bad
+	}
+	s = strings.TrimSpace(s[1 : len(s)-1])
+	out := map[string]string{}
+	for s != "" {
+		eq := strings.IndexByte(s, '=')
+		if eq <= 0 {
+			return nil, bad
+		}
+		name := strings.TrimSpace(s[:eq])
+		rest := strings.TrimSpace(s[eq+1:])
+		if !strings.HasPrefix(rest, `"`) {
+			return nil, bad
+		}
+		end := 1
+		for end < len(rest) && rest[end] != '"' {
+			if rest[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		if end >= len(rest) {
+			return nil, bad
+		}
+		v, err := strconv.Unquote(rest[:end+1])
+		if err != nil {
+			return nil, bad
+		}
+		out[name] = v
+		s = strings.TrimSpace(rest[end+1:])
+		if s != "" {
+			if s[0] != ',' {
+				return nil, bad
+			}
+			s = strings.TrimSpace(s[1:])
+		}
+	}
+	return out, nil
+}
+
+// Receiver is a Loki-compatible push endpoint (POST /loki/api/v1/push), so
+// that Promtail, Alloy, Vector or the gateway can send audit lines straight
+// to authguard. Lines become events like tailed ones; labels are ignored.
+type Receiver struct {
+	parser   *Parser
+	out      chan<- detector.Event
+	skips    *skipLog
+	metrics  *Metrics
+	maxBytes int64
+	pushes   *prometheus.CounterVec
+
+	mu    sync.Mutex
+	dedup *dedup // pushers retry; a retried batch is counted once
+}
+
+// NewReceiver returns a receiver sending events to out. Bodies over
+// maxBytes are refused with 413.
+func NewReceiver(p *Parser, out chan<- detector.Event, maxBytes int64, log *slog.Logger, m *Metrics, reg prometheus.Registerer) *Receiver {
+	r := &Receiver{parser: p, out: out, skips: &skipLog{log: log, metrics: m}, metrics: m, maxBytes: maxBytes, dedup: newDedup(int64(time.Minute), 1<<20),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_push_requests_total", Help: "Push requests received, by HTTP status answered."}, []string{"code"})}
+	reg.MustRegister(r.pushes)
+	return r
+}
+
+// ServeHTTP implements http.Handler.
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	code := r.serve(w, req)
+	r.pushes.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) int {
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.maxBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, fmt.Sprintf("request body too large: limit %d bytes", r.maxBytes), http.StatusRequestEntityTooLarge)
+			return http.StatusRequestEntityTooLarge
+		}
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return http.StatusBadRequest
+	}
+	streams, err := DecodePush(req.Header.Get("Content-Type"), body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return http.StatusBadRequest
+	}
+	if err := r.accept(req.Context(), streams); err != nil {
+		http.Error(w, "authguard is shutting down", http.StatusServiceUnavailable)
+		return http.StatusServiceUnavailable
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return http.StatusNoContent
+}
+
+func (r *Receiver) accept(ctx context.Context, streams []PushedStream) error {
+	for _, st := range streams {
+		for _, e := range st.Entries {
+			r.mu.Lock()
+			first := r.dedup.first(e.TS, e.Line)
+			r.mu.Unlock()
+			if !first {
+				r.metrics.Duplicates.Inc()
+				continue
+			}
+			ev, err := r.parser.Parse(time.Unix(0, e.TS).UTC(), e.Line)
+			if err != nil {
+				r.skips.skip(err, e.Line)
+				continue
+			}
+			r.metrics.Lines.Inc()
+			select {
+			case r.out <- ev:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
