@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -29,10 +31,20 @@ import (
 type runCmd struct {
 	Rules string `help:"Rules file (YAML). Empty: the embedded default rules (runbook SEC-010)." placeholder:"FILE"`
 
-	LokiURL      string `help:"Loki base URL, e.g. http://loki:3100." placeholder:"URL" required:""`
-	LokiQuery    string `help:"LogQL query selecting the audit events." default:"${loki_query}"`
-	LokiTenant   string `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
-	LokiDelayFor int    `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
+	LokiURL             string            `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --listen." placeholder:"URL"`
+	LokiQuery           string            `help:"LogQL query selecting the audit events." default:"${loki_query}"`
+	LokiTenant          string            `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
+	LokiDelayFor        int               `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
+	LokiBackfillMax     time.Duration     `help:"At start, re-read Loki as far back as the longest rule window, but no further than this (0: no backfill)." default:"24h"`
+	LokiDedupWindow     time.Duration     `help:"How far back repeats are recognised and gaps are re-read after a reconnect." default:"1m"`
+	LokiUsername        string            `help:"Basic-auth user." placeholder:"USER"`
+	LokiPasswordFile    string            `help:"File holding the basic-auth password." placeholder:"FILE"`
+	LokiBearerTokenFile string            `help:"File holding a bearer token (re-read on every connection)." placeholder:"FILE"`
+	LokiHeaders         map[string]string `help:"Extra request headers." placeholder:"NAME=VALUE;..."`
+	LokiTLSCAFile       string            `name:"loki-tls-ca-file" help:"CA bundle to verify Loki's certificate." placeholder:"FILE"`
+	LokiTLSCertFile     string            `name:"loki-tls-cert-file" help:"Client certificate for Loki (mTLS)." placeholder:"FILE"`
+	LokiTLSKeyFile      string            `name:"loki-tls-key-file" help:"Key of --loki-tls-cert-file." placeholder:"FILE"`
+	PushMaxBytes        int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
 
 	redisflag.Flags `embed:""`
 	DryRun          bool     `help:"Decide, record and page, but write no block."`
@@ -65,15 +77,17 @@ func (c *runCmd) Run(ctx context.Context, e *env) error {
 
 // daemon is a configured, not yet running authguard.
 type daemon struct {
-	log      *slog.Logger
-	engine   *detector.Engine
-	tail     *loki.Tail
-	resp     *responder.Responder
-	listener net.Listener
-	registry *prometheus.Registry
-	store    *redisblock.Store
-	events   prometheus.Counter
-	close    func()
+	log       *slog.Logger
+	engine    *detector.Engine
+	tail      *loki.Tail
+	resp      *responder.Responder
+	listener  net.Listener
+	registry  *prometheus.Registry
+	store     *redisblock.Store
+	processed prometheus.Counter
+	events    chan detector.Event // from the tail and the push receiver
+	receiver  *loki.Receiver
+	close     func()
 }
 
 func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
@@ -98,6 +112,10 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
 	}
+	tlsConf, err := c.lokiTLS()
+	if err != nil {
+		return nil, err
+	}
 	rdb, err := c.Client()
 	if err != nil {
 		return nil, err
@@ -120,10 +138,18 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
 	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store}
-	d.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
-	reg.MustRegister(d.events)
-	d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor},
-		loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.UseLineTime), log, loki.NewMetrics(reg))
+	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
+	reg.MustRegister(d.processed)
+	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.UseLineTime)
+	lokiMetrics := loki.NewMetrics(reg)
+	d.events = make(chan detector.Event, 1024)
+	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
+	if c.LokiURL != "" {
+		d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor,
+			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow,
+			Username: c.LokiUsername, PasswordFile: c.LokiPasswordFile, BearerTokenFile: c.LokiBearerTokenFile,
+			Headers: c.LokiHeaders, TLS: tlsConf}, parser, log, lokiMetrics)
+	}
 	d.resp = responder.New(responder.Options{Store: store, Notifier: notifier, Log: log, Registry: reg,
 		DryRun: c.DryRun, NeverBlock: neverBlock})
 	d.close = func() { rdb.Close(); ln.Close() }
@@ -133,6 +159,31 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		log.Warn("redis is not reachable yet; blocks will be queued and retried", "redis", c.Redacted(), "err", err)
 	}
 	return d, nil
+}
+
+func (c *runCmd) lokiTLS() (*tls.Config, error) {
+	if c.LokiTLSCAFile == "" && c.LokiTLSCertFile == "" {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.LokiTLSCAFile != "" {
+		pem, err := os.ReadFile(c.LokiTLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--loki-tls-ca-file: %w", err)
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--loki-tls-ca-file %s: no certificates found", c.LokiTLSCAFile)
+		}
+	}
+	if c.LokiTLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.LokiTLSCertFile, c.LokiTLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--loki-tls-cert-file: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
 }
 
 func (c *runCmd) notifier(stdout io.Writer) (responder.Notifier, error) {
@@ -163,7 +214,6 @@ func readSecret(path string) (string, error) {
 	return s, nil
 }
 
-
 // run serves the admin endpoints and runs the loop until ctx ends.
 func (d *daemon) run(ctx context.Context) error {
 	defer d.close()
@@ -172,8 +222,9 @@ func (d *daemon) run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("POST /loki/api/v1/push", d.receiver)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !d.tail.Connected() {
+		if d.tail != nil && !d.tail.Connected() {
 			http.Error(w, "not ready: not tailing loki", http.StatusServiceUnavailable)
 			return
 		}
@@ -184,9 +235,13 @@ func (d *daemon) run(ctx context.Context) error {
 	defer srv.Close()
 
 	waitResp := d.resp.Start(ctx)
-	events := make(chan detector.Event, 1024)
+	events := d.events
 	tailDone := make(chan struct{})
-	go func() { d.tail.Run(ctx, events); close(tailDone) }()
+	if d.tail != nil {
+		go func() { d.tail.Run(ctx, events); close(tailDone) }()
+	} else {
+		close(tailDone)
+	}
 	// Unblocks through authguard (the CLI, a Slack button) reset the
 	// detector's window for the IP, like the runbook's DEL of both keys.
 	unblocks := make(chan netip.Addr, 64)
@@ -227,7 +282,7 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblo
 				return err
 			}
 		}
-		d.events.Inc()
+		d.processed.Inc()
 		return nil
 	}
 	for {
