@@ -153,6 +153,12 @@ func (p *process) Write(b []byte) (int, error) {
 	return p.out.Write(b)
 }
 
+// stop ends the process with SIGTERM and waits for it.
+func (p *process) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+}
+
 // alive fails the test at once if the process has exited.
 func (p *process) alive(t *testing.T) bool {
 	t.Helper()
@@ -255,16 +261,17 @@ func newSlack(t *testing.T) *slackPosts {
 
 // stack is the whole loop: login app, gateway, daemon, Redis, Loki, Slack.
 type stack struct {
-	t        *testing.T
-	rdb      *redis.Client
-	redis    *redisServer
-	loki     lokiTarget
-	slack    *slackPosts
-	run      string // label value isolating this test's streams
-	gateway  string // base URL of the gateway
-	gwAdmin  string
-	daemon   *process
-	daemonAt string // admin address of the daemon
+	t          *testing.T
+	rdb        *redis.Client
+	redis      *redisServer
+	loki       lokiTarget
+	slack      *slackPosts
+	run        string // label value isolating this test's streams
+	gateway    string // base URL of the gateway
+	gwAdmin    string
+	daemon     *process
+	daemonAt   string // admin address of the daemon
+	daemonArgs []string
 }
 
 type stackOptions struct {
@@ -352,10 +359,23 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		dArgs = append(dArgs, "--loki-tenant", s.loki.tenant)
 	}
 	dArgs = append(dArgs, o.dArgs...)
+	s.daemonArgs = dArgs
 	s.daemon = start(t, "authguard", dArgs...)
 	eventually(t, 20*time.Second, "the gateway to be ready", func() bool { return gw.alive(t) && httpStatus(s.gwAdmin+"/readyz") == 200 })
 	eventually(t, 20*time.Second, "the daemon to tail Loki", func() bool { return s.daemon.alive(t) && httpStatus("http://"+s.daemonAt+"/readyz") == 200 })
 	return s
+}
+
+// restartDaemon stops the daemon, runs meanwhile while it is down, and
+// starts it again with the same settings.
+func (s *stack) restartDaemon(meanwhile func()) {
+	s.t.Helper()
+	s.daemon.stop()
+	meanwhile()
+	s.daemon = start(s.t, "authguard", s.daemonArgs...)
+	eventually(s.t, 20*time.Second, "the restarted daemon to tail Loki", func() bool {
+		return s.daemon.alive(s.t) && httpStatus("http://"+s.daemonAt+"/readyz") == 200
+	})
 }
 
 func httpStatus(u string) int {

@@ -151,6 +151,7 @@ type metrics struct {
 	blockErrors   prometheus.Counter
 	cleared       prometheus.Counter
 	refused       prometheus.Counter
+	repeated      prometheus.Counter
 	queue         prometheus.Gauge
 	notifications prometheus.Counter
 	notifyErrors  prometheus.Counter
@@ -177,6 +178,7 @@ func New(opts Options) *Responder {
 		blocks:        prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_written_total", Help: "Blocks written to Redis."}),
 		blockErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_block_errors_total", Help: "Failed attempts to write a block (each is retried)."}),
 		cleared:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_cleared_total", Help: "Renewals not written because an operator had cleared the IP."}),
+		repeated:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_already_done_total", Help: "Decisions found already carried out (re-decided after a restart, or retried after a lost reply)."}),
 		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is in --never-block."}),
 		queue:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_block_queue_length", Help: "Decisions waiting to be written to Redis."}),
 		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages sent."}),
@@ -184,7 +186,7 @@ func New(opts Options) *Responder {
 		notifyDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_dropped_total", Help: "Pages dropped because the page queue was full."}),
 	}
 	m := r.metrics
-	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.queue, m.notifications, m.notifyErrors, m.notifyDropped)
+	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.repeated, m.queue, m.notifications, m.notifyErrors, m.notifyDropped)
 	return r
 }
 
@@ -321,6 +323,7 @@ func (r *Responder) done(it item, req Request, res Result) {
 	a := Action{Decision: it.d, At: r.opts.Now(), What: req.Action, Incident: res.Incident}
 	switch {
 	case res.Outcome == AlreadyWritten:
+		r.metrics.repeated.Inc()
 		r.opts.Log.Debug("decision already carried out", "ip", it.d.Key, "rule", it.d.Rule)
 		return
 	case res.Outcome == Cleared:

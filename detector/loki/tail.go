@@ -322,13 +322,16 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 	defer func() { t.metrics.Connected.Set(0); t.connected.Store(false) }()
 	connected()
 	for f := range frames {
-		if err := t.deliver(ctx, f.Streams, false, out); err != nil {
-			return err
-		}
 		if len(f.DroppedEntries) > 0 {
+			// Re-read the dropped span first, through the frame's own
+			// entries, so that each stream stays in order; the frame's
+			// entries then come again and are dropped as repeats.
 			if err := t.recoverDropped(ctx, h, &f, out); err != nil {
 				return err
 			}
+		}
+		if err := t.deliver(ctx, f.Streams, false, out); err != nil {
+			return err
 		}
 	}
 	select {
@@ -343,6 +346,16 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 // dropped for this tail.
 func (t *Tail) recoverDropped(ctx context.Context, h http.Header, f *frame, out chan<- detector.Event) error {
 	lo, hi := int64(0), int64(0)
+	for _, s := range f.Streams {
+		for _, v := range s.Values {
+			if ts, err := strconv.ParseInt(v[0], 10, 64); err == nil {
+				if lo == 0 || ts < lo {
+					lo = ts
+				}
+				hi = max(hi, ts)
+			}
+		}
+	}
 	for _, d := range f.DroppedEntries {
 		ts, err := strconv.ParseInt(d.Timestamp, 10, 64)
 		if err != nil {

@@ -2,8 +2,12 @@ package loki_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +112,184 @@ func TestTailResumesAfter1011WithoutRepeats(t *testing.T) {
 	if testutil.ToFloat64(m.Reconnects) < 1 {
 		t.Error("reconnect not counted")
 	}
+}
+
+// streamScenario pushes lines into three streams while disrupt runs in the
+// middle, then checks that the tail delivered every line exactly once and,
+// within each stream, in order.
+func streamScenario(t *testing.T, opts lokitest.Options, disrupt func(srv *lokitest.Server)) *loki.Metrics {
+	t.Helper()
+	srv := lokitest.New(opts)
+	defer srv.Close()
+	_, m, out := newTail(t, srv, `{service="audit"}`)
+	waitTail(t, srv, out)
+
+	const perStream, streams = 300, 3
+	got := map[string]int{}
+	lastSeq := map[int]int{}
+	done := make(chan struct{})
+	var outOfOrder []string
+	go func() {
+		defer close(done)
+		for len(got) < perStream*streams+1 {
+			select {
+			case ev := <-out:
+				got[ev.Username]++
+				var s, i int
+				if _, err := fmt.Sscanf(ev.Username, "s%d-%d", &s, &i); err == nil {
+					if i < lastSeq[s] {
+						outOfOrder = append(outOfOrder, ev.Username)
+					}
+					lastSeq[s] = i
+				}
+			case <-time.After(20 * time.Second):
+				return
+			}
+		}
+	}()
+	base := time.Now()
+	for i := range perStream {
+		for s := range streams {
+			// Streams share timestamps: entries at one nanosecond are told
+			// apart by their lines.
+			line := fmt.Sprintf(`{"action":"auth_failed","client_ip":"192.0.2.%d","username":"s%d-%d"}`, s+1, s, i)
+			srv.Push("fake", map[string]string{"service": "audit", "stream": strconv.Itoa(s)}, base.Add(time.Duration(i)*time.Microsecond), line)
+		}
+		if i == perStream/2 {
+			disrupt(srv)
+		}
+		if i%50 == 0 {
+			time.Sleep(time.Millisecond) // a steady stream, not one burst
+		}
+	}
+	// A last line after everything: once it is in, all the others are.
+	srv.Push("fake", map[string]string{"service": "audit"}, base.Add(time.Second), `{"action":"auth_failed","client_ip":"192.0.2.9","username":"end"}`)
+	<-done
+	if len(got) != perStream*streams+1 {
+		t.Fatalf("delivered %d distinct lines, want %d", len(got), perStream*streams+1)
+	}
+	for u, n := range got {
+		if n != 1 {
+			t.Errorf("line %s delivered %d times", u, n)
+		}
+	}
+	if len(outOfOrder) > 0 {
+		t.Errorf("out of order within a stream: %v", outOfOrder[:min(5, len(outOfOrder))])
+	}
+	return m
+}
+
+func TestEveryLineOnceAcrossA1011Close(t *testing.T) {
+	m := streamScenario(t, lokitest.Options{}, func(srv *lokitest.Server) { srv.DropTails("reached tail max duration limit") })
+	if testutil.ToFloat64(m.Reconnects) < 1 || testutil.ToFloat64(m.CatchUpPages) < 1 {
+		t.Errorf("reconnects %v, catch-up pages %v", testutil.ToFloat64(m.Reconnects), testutil.ToFloat64(m.CatchUpPages))
+	}
+}
+
+func TestEveryLineOnceAcrossATCPReset(t *testing.T) {
+	streamScenario(t, lokitest.Options{}, func(srv *lokitest.Server) { srv.ResetConnections() })
+}
+
+func TestEveryLineOnceAcrossALokiRestart(t *testing.T) {
+	streamScenario(t, lokitest.Options{}, func(srv *lokitest.Server) { srv.Restart() })
+}
+
+func TestEveryLineOnceWhenLokiDropsEntries(t *testing.T) {
+	m := streamScenario(t, lokitest.Options{}, func(srv *lokitest.Server) { srv.DropNext(50) })
+	if testutil.ToFloat64(m.Dropped) != 50 {
+		t.Errorf("dropped entries counted %v, want 50", testutil.ToFloat64(m.Dropped))
+	}
+}
+
+func TestCatchUpPagesThroughMoreThanOnePage(t *testing.T) {
+	srv := lokitest.New(lokitest.Options{})
+	defer srv.Close()
+	// 120 lines written before the daemon starts, 40 of them at one
+	// nanosecond; the backfill reads them in pages of 50, so a page ends in
+	// the middle of that nanosecond and the next starts at it again.
+	base := time.Now().Add(-time.Minute)
+	for i := range 120 {
+		ts := base.Add(time.Duration(i) * time.Millisecond)
+		if i >= 40 && i < 80 {
+			ts = base.Add(40 * time.Millisecond)
+		}
+		srv.Push("fake", map[string]string{"service": "audit"}, ts, fmt.Sprintf(`{"action":"auth_failed","client_ip":"192.0.2.1","username":"u%d"}`, i))
+	}
+	m := loki.NewMetrics(prometheus.NewRegistry())
+	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: `{service="audit"}`, Backfill: 2 * time.Minute, PageLimit: 50},
+		loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan detector.Event, 200)
+	go tl.Run(ctx, out)
+	defer cancel()
+	got := map[string]int{}
+	for len(got) < 120 {
+		select {
+		case ev := <-out:
+			got[ev.Username]++
+			if !ev.CatchUp {
+				t.Errorf("backfilled event %s not marked as catch-up", ev.Username)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("backfill delivered %d of 120 lines", len(got))
+		}
+	}
+	for u, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", u, n)
+		}
+	}
+	if pages := testutil.ToFloat64(m.CatchUpPages); pages < 3 {
+		t.Errorf("%v catch-up pages for 120 lines at 50 a page", pages)
+	}
+}
+
+func TestRefusalsSayWhatToChange(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts lokitest.Options
+		cfg  loki.Config
+		hint string
+	}{
+		{"multi-tenant Loki without a tenant", lokitest.Options{MultiTenant: true}, loki.Config{Query: `{service="audit"}`}, "set --loki-tenant"},
+		{"a query that does not parse", lokitest.Options{}, loki.Config{Query: `{service="audit"`}, "check --loki-query"},
+		{"delay_for above 5", lokitest.Options{}, loki.Config{Query: `{service="audit"}`, DelayFor: 6}, "delay_for can't be greater than 5"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := lokitest.New(tt.opts)
+			defer srv.Close()
+			var logs syncBuffer
+			tt.cfg.URL = srv.URL
+			tl := loki.NewTail(tt.cfg, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), loki.NewMetrics(prometheus.NewRegistry()))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { tl.Run(ctx, make(chan detector.Event)); close(done) }()
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(logs.String(), tt.hint) {
+				if time.Now().After(deadline) {
+					t.Fatalf("log lacks %q:\n%s", tt.hint, logs.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -44,10 +45,12 @@ type Server struct {
 	*httptest.Server
 	opts Options
 
-	mu      sync.Mutex
-	tenants map[string]*tenant
-	closed  chan struct{}
-	once    sync.Once
+	mu       sync.Mutex
+	tenants  map[string]*tenant
+	closed   chan struct{}
+	once     sync.Once
+	mux      *http.ServeMux
+	dropNext int // entries to withhold from tails and report as dropped
 }
 
 type tenant struct {
@@ -68,8 +71,10 @@ type entry struct {
 type tail struct {
 	q       *query
 	pending []result
+	dropped []result // withheld entries, reported as dropped_entries
 	wake    chan struct{}
 	kill    chan string // close reason for an administrative close
+	conn    *websocket.Conn
 }
 
 type result struct {
@@ -100,8 +105,54 @@ func New(opts Options) *Server {
 	mux.HandleFunc("GET /loki/api/v1/query_range", s.queryRange)
 	mux.HandleFunc("GET /loki/api/v1/tail", s.tail)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ready\n") })
+	s.mux = mux
 	s.Server = httptest.NewServer(mux)
 	return s
+}
+
+// DropNext makes the tails withhold the next n matching entries and report
+// them in dropped_entries instead, as Loki does for a slow client. The
+// entries are stored and query_range returns them.
+func (s *Server) DropNext(n int) {
+	s.mu.Lock()
+	s.dropNext += n
+	s.mu.Unlock()
+}
+
+// ResetConnections cuts every open tail's TCP connection without a close
+// frame (an RST), as a crashed node or a flaky network would.
+func (s *Server) ResetConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tenants {
+		for tl := range t.tails {
+			if tl.conn == nil {
+				continue
+			}
+			if tcp, ok := tl.conn.NetConn().(*net.TCPConn); ok {
+				tcp.SetLinger(0)
+			}
+			tl.conn.NetConn().Close()
+		}
+	}
+}
+
+// Restart stops the server, cutting every connection, and starts it again
+// on the same address with the same stored entries, as a Loki restart would
+// (Loki keeps what it ingested).
+func (s *Server) Restart() {
+	addr := s.Listener.Addr().String()
+	s.ResetConnections()
+	s.Server.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		panic("lokitest: restart on " + addr + ": " + err.Error())
+	}
+	srv := httptest.NewUnstartedServer(s.mux)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	s.Server = srv
 }
 
 // Close stops the server and ends all tails.
@@ -214,6 +265,11 @@ func (s *Server) store(id string, labels map[string]string, entries []entry) {
 		for tl := range t.tails {
 			if tl.q.selects(labels) {
 				if out, ok := tl.q.process(withDetected(labels), e.line); ok {
+					if s.dropNext > 0 {
+						s.dropNext--
+						tl.dropped = append(tl.dropped, result{out, e})
+						continue
+					}
 					tl.pending = append(tl.pending, result{out, e})
 					select {
 					case tl.wake <- struct{}{}:
@@ -360,6 +416,24 @@ func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// sendDropped sends a frame with the entries that made it and the
+// dropped_entries Loki reports for the rest.
+func sendDropped(conn *websocket.Conn, rs, dropped []result) error {
+	type droppedEntry struct {
+		Labels    map[string]string `json:"labels"`
+		Timestamp string            `json:"timestamp"`
+	}
+	var d []droppedEntry
+	for _, r := range dropped {
+		d = append(d, droppedEntry{r.labels, strconv.FormatInt(r.e.ts, 10)})
+	}
+	streams := group(rs)
+	if streams == nil {
+		streams = []wireStream{}
+	}
+	return conn.WriteJSON(map[string]any{"streams": streams, "dropped_entries": d})
+}
+
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 
 func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
@@ -410,6 +484,9 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
+	s.mu.Lock()
+	tl.conn = conn
+	s.mu.Unlock()
 	if over {
 		reason := fmt.Sprintf("rpc error: code = Code(400) desc = max concurrent tail requests limit exceeded, count > limit (%d > %d)", count, s.opts.MaxConcurrentTails)
 		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, reason), time.Now().Add(time.Second))
@@ -463,10 +540,16 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 			}
 		case <-batch.C:
 			s.mu.Lock()
-			rs := tl.pending
-			tl.pending = nil
+			rs, dropped := tl.pending, tl.dropped
+			tl.pending, tl.dropped = nil, nil
 			s.mu.Unlock()
 			sort.SliceStable(rs, func(i, j int) bool { return rs[i].e.ts < rs[j].e.ts })
+			if len(dropped) > 0 {
+				if err := sendDropped(conn, rs, dropped); err != nil {
+					return
+				}
+				continue
+			}
 			if err := send(rs); err != nil {
 				return
 			}

@@ -1,0 +1,48 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// The daemon stops in the middle of an attack and starts again: it re-reads
+// the window from Loki and decides as if it had never stopped. A second
+// restart re-reads the same events and repeats nothing it already did.
+func TestDaemonRestartMidWindow(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	ctx := context.Background()
+	ip := "203.0.113.110"
+	for range 3 {
+		s.login(ip, "guess")
+	}
+	s.awaitEvents(3)
+	s.restartDaemon(func() {
+		for range 2 {
+			s.login(ip, "guess") // while the daemon is down
+		}
+	})
+	s.awaitBlocked(ip)
+	if v := s.rdb.Get(ctx, "login_fail:"+ip).Val(); v != "5" {
+		t.Errorf("login_fail = %s, want 5", v)
+	}
+	select {
+	case <-s.slack.posts:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no page for the block")
+	}
+	evidence := s.rdb.XLen(ctx, "authguard:evidence").Val()
+
+	s.restartDaemon(func() {})
+	eventually(t, 15*time.Second, "the restarted daemon to find its block already written", func() bool {
+		return s.metric("authguard_decisions_already_done_total") >= 1
+	})
+	if n := s.rdb.XLen(ctx, "authguard:evidence").Val(); n != evidence {
+		t.Errorf("evidence grew from %d to %d records on a restart", evidence, n)
+	}
+	select {
+	case p := <-s.slack.posts:
+		t.Errorf("a restart paged again: %q", p["text"])
+	default:
+	}
+}
