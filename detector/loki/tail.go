@@ -3,7 +3,6 @@ package loki
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -298,8 +297,8 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 				return
 			}
 			conn.SetReadDeadline(time.Now().Add(idle))
-			var f frame
-			if err := json.Unmarshal(msg, &f); err != nil {
+			f, err := decodeFrame(msg)
+			if err != nil {
 				readErr <- fmt.Errorf("tail %s: undecodable frame: %w", t.cfg.URL, err)
 				return
 			}
@@ -374,13 +373,6 @@ func (t *Tail) recoverDropped(ctx context.Context, h http.Header, f *frame, out 
 	return t.catchUp(ctx, h, lo, hi+1, out)
 }
 
-type queryResponse struct {
-	Status string `json:"status"`
-	Data   struct {
-		Result []wireStream `json:"result"`
-	} `json:"data"`
-}
-
 // catchUp delivers every entry in [from, until) with query_range, oldest
 // first, a page at a time. Each page starts at the last timestamp of the one
 // before (start is inclusive), so entries sharing that nanosecond are read
@@ -410,13 +402,13 @@ func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, ou
 		if resp.StatusCode != http.StatusOK {
 			return t.refusal("catch-up query", resp.StatusCode, string(body))
 		}
-		var r queryResponse
-		if err := json.Unmarshal(body, &r); err != nil {
-			return fmt.Errorf("catch up from %s: undecodable answer: %w", t.cfg.URL, err)
+		status, result, err := decodeQueryResult(body)
+		if err != nil || status != "success" {
+			return fmt.Errorf("catch up from %s: undecodable answer (status %q): %v", t.cfg.URL, status, err)
 		}
 		t.metrics.CatchUpPages.Inc()
 		n, last := 0, from
-		for _, s := range r.Data.Result {
+		for _, s := range result {
 			n += len(s.Values)
 			for _, v := range s.Values {
 				if ts, err := strconv.ParseInt(v[0], 10, 64); err == nil && ts > last {
@@ -424,7 +416,7 @@ func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, ou
 				}
 			}
 		}
-		if err := t.deliver(ctx, r.Data.Result, true, out); err != nil {
+		if err := t.deliver(ctx, result, true, out); err != nil {
 			return err
 		}
 		if n < t.cfg.PageLimit {
@@ -446,23 +438,36 @@ type tsLine struct {
 	line string
 }
 
-// deliver merges streams into time order (Loki groups entries per stream,
-// and each distinct label set is its own stream), drops repeats, parses and
-// sends the rest. Catch-up entries are marked as such.
-func (t *Tail) deliver(ctx context.Context, streams []wireStream, catchUp bool, out chan<- detector.Event) error {
-	var entries []tsLine
+// mergeEntries flattens streams into one time-ordered list (stable, so a
+// stream's own order is kept among equal timestamps). Entries with a bad
+// timestamp are skipped and, with a skipLog, counted.
+func mergeEntries(streams []wireStream, skips *skipLog) []tsLine {
+	n := 0
+	for _, s := range streams {
+		n += len(s.Values)
+	}
+	entries := make([]tsLine, 0, n)
 	for _, s := range streams {
 		for _, v := range s.Values {
 			ts, err := strconv.ParseInt(v[0], 10, 64)
 			if err != nil {
-				t.skips.skip(&SkipError{SkipBadTime, "entry timestamp " + truncate(v[0], 32)}, v[1])
+				if skips != nil {
+					skips.skip(&SkipError{SkipBadTime, "entry timestamp " + truncate(v[0], 32)}, v[1])
+				}
 				continue
 			}
 			entries = append(entries, tsLine{ts, v[1]})
 		}
 	}
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].ts < entries[j].ts })
-	for _, e := range entries {
+	return entries
+}
+
+// deliver merges streams into time order (Loki groups entries per stream,
+// and each distinct label set is its own stream), drops repeats, parses and
+// sends the rest. Catch-up entries are marked as such.
+func (t *Tail) deliver(ctx context.Context, streams []wireStream, catchUp bool, out chan<- detector.Event) error {
+	for _, e := range mergeEntries(streams, &t.skips) {
 		if !t.dedup.first(e.ts, e.line) {
 			t.metrics.Duplicates.Inc()
 			continue

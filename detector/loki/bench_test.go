@@ -1,0 +1,95 @@
+package loki
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/grafana/loki/pkg/push"
+)
+
+func auditLine(i int) string {
+	return fmt.Sprintf(`{"ts":"2026-11-22T10:00:%02d.%09dZ","service":"audit","action":"auth_failed","client_ip":"203.0.%d.%d","username":"user%d@example.com","path":"/auth/login","status":401,"user_agent":"python-requests/2.31"}`,
+		i%60, i, (i>>8)&255, i&255, i)
+}
+
+// tailFrame builds a tail frame of n entries spread over 10 streams, as
+// Loki sends them with | json (each label set its own stream).
+func tailFrame(n int) []byte {
+	var f frame
+	base := time.Now().UnixNano()
+	for s := range 10 {
+		ws := wireStream{Stream: map[string]string{"service": "audit", "action": "auth_failed", "client_ip": "203.0.113." + strconv.Itoa(s)}}
+		for i := s; i < n; i += 10 {
+			ws.Values = append(ws.Values, [2]string{strconv.FormatInt(base+int64(i), 10), auditLine(i)})
+		}
+		f.Streams = append(f.Streams, ws)
+	}
+	b, _ := json.Marshal(f)
+	return b
+}
+
+// BenchmarkTailFrameDecode decodes tail frames of 1,000 entries into
+// time-ordered entries: what the tail does with every frame before parsing
+// lines. Reports lines/s.
+func BenchmarkTailFrameDecode(b *testing.B) {
+	msg := tailFrame(1000)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	start := time.Now()
+	for range b.N {
+		f, err := decodeFrame(msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n := len(mergeEntries(f.Streams, nil)); n != 1000 {
+			b.Fatalf("%d entries", n)
+		}
+	}
+	b.ReportMetric(float64(b.N*1000)/time.Since(start).Seconds(), "lines/s")
+}
+
+// BenchmarkPushDecode decodes snappy-compressed protobuf push requests of
+// 1,000 lines, as the push receiver does. Reports lines/s.
+func BenchmarkPushDecode(b *testing.B) {
+	var req push.PushRequest
+	base := time.Now()
+	st := push.Stream{Labels: `{service="audit"}`}
+	for i := range 1000 {
+		st.Entries = append(st.Entries, push.Entry{Timestamp: base.Add(time.Duration(i)), Line: auditLine(i)})
+	}
+	req.Streams = append(req.Streams, st)
+	raw, _ := req.Marshal()
+	body := snappy.Encode(nil, raw)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	start := time.Now()
+	for range b.N {
+		streams, err := DecodePush("application/x-protobuf", body)
+		if err != nil || len(streams[0].Entries) != 1000 {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*1000)/time.Since(start).Seconds(), "lines/s")
+}
+
+// BenchmarkParseLine turns audit lines into events. Reports lines/s.
+func BenchmarkParseLine(b *testing.B) {
+	p := NewParser(DefaultFields, 0, false)
+	lines := make([]string, 1024)
+	for i := range lines {
+		lines[i] = auditLine(i)
+	}
+	ts := time.Now()
+	b.ReportAllocs()
+	start := time.Now()
+	for i := range b.N {
+		if _, err := p.Parse(ts, lines[i&1023]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lines/s")
+}
