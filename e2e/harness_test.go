@@ -282,6 +282,9 @@ type stackOptions struct {
 	query     string // LogQL; %s is replaced by the stream selector
 	reconcile string // gateway --reconcile-interval (default 200ms)
 	gwArgs    []string
+	// direct has the gateway push audit lines straight to the daemon's
+	// push receiver: no Loki at all.
+	direct bool
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -339,10 +342,15 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	os.WriteFile(token, []byte("xoxb-e2e\n"), 0o600)
 
 	redisURL := s.redis.url()
+	s.daemonAt = freeAddr(t)
+	pushTo := s.loki.url
+	if o.direct {
+		pushTo = "http://" + s.daemonAt
+	}
 	gwAddr, gwAdmin := freeAddr(t), freeAddr(t)
 	s.gateway, s.gwAdmin = "http://"+gwAddr, "http://"+gwAdmin
 	gwArgs := []string{"--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", app.URL, "--redis-url", redisURL,
-		"--trusted-proxies", "127.0.0.1/32", "--reconcile-interval", o.reconcile, "--loki-push-url", s.loki.url,
+		"--trusted-proxies", "127.0.0.1/32", "--reconcile-interval", o.reconcile, "--loki-push-url", pushTo,
 		"--loki-labels", "run=" + s.run, "--log-format", "text"}
 	gwArgs = append(gwArgs, o.gwArgs...)
 	if s.loki.tenant != "" {
@@ -350,13 +358,19 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	}
 	gw := start(t, "authguard-gateway", gwArgs...)
 
-	s.daemonAt = freeAddr(t)
 	selector := fmt.Sprintf(`{service="audit", run=%q}`, s.run)
-	dArgs := []string{"run", "--loki-url", s.loki.url, "--loki-query", fmt.Sprintf(o.query, selector),
-		"--rules", rules, "--redis-url", redisURL, "--listen", s.daemonAt,
+	dArgs := []string{"run", "--rules", rules, "--redis-url", redisURL, "--listen", s.daemonAt,
 		"--slack-token-file", token, "--slack-channel", "#security", "--slack-api-url", s.slack.srv.GetAPIURL(), "--log-format", "text"}
-	if s.loki.tenant != "" {
-		dArgs = append(dArgs, "--loki-tenant", s.loki.tenant)
+	if !o.direct {
+		dArgs = append(dArgs, "--loki-url", s.loki.url, "--loki-query", fmt.Sprintf(o.query, selector))
+		if s.loki.fake != nil {
+			// The fake registers a tail before its handshake completes;
+			// a real Loki needs the default settle time.
+			dArgs = append(dArgs, "--loki-settle", "200ms")
+		}
+		if s.loki.tenant != "" {
+			dArgs = append(dArgs, "--loki-tenant", s.loki.tenant)
+		}
 	}
 	dArgs = append(dArgs, o.dArgs...)
 	s.daemonArgs = dArgs

@@ -46,3 +46,20 @@ func TestDaemonRestartMidWindow(t *testing.T) {
 	default:
 	}
 }
+
+// With no Loki at all the gateway pushes its audit lines straight to the
+// daemon's Loki-compatible push receiver, and the runbook loop still runs.
+func TestGatewayPushesStraightToTheDaemon(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s", direct: true})
+	ip := "203.0.113.120"
+	for range 5 {
+		s.login(ip, "guess")
+	}
+	s.awaitBlocked(ip)
+	if v := s.rdb.Get(context.Background(), "login_fail:"+ip).Val(); v != "5" {
+		t.Errorf("login_fail = %s, want 5", v)
+	}
+	if n := s.metric(`authguard_push_requests_total{code="204"}`); n < 1 {
+		t.Errorf("push requests answered 204: %v", n)
+	}
+}

@@ -37,6 +37,7 @@ type runCmd struct {
 	LokiDelayFor        int               `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
 	LokiBackfillMax     time.Duration     `help:"At start, re-read Loki as far back as the longest rule window, but no further than this (0: no backfill)." default:"24h"`
 	LokiDedupWindow     time.Duration     `help:"How far back repeats are recognised and gaps are re-read after a reconnect." default:"1m"`
+	LokiSettle          time.Duration     `help:"How long a new tail runs before the catch-up query behind it (Loki registers tails on its ingesters asynchronously)." default:"2s"`
 	LokiUsername        string            `help:"Basic-auth user." placeholder:"USER"`
 	LokiPasswordFile    string            `help:"File holding the basic-auth password." placeholder:"FILE"`
 	LokiBearerTokenFile string            `help:"File holding a bearer token (re-read on every connection)." placeholder:"FILE"`
@@ -146,7 +147,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
 	if c.LokiURL != "" {
 		d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor,
-			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow,
+			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
 			Username: c.LokiUsername, PasswordFile: c.LokiPasswordFile, BearerTokenFile: c.LokiBearerTokenFile,
 			Headers: c.LokiHeaders, TLS: tlsConf}, parser, log, lokiMetrics)
 	}

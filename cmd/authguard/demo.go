@@ -86,7 +86,7 @@ func (c *demoCmd) Run(ctx context.Context, e *env) error {
 
 	pages := &pageWriter{ready: make(chan struct{})}
 	daemonCmd := runCmd{LokiURL: lk.URL, LokiQuery: loki.DefaultQuery, Flags: redisflag.Flags{RedisURL: "redis://" + redisAddr + "/0"},
-		Listen: "127.0.0.1:0", MaxLineBytes: loki.DefaultMaxLineBytes}
+		Listen: "127.0.0.1:0", MaxLineBytes: loki.DefaultMaxLineBytes, LokiSettle: 200 * time.Millisecond}
 	d, err := daemonCmd.build(ctx, quiet, pages)
 	if err != nil {
 		return err

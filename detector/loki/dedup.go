@@ -9,8 +9,8 @@ import "hash/maphash"
 //
 // It remembers entries within window of the newest timestamp seen, and at
 // most max of them; older ones are forgotten in arrival order. Catch-up
-// queries never reach further back than the window, so a forgotten entry
-// cannot come back through one.
+// queries start no earlier than resumeFrom, so a forgotten entry cannot
+// come back through one.
 type dedup struct {
 	seed      maphash.Seed
 	window    int64
@@ -19,6 +19,9 @@ type dedup struct {
 	order     []dedupKey // arrival order, a FIFO over a slice
 	head      int
 	highWater int64
+	// maxPruned is the newest timestamp forgotten so far: every entry after
+	// it is still remembered.
+	maxPruned int64
 }
 
 type dedupKey struct {
@@ -53,6 +56,7 @@ func (d *dedup) prune() {
 			break
 		}
 		delete(d.seen, k)
+		d.maxPruned = max(d.maxPruned, k.ts)
 		d.head++
 	}
 	// Compact the FIFO once its dead head outweighs the live part.
@@ -62,11 +66,15 @@ func (d *dedup) prune() {
 	}
 }
 
-// resumeFrom is where a catch-up after a gap must start: the oldest time
-// the dedup still covers.
+// resumeFrom is where a catch-up after a gap must start: the window behind
+// the newest entry, or later if the size bound already forgot entries there
+// (every entry after maxPruned is still remembered, so none comes twice).
 func (d *dedup) resumeFrom() int64 {
 	if d.highWater == 0 {
 		return 0
+	}
+	if d.maxPruned > 0 {
+		return max(d.highWater-d.window, d.maxPruned+1)
 	}
 	return d.highWater - d.window
 }

@@ -45,6 +45,13 @@ type Config struct {
 	DedupWindow time.Duration
 	// PageLimit is query_range's limit per page (default and maximum 5000).
 	PageLimit int
+	// Settle is how long a new tail runs before the catch-up query that
+	// closes the gap behind it (default 2s). Loki only starts sending an
+	// entry live once the tail is registered on every ingester, and the
+	// tail's own history holds just the newest few lines, so the catch-up
+	// must be asked after that; the live lines wait meanwhile, to keep
+	// each stream in order.
+	Settle time.Duration
 
 	// Tenant is sent as X-Scope-OrgID when set.
 	Tenant string
@@ -115,6 +122,9 @@ func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) *Tail {
 	}
 	if cfg.PageLimit <= 0 || cfg.PageLimit > 5000 {
 		cfg.PageLimit = 5000
+	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = 2 * time.Second
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = cfg.TLS
@@ -245,8 +255,8 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 	if err != nil {
 		return err
 	}
-	// The tail starts now: what came before is the catch-up's. Entries in
-	// both are delivered once.
+	// The tail starts now; the catch-up after Settle covers everything
+	// before. Entries in both are delivered once.
 	start := time.Now().UnixNano()
 	q := url.Values{"query": {t.cfg.Query}, "start": {strconv.FormatInt(start, 10)}}
 	if t.cfg.DelayFor > 0 {
@@ -310,8 +320,13 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 		}
 	}()
 
-	if from < start {
-		if err := t.catchUp(ctx, h, from, start, out); err != nil {
+	select {
+	case <-time.After(t.cfg.Settle):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if until := time.Now().UnixNano(); from < until {
+		if err := t.catchUp(ctx, h, from, until, out); err != nil {
 			return err
 		}
 	}

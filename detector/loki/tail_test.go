@@ -22,7 +22,7 @@ import (
 func newTail(t *testing.T, srv *lokitest.Server, query string) (*loki.Tail, *loki.Metrics, chan detector.Event) {
 	t.Helper()
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: query}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: query, Settle: 100 * time.Millisecond}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})
@@ -216,7 +216,7 @@ func TestCatchUpPagesThroughMoreThanOnePage(t *testing.T) {
 		srv.Push("fake", map[string]string{"service": "audit"}, ts, fmt.Sprintf(`{"action":"auth_failed","client_ip":"192.0.2.1","username":"u%d"}`, i))
 	}
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: `{service="audit"}`, Backfill: 2 * time.Minute, PageLimit: 50},
+	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: `{service="audit"}`, Backfill: 2 * time.Minute, PageLimit: 50, Settle: 100 * time.Millisecond},
 		loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 200)

@@ -295,15 +295,22 @@ func (t *tenant) selectLocked(q *query, start, end int64, limit int, forward boo
 		if !q.selects(st.labels) {
 			continue
 		}
+		// Each stream is in time order, so the overall oldest (newest)
+		// limit entries are among each stream's oldest (newest) limit.
 		lo := sort.Search(len(st.entries), func(i int) bool { return st.entries[i].ts >= start })
-		for _, e := range st.entries[lo:] {
-			if e.ts >= end {
-				break
+		hi := sort.Search(len(st.entries), func(i int) bool { return st.entries[i].ts >= end })
+		var picked []result
+		for i := lo; i < hi && len(picked) < limit; i++ {
+			j := i
+			if !forward {
+				j = hi - 1 - (i - lo)
 			}
+			e := st.entries[j]
 			if out, ok := q.process(withDetected(st.labels), e.line); ok {
-				all = append(all, result{out, e})
+				picked = append(picked, result{out, e})
 			}
 		}
+		all = append(all, picked...)
 	}
 	sort.SliceStable(all, func(i, j int) bool {
 		if forward {
