@@ -2,12 +2,18 @@ package loki_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,4 +298,38 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TLS with a private CA and a bearer token that is rotated on disk: the
+// next connection uses the new token.
+func TestTLSAndARotatedBearerToken(t *testing.T) {
+	var current atomic.Value
+	current.Store("Bearer one")
+	srv := lokitest.New(lokitest.Options{TLS: true, Authorize: func(r *http.Request) bool {
+		return r.Header.Get("Authorization") == current.Load().(string)
+	}})
+	defer srv.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("one\n"), 0o600)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	m := loki.NewMetrics(prometheus.NewRegistry())
+	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: `{service="audit"}`, Settle: 100 * time.Millisecond,
+		BearerTokenFile: tokenFile, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan detector.Event, 100)
+	done := make(chan struct{})
+	go func() { tl.Run(ctx, out); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitTail(t, srv, out)
+
+	os.WriteFile(tokenFile, []byte("two\n"), 0o600)
+	current.Store("Bearer two")
+	srv.DropTails("reached tail max duration limit")
+	srv.Push("fake", map[string]string{"service": "audit"}, time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.77"}`)
+	for ev := recv(t, out); ev.IP.String() != "192.0.2.77"; ev = recv(t, out) {
+		if ev.IP.String() != "192.0.2.254" { // late probes may still come
+			t.Fatalf("after rotation got %v", ev.IP)
+		}
+	}
 }

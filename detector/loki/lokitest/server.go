@@ -38,6 +38,11 @@ type Options struct {
 	PingInterval time.Duration
 	// MaxEntriesPerQuery caps query_range's limit (default 5000).
 	MaxEntriesPerQuery int
+	// TLS serves HTTPS (and WSS) with httptest's certificate.
+	TLS bool
+	// Authorize, when set, must accept every request (an auth proxy in
+	// front of Loki); refused requests get 401.
+	Authorize func(*http.Request) bool
 }
 
 // Server is a running fake Loki.
@@ -106,8 +111,27 @@ func New(opts Options) *Server {
 	mux.HandleFunc("GET /loki/api/v1/tail", s.tail)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ready\n") })
 	s.mux = mux
-	s.Server = httptest.NewServer(mux)
+	s.Server = httptest.NewUnstartedServer(s.handler())
+	s.start()
 	return s
+}
+
+func (s *Server) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.Authorize != nil && !s.opts.Authorize(r) {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) start() {
+	if s.opts.TLS {
+		s.Server.StartTLS()
+		return
+	}
+	s.Server.Start()
 }
 
 // DropNext makes the tails withhold the next n matching entries and report
@@ -148,11 +172,11 @@ func (s *Server) Restart() {
 	if err != nil {
 		panic("lokitest: restart on " + addr + ": " + err.Error())
 	}
-	srv := httptest.NewUnstartedServer(s.mux)
+	srv := httptest.NewUnstartedServer(s.handler())
 	srv.Listener.Close()
 	srv.Listener = ln
-	srv.Start()
 	s.Server = srv
+	s.start()
 }
 
 // Close stops the server and ends all tails.
