@@ -14,15 +14,15 @@ import (
 func decodeFrame(msg []byte) (frame, error) {
 	d := frameDecoder{b: msg}
 	var f frame
-	err := d.object(func(key string) error {
-		switch key {
+	err := d.object(func(key []byte) error {
+		switch string(key) {
 		case "streams":
 			return d.streams(&f.Streams)
 		case "dropped_entries":
 			return d.array(func() error {
 				var ts string
-				err := d.object(func(key string) error {
-					if key == "timestamp" {
+				err := d.object(func(key []byte) error {
+					if string(key) == "timestamp" {
 						v, err := d.str()
 						ts = v
 						return err
@@ -51,13 +51,14 @@ func decodeFrame(msg []byte) (frame, error) {
 func (d *frameDecoder) streams(out *[]wireStream) error {
 	return d.array(func() error {
 		var s wireStream
-		err := d.object(func(key string) error {
-			switch key {
+		err := d.object(func(key []byte) error {
+			switch string(key) {
 			case "stream":
 				s.Stream = map[string]string{}
-				return d.object(func(k string) error {
+				return d.object(func(k []byte) error {
+					name := string(k)
 					v, err := d.str()
-					s.Stream[k] = v
+					s.Stream[name] = v
 					return err
 				})
 			case "values":
@@ -89,15 +90,15 @@ func (d *frameDecoder) streams(out *[]wireStream) error {
 // decodeQueryResult reads a query_range answer's status and result streams.
 func decodeQueryResult(body []byte) (status string, result []wireStream, err error) {
 	d := frameDecoder{b: body}
-	err = d.object(func(key string) error {
-		switch key {
+	err = d.object(func(key []byte) error {
+		switch string(key) {
 		case "status":
 			v, err := d.str()
 			status = v
 			return err
 		case "data":
-			return d.object(func(key string) error {
-				if key == "result" {
+			return d.object(func(key []byte) error {
+				if string(key) == "result" {
 					return d.streams(&result)
 				}
 				return d.skip()
@@ -148,8 +149,8 @@ func (d *frameDecoder) peek() byte {
 }
 
 // object calls field for each key, positioned at its value; a null object
-// is an empty one.
-func (d *frameDecoder) object(field func(key string) error) error {
+// is an empty one. The key is only valid during the call.
+func (d *frameDecoder) object(field func(key []byte) error) error {
 	if d.null() {
 		return nil
 	}
@@ -161,7 +162,7 @@ func (d *frameDecoder) object(field func(key string) error) error {
 		return nil
 	}
 	for {
-		key, err := d.str()
+		key, err := d.view()
 		if err != nil {
 			return err
 		}
@@ -219,31 +220,38 @@ func (d *frameDecoder) null() bool {
 	return false
 }
 
-// str reads a JSON string. Strings without escapes, the common case even
-// for JSON log lines' keys, cost one allocation.
+// str reads a JSON string into a new string.
 func (d *frameDecoder) str() (string, error) {
+	v, err := d.view()
+	return string(v), err
+}
+
+// view reads a JSON string without copying it when it has no escapes; an
+// escaped one is unescaped into the decoder's scratch space. Either way the
+// bytes are only valid until the next read.
+func (d *frameDecoder) view() ([]byte, error) {
 	if err := d.expect('"'); err != nil {
-		return "", err
+		return nil, err
 	}
 	start := d.i
 	for d.i < len(d.b) {
 		switch c := d.b[d.i]; {
 		case c == '"':
-			s := string(d.b[start:d.i])
+			v := d.b[start:d.i]
 			d.i++
-			return s, nil
+			return v, nil
 		case c == '\\':
 			return d.escaped(start)
 		case c < 0x20:
-			return "", d.errorf("control character in a string")
+			return nil, d.errorf("control character in a string")
 		default:
 			d.i++
 		}
 	}
-	return "", d.errorf("unterminated string")
+	return nil, d.errorf("unterminated string")
 }
 
-func (d *frameDecoder) escaped(start int) (string, error) {
+func (d *frameDecoder) escaped(start int) ([]byte, error) {
 	out := append(d.scratch[:0], d.b[start:d.i]...)
 	defer func() { d.scratch = out[:0] }()
 	for d.i < len(d.b) {
@@ -251,9 +259,9 @@ func (d *frameDecoder) escaped(start int) (string, error) {
 		switch {
 		case c == '"':
 			d.i++
-			return string(out), nil
+			return out, nil
 		case c < 0x20:
-			return "", d.errorf("control character in a string")
+			return nil, d.errorf("control character in a string")
 		case c != '\\':
 			out = append(out, c)
 			d.i++
@@ -280,7 +288,7 @@ func (d *frameDecoder) escaped(start int) (string, error) {
 		case 'u':
 			r, ok := d.hex4()
 			if !ok {
-				return "", d.errorf("bad \\u escape")
+				return nil, d.errorf("bad \\u escape")
 			}
 			if utf16.IsSurrogate(r) {
 				r2 := rune(utf8.RuneError)
@@ -294,10 +302,10 @@ func (d *frameDecoder) escaped(start int) (string, error) {
 			}
 			out = utf8.AppendRune(out, r)
 		default:
-			return "", d.errorf("bad escape \\%c", esc)
+			return nil, d.errorf("bad escape \\%c", esc)
 		}
 	}
-	return "", d.errorf("unterminated string")
+	return nil, d.errorf("unterminated string")
 }
 
 func (d *frameDecoder) hex4() (rune, bool) {
@@ -316,7 +324,7 @@ func (d *frameDecoder) hex4() (rune, bool) {
 func (d *frameDecoder) skip() error {
 	switch d.peek() {
 	case '{':
-		return d.object(func(string) error { return d.skip() })
+		return d.object(func([]byte) error { return d.skip() })
 	case '[':
 		return d.array(d.skip)
 	case '"':

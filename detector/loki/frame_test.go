@@ -2,6 +2,7 @@ package loki
 
 import (
 	"encoding/json"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -89,6 +90,18 @@ func FuzzParse(f *testing.F) {
 		ev, err := p.Parse(time.Time{}, line)
 		if err == nil && (!ev.IP.IsValid() || ev.IP.Is4In6() || len(ev.Username) > maxUsernameBytes) {
 			t.Fatalf("%q gave %+v", line, ev)
+		}
+		// Where encoding/json reads the line as an object, the fields
+		// agree with it.
+		var obj map[string]any
+		if json.Unmarshal([]byte(line), &obj) != nil || obj == nil || err != nil {
+			return
+		}
+		if ip, _ := obj["client_ip"].(string); netip.MustParseAddr(ip).Unmap() != ev.IP {
+			t.Fatalf("%q: client_ip %q, parsed %v", line, ip, ev.IP)
+		}
+		if a, _ := obj["action"].(string); truncate(a, 64) != ev.Action {
+			t.Fatalf("%q: action %q, parsed %q", line, a, ev.Action)
 		}
 	})
 }

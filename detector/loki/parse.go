@@ -4,12 +4,12 @@
 package loki
 
 import (
-	"encoding/json"
 	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/authguard/authguard/detector"
 )
@@ -69,51 +69,74 @@ const (
 )
 
 // Parse turns one line with its entry timestamp into an event, or returns a
-// *SkipError.
+// *SkipError. It reads the line without reflection or copies of fields it
+// does not need: it runs once per audit line.
 func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 	if len(line) > p.maxLine {
 		return detector.Event{}, &SkipError{SkipTooLong, "line of " + strconv.Itoa(len(line)) + " bytes"}
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(line), &obj); err != nil || obj == nil {
+	var action, ip, user, lineTS string
+	d := frameDecoder{b: unsafe.Slice(unsafe.StringData(line), len(line))} // read only
+	field := func(dst *string) error {
+		if d.peek() != '"' {
+			return d.skip() // not a string: as if absent
+		}
+		v, err := d.view()
+		*dst = string(v)
+		return err
+	}
+	if d.peek() != '{' {
 		return detector.Event{}, &SkipError{SkipNotJSON, "line is not a JSON object"}
 	}
-	action, ok := str(obj[p.fields.Action])
-	if !ok || action == "" {
+	err := d.object(func(key []byte) error {
+		switch string(key) {
+		case p.fields.Action:
+			return field(&action)
+		case p.fields.ClientIP:
+			return field(&ip)
+		case p.fields.Username:
+			return field(&user)
+		case p.fields.Time:
+			if p.useLineTime {
+				return field(&lineTS)
+			}
+		}
+		return d.skip()
+	})
+	if err == nil {
+		d.ws()
+		if d.i != len(d.b) {
+			err = errors.New("data after the object")
+		}
+	}
+	if err != nil {
+		return detector.Event{}, &SkipError{SkipNotJSON, "line is not a JSON object"}
+	}
+	if action == "" {
 		return detector.Event{}, &SkipError{SkipNoAction, "no " + p.fields.Action + " field"}
 	}
-	ipText, ok := str(obj[p.fields.ClientIP])
-	if !ok || ipText == "" {
+	if ip == "" {
 		return detector.Event{}, &SkipError{SkipNoClientIP, "no " + p.fields.ClientIP + " field"}
 	}
-	ip, err := netip.ParseAddr(ipText)
-	if err != nil || ip.Zone() != "" {
-		return detector.Event{}, &SkipError{SkipBadClientIP, "client address " + truncate(ipText, 64) + " is not an IP"}
+	addr, perr := netip.ParseAddr(ip)
+	if perr != nil || addr.Zone() != "" {
+		return detector.Event{}, &SkipError{SkipBadClientIP, "client address " + truncate(ip, 64) + " is not an IP"}
 	}
-	ev := detector.Event{Time: ts, Action: truncate(action, 64), IP: ip.Unmap(), Line: line}
-	if u, ok := str(obj[p.fields.Username]); ok {
-		ev.Username = truncate(u, maxUsernameBytes)
+	switch action { // share the common values instead of a copy per line
+	case detector.ActionAuthFailed:
+		action = detector.ActionAuthFailed
+	case detector.ActionAuthSucceeded:
+		action = detector.ActionAuthSucceeded
 	}
+	ev := detector.Event{Time: ts, Action: truncate(action, 64), IP: addr.Unmap(), Username: truncate(user, maxUsernameBytes), Line: line}
 	if p.useLineTime {
-		raw, _ := str(obj[p.fields.Time])
-		t, err := time.Parse(time.RFC3339Nano, raw)
+		t, err := time.Parse(time.RFC3339Nano, lineTS)
 		if err != nil {
-			return detector.Event{}, &SkipError{SkipBadTime, "time field " + truncate(raw, 64) + " is not RFC 3339"}
+			return detector.Event{}, &SkipError{SkipBadTime, "time field " + truncate(lineTS, 64) + " is not RFC 3339"}
 		}
 		ev.Time = t
 	}
 	return ev, nil
-}
-
-func str(raw json.RawMessage) (string, bool) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", false
-	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return "", false
-	}
-	return s, true
 }
 
 // truncate cuts s to at most n bytes, dropping a UTF-8 sequence cut in two.
