@@ -239,6 +239,59 @@ func (l lokiTarget) push(t *testing.T, labels map[string]string, lines ...string
 	}
 }
 
+type lokiEntry struct {
+	labels map[string]string
+	ts     int64
+	line   string
+}
+
+// entries reads back every entry of a selector from the last hour with
+// query_range (forward, paged), as logcli does.
+func (l lokiTarget) entries(t *testing.T, selector string) []lokiEntry {
+	t.Helper()
+	var out []lokiEntry
+	start := time.Now().Add(-time.Hour).UnixNano()
+	seen := map[string]bool{}
+	for {
+		q := url.Values{"query": {selector}, "start": {strconv.FormatInt(start, 10)}, "end": {strconv.FormatInt(time.Now().UnixNano(), 10)},
+			"limit": {"5000"}, "direction": {"forward"}}
+		req, _ := http.NewRequest("GET", l.url+"/loki/api/v1/query_range?"+q.Encode(), nil)
+		if l.tenant != "" {
+			req.Header.Set("X-Scope-OrgID", l.tenant)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r struct {
+			Data struct {
+				Result []struct {
+					Stream map[string]string `json:"stream"`
+					Values [][2]string       `json:"values"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		n, last := 0, start
+		for _, st := range r.Data.Result {
+			for _, v := range st.Values {
+				n++
+				ts, _ := strconv.ParseInt(v[0], 10, 64)
+				if key := v[0] + v[1]; !seen[key] {
+					seen[key] = true
+					out = append(out, lokiEntry{st.Stream, ts, v[1]})
+				}
+				last = max(last, ts)
+			}
+		}
+		if n < 5000 {
+			return out
+		}
+		start = last
+	}
+}
+
 // slackPosts is a slacktest server that records chat.postMessage calls.
 type slackPosts struct {
 	srv   *slacktest.Server
@@ -272,6 +325,7 @@ type stack struct {
 	daemon     *process
 	daemonAt   string // admin address of the daemon
 	daemonArgs []string
+	rulesFile  string
 }
 
 type stackOptions struct {
@@ -338,6 +392,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 `, o.ttl)
 	}
 	os.WriteFile(rules, []byte(o.rules), 0o644)
+	s.rulesFile = rules
 	token := filepath.Join(t.TempDir(), "slack-token")
 	os.WriteFile(token, []byte("xoxb-e2e\n"), 0o600)
 

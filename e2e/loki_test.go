@@ -2,6 +2,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -61,5 +68,54 @@ func TestGatewayPushesStraightToTheDaemon(t *testing.T) {
 	}
 	if n := s.metric(`authguard_push_requests_total{code="204"}`); n < 1 {
 		t.Errorf("push requests answered 204: %v", n)
+	}
+}
+
+// Replaying the log of a live run gives the decisions the live run made.
+func TestReplayDecidesLikeTheLiveRun(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	ctx := context.Background()
+	attack := map[string]int{"203.0.113.130": 5, "203.0.113.131": 5, "203.0.113.132": 3}
+	for ip, n := range attack {
+		for range n {
+			s.login(ip, "guess")
+		}
+	}
+	s.login("198.51.100.130", "correct horse")
+	s.awaitBlocked("203.0.113.130")
+	s.awaitBlocked("203.0.113.131")
+	s.awaitEvents(13)
+
+	var live []string
+	for _, m := range s.rdb.XRange(ctx, "authguard:evidence", "-", "+").Val() {
+		if evidenceField(m, "action") == "block" {
+			live = append(live, evidenceField(m, "rule")+" "+evidenceField(m, "ip")+" "+evidenceField(m, "count"))
+		}
+	}
+
+	// The run's log, as logcli --output=jsonl would write it.
+	dump := filepath.Join(t.TempDir(), "run.jsonl")
+	f, _ := os.Create(dump)
+	for _, e := range s.loki.entries(t, fmt.Sprintf(`{service="audit", run=%q}`, s.run)) {
+		json.NewEncoder(f).Encode(map[string]any{"labels": e.labels, "line": e.line, "timestamp": time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano)})
+	}
+	f.Close()
+	out, err := exec.Command(filepath.Join(binDir, "authguard"), "replay", "--rules", s.rulesFile, "--output", "jsonl", dump).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replayed []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var d struct {
+			Rule, Key, Action string
+			Count             int
+		}
+		json.Unmarshal([]byte(line), &d)
+		replayed = append(replayed, fmt.Sprintf("%s %s %d", d.Rule, d.Key, d.Count))
+	}
+	slices.Sort(live)
+	slices.Sort(replayed)
+	if len(live) != 2 || !slices.Equal(live, replayed) {
+		t.Errorf("live decided %v, replay %v", live, replayed)
 	}
 }

@@ -20,6 +20,7 @@ type cli struct {
 	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
 
 	Run       runCmd       `cmd:"" help:"Run the daemon: tail Loki, detect, block in Redis, page in Slack."`
+	Replay    replayCmd    `cmd:"" help:"Run the rules over log files offline and print the decisions."`
 	Rules     rulesCmd     `cmd:"" help:"Work with rules files."`
 	Blocks    blocksCmd    `cmd:"" help:"List, add and remove blocks in Redis."`
 	Incidents incidentsCmd `cmd:"" help:"Incident reports from the evidence records."`

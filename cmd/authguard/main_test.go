@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,4 +109,38 @@ func mustParser(t *testing.T, c *cli) interface {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestReplayTheExampleAttack(t *testing.T) {
+	out, errOut, err := runCLI(t, nil, "replay", "--output", "jsonl", "../../rules/examples/attack.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := `{"time":"2026-11-22T10:01:04Z","rule":"failed-login-burst","key":"203.0.113.7","action":"block","ttl_seconds":300,"severity":"P3","count":5}`
+	if lines[0] != want {
+		t.Errorf("first decision\n got %s\nwant %s", lines[0], want)
+	}
+	if len(lines) != 4 || !strings.Contains(lines[3], `"count":8,"renewal":true`) {
+		t.Errorf("decisions:\n%s", out)
+	}
+	if !strings.Contains(errOut, "replayed 17 lines: 15 events, 2 skipped (no_client_ip 1, not_json 1); 4 decisions") {
+		t.Errorf("summary %q", errOut)
+	}
+}
+
+func TestReplayReadsLogcliOutputInAnyOrder(t *testing.T) {
+	// logcli writes newest first; replay puts the entries in time order.
+	var b strings.Builder
+	for i := 5; i >= 1; i-- {
+		fmt.Fprintf(&b, `{"labels":{"service":"audit"},"line":"{\"action\":\"auth_failed\",\"client_ip\":\"203.0.113.9\"}","timestamp":"2026-11-22T10:00:0%dZ"}`+"\n", i)
+	}
+	log := write(t, "logcli.jsonl", b.String())
+	out, _, err := runCLI(t, nil, "replay", "--output", "jsonl", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"time":"2026-11-22T10:00:05Z","rule":"failed-login-burst","key":"203.0.113.9","action":"block","ttl_seconds":300,"severity":"P3","count":5}`; strings.TrimSpace(out) != want {
+		t.Errorf("got %s, want %s", out, want)
+	}
 }
