@@ -29,7 +29,7 @@ type Keys struct {
 	Index    string // sorted set of blocked IPs by expiry
 	Meta     string // prefix of the metadata hash
 	Channel  string // pub/sub channel for block events
-	Offenses string // prefix of the offence counter (expires after the escalation memory)
+	Offenses string // prefix of the IP's offence number (expires after the escalation memory)
 	Evidence string // stream of evidence records
 }
 
@@ -98,14 +98,14 @@ func (s *Store) Keys() Keys { return s.keys }
 // KEYS: index, evidence, then per block: ip_block, login_fail, meta, offences.
 // ARGV: channel, now ms, evidence max length, offence memory ms, then per
 // block: request ID, ttl ms, count, renewal, expires ms, ip, event, manual,
-// record, rule, severity, expires at, reason.
+// record, rule, severity, expires at, reason, offence number.
 // Returns code and incident per block: 0 written, 1 already written, 2 cleared.
 var blockScript = redis.NewScript(`
 local out = {}
 local n = (#KEYS - 2) / 4
 for j = 0, n - 1 do
   local kb, kf, meta, ko = KEYS[3 + 4*j], KEYS[4 + 4*j], KEYS[5 + 4*j], KEYS[6 + 4*j]
-  local a = 4 + 13*j
+  local a = 4 + 14*j
   local id, ttl, count, renewal, expires, ip, event, manual, record = ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6], ARGV[a+7], ARGV[a+8], ARGV[a+9]
   local cur = redis.call('HMGET', meta, 'request', 'incident')
   if cur[1] == id then
@@ -125,8 +125,7 @@ for j = 0, n - 1 do
       'count', count, 'expires_at', ARGV[a+12], 'reason', ARGV[a+13])
     redis.call('PEXPIRE', meta, ttl)
     if renewal ~= '1' and manual ~= '1' then
-      redis.call('INCR', ko)
-      redis.call('PEXPIRE', ko, ARGV[4])
+      redis.call('SET', ko, ARGV[a+14], 'PX', ARGV[4])
     end
     redis.call('PUBLISH', ARGV[1], event)
     out[#out+1] = 0; out[#out+1] = incident
@@ -316,14 +315,14 @@ func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r *record) redis.Cm
 func (s *Store) runBlocks(ctx context.Context, p redis.Scripter, bs []pendingBlock, now time.Time) redis.Cmder {
 	keys := make([]string, 0, 2+4*len(bs))
 	keys = append(keys, s.keys.Index, s.keys.Evidence)
-	args := make([]any, 0, 4+13*len(bs))
+	args := make([]any, 0, 4+14*len(bs))
 	args = append(args, s.keys.Channel, now.UnixMilli(), s.opts.EvidenceMaxLen, s.opts.RememberOffences.Milliseconds())
 	for _, b := range bs {
 		ip := b.ip.String()
 		ev, _ := json.Marshal(Event{Op: "block", IP: ip, ExpiresMS: b.expires.UnixMilli()})
 		keys = append(keys, s.keys.Block+ip, s.keys.Fail+ip, s.keys.Meta+ip, s.keys.Offenses+ip)
 		args = append(args, b.id, max(b.left.Milliseconds(), 1), b.count, flag(b.renewal), b.expires.UnixMilli(), ip, string(ev), flag(b.manual),
-			b.record.json(), b.record.Rule, b.record.Severity, b.record.ExpiresAt, b.record.why())
+			b.record.json(), b.record.Rule, b.record.Severity, b.record.ExpiresAt, b.record.why(), b.record.Offence)
 	}
 	return blockScript.Run(ctx, p, keys, args...)
 }
