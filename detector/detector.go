@@ -70,6 +70,9 @@ type Decision struct {
 	// slate (start, block expiry or reset), the tally the runbook keeps in
 	// login_fail:<ip>.
 	Count int
+	// Distinct is the number of distinct usernames in the window, for
+	// distinct-counting rules.
+	Distinct int
 	// RatePerMinute is the attempt rate from which Severity was derived.
 	RatePerMinute float64
 	// FirstSeen and LastSeen bound the counted events.
@@ -103,6 +106,9 @@ func (d Decision) Trigger() string {
 	scope := "from " + d.Key
 	if d.Key == "" {
 		scope = "in total"
+	}
+	if d.Distinct > 0 {
+		return fmt.Sprintf("%d or more distinct usernames %s within %s", d.Threshold, scope, FormatDuration(d.Window))
 	}
 	return fmt.Sprintf("%d or more %s events %s within %s", d.Threshold, what, scope, FormatDuration(d.Window))
 }

@@ -2,6 +2,7 @@ package detector
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math"
 	"net/netip"
 	"sort"
@@ -23,8 +24,13 @@ type Rule struct {
 	IPv4Prefix, IPv6Prefix int
 	// Window is the sliding window: an event at t counts events in (t-Window, t].
 	Window time.Duration
-	// Threshold fires the rule when the window holds at least this many events.
+	// Threshold fires the rule when the window holds at least this many events
+	// (or, with Distinct, this many distinct values).
 	Threshold int
+	// Distinct, when "username", counts distinct usernames in the window
+	// instead of events (account enumeration). Events without a username
+	// are not counted by such a rule.
+	Distinct string
 	// BlockTTL, when non-zero, makes the rule block the key for this long.
 	BlockTTL time.Duration
 	// Escalate lengthens blocks of repeat offenders.
@@ -93,6 +99,7 @@ type Engine struct {
 	rules    []*ruleState
 	severity []SeverityLevel
 	allow    []netip.Prefix
+	seed     maphash.Seed // for distinct values
 }
 
 type ruleState struct {
@@ -105,7 +112,7 @@ type ruleState struct {
 
 // New validates cfg and returns an engine with empty windows.
 func New(cfg Config) (*Engine, error) {
-	e := &Engine{allow: cfg.Allow}
+	e := &Engine{allow: cfg.Allow, seed: maphash.MakeSeed()}
 	e.severity = append([]SeverityLevel(nil), cfg.Severity...)
 	if len(e.severity) == 0 {
 		e.severity = append(e.severity, DefaultSeverity...)
@@ -131,10 +138,11 @@ func New(cfg Config) (*Engine, error) {
 			r.IPv6Prefix = 128
 		}
 		rs := &ruleState{Rule: r, window: int64(r.Window), ttl: int64(r.BlockTTL)}
+		distinct := r.Distinct != ""
 		if r.PerIP {
-			rs.keys = newTable(maxKeys, r.Threshold)
+			rs.keys = newTable(maxKeys, r.Threshold, distinct)
 		} else {
-			rs.global = newTable(1, r.Threshold)
+			rs.global = newTable(1, r.Threshold, distinct)
 		}
 		e.rules = append(e.rules, rs)
 	}
@@ -153,6 +161,8 @@ func (r Rule) validate() error {
 		return fmt.Errorf("rule %q: block ttl must not be negative", r.Name)
 	case r.BlockTTL > 0 && !r.PerIP:
 		return fmt.Errorf("rule %q: a global rule cannot block", r.Name)
+	case r.Distinct != "" && r.Distinct != "username":
+		return fmt.Errorf("rule %q: distinct %q: only username can be counted", r.Name, r.Distinct)
 	case r.Escalate.Factor < 0 || r.Escalate.Max < 0 || r.Escalate.Remember < 0:
 		return fmt.Errorf("rule %q: escalation settings must not be negative", r.Name)
 	case r.IPv4Prefix < 0 || r.IPv4Prefix > 32 || r.IPv6Prefix < 0 || r.IPv6Prefix > 128:
@@ -190,6 +200,13 @@ func (e *Engine) Observe(ev Event, out []Decision) []Decision {
 		if r.Match != "" && r.Match != ev.Action {
 			continue
 		}
+		var h uint64
+		if r.Distinct != "" {
+			if ev.Username == "" {
+				continue
+			}
+			h = maphash.String(e.seed, ev.Username)
+		}
 		var tab *table
 		var key [16]byte
 		var addr netip.Addr
@@ -204,7 +221,7 @@ func (e *Engine) Observe(ev Event, out []Decision) []Decision {
 			tab = r.global
 		}
 		s, times := tab.get(key, t)
-		d, ok := r.observe(s, times, t)
+		d, ok := r.observe(s, times, tab.valueHashes(s), t, h)
 		if !ok {
 			continue
 		}
@@ -234,7 +251,7 @@ func (e *Engine) Reset(ip netip.Addr) {
 }
 
 // observe adds one event at t to slot s and decides.
-func (r *ruleState) observe(s *slot, times []int64, t int64) (Decision, bool) {
+func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h uint64) (Decision, bool) {
 	if s.blockedUntil != 0 && t >= s.blockedUntil {
 		// The tally expires with the block: a clean slate.
 		s.clear()
@@ -245,7 +262,11 @@ func (r *ruleState) observe(s *slot, times []int64, t int64) (Decision, bool) {
 		// standing block still stands.
 		s.clear()
 	}
-	s.insert(times, t)
+	if hashes != nil {
+		s.insertDistinct(times, hashes, t, h)
+	} else {
+		s.insert(times, t)
+	}
 	fires := int(s.n) == len(times) && times[0] > t-r.window
 	if !fires {
 		s.active = false
@@ -260,6 +281,9 @@ func (r *ruleState) observe(s *slot, times []int64, t int64) (Decision, bool) {
 		Match:     r.Match,
 		Threshold: r.Threshold,
 		Window:    r.Window,
+	}
+	if hashes != nil {
+		d.Distinct = int(s.n)
 	}
 	d.RatePerMinute = rate(s.count, s.first, s.last)
 	if r.ttl > 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -327,5 +328,102 @@ func TestRepeatOffendersGetEscalatedBlocks(t *testing.T) {
 	at += 25 * time.Hour // beyond the memory: a first offence again
 	if d := offend(); d.TTL != time.Minute || d.Offence != 1 {
 		t.Errorf("after the memory: ttl %v offence %d", d.TTL, d.Offence)
+	}
+}
+
+func enumeration() Rule {
+	return Rule{Name: "account-enumeration", Match: ActionAuthFailed, PerIP: true, Distinct: "username",
+		Window: 10 * time.Minute, Threshold: 3, Alert: true, BlockTTL: time.Hour}
+}
+
+func tried(ip, user string, at time.Duration) Event {
+	ev := failed(ip, at)
+	ev.Username = user
+	return ev
+}
+
+func TestEnumerationCountsDistinctUsernames(t *testing.T) {
+	tests := []struct {
+		name   string
+		events []Event
+		fires  int // index of the event that must fire, -1 for none
+	}{
+		{"one account guessed many times is not enumeration",
+			[]Event{tried("203.0.113.7", "alice", 0), tried("203.0.113.7", "alice", 1), tried("203.0.113.7", "alice", 2), tried("203.0.113.7", "alice", 3)}, -1},
+		{"the third distinct account fires",
+			[]Event{tried("203.0.113.7", "alice", 0), tried("203.0.113.7", "alice", 1), tried("203.0.113.7", "bob", 2), tried("203.0.113.7", "carol", 3)}, 3},
+		{"accounts tried outside the window do not add up",
+			[]Event{tried("203.0.113.7", "alice", 0), tried("203.0.113.7", "bob", time.Minute), tried("203.0.113.7", "carol", 11*time.Minute)}, -1},
+		{"a repeat refreshes an account: it counts from its last try",
+			[]Event{tried("203.0.113.7", "alice", 0), tried("203.0.113.7", "bob", time.Minute), tried("203.0.113.7", "alice", 9*time.Minute), tried("203.0.113.7", "carol", 10*time.Minute+time.Second)}, 3},
+		{"events without a username are not counted",
+			[]Event{tried("203.0.113.7", "alice", 0), tried("203.0.113.7", "", 1), tried("203.0.113.7", "", 2), tried("203.0.113.7", "bob", 3)}, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := mustEngine(t, Config{Rules: []Rule{enumeration()}})
+			fired := -1
+			for i, ev := range tt.events {
+				if ds := e.Observe(ev, nil); len(ds) > 0 && fired < 0 {
+					fired = i
+					if ds[0].Distinct != 3 || !strings.Contains(ds[0].Trigger(), "3 or more distinct usernames") {
+						t.Errorf("decision %+v trigger %q", ds[0], ds[0].Trigger())
+					}
+				}
+			}
+			if fired != tt.fires {
+				t.Errorf("fired at event %d, want %d", fired, tt.fires)
+			}
+		})
+	}
+}
+
+// TestDistinctMatchesBruteForceOracle recounts distinct usernames from
+// scratch on random streams.
+func TestDistinctMatchesBruteForceOracle(t *testing.T) {
+	for seed := range uint64(40) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		rule := Rule{Name: "enum", Match: ActionAuthFailed, PerIP: true, Distinct: "username",
+			Window: time.Duration(1+r.IntN(60)) * time.Second, Threshold: 1 + r.IntN(6), BlockTTL: time.Duration(r.IntN(20)) * time.Second}
+		e := mustEngine(t, Config{Rules: []Rule{rule}})
+		type seen struct {
+			user string
+			at   time.Duration
+		}
+		history := map[string][]seen{}
+		blocked := map[string]time.Duration{}
+		alertOpen := map[string]bool{}
+		at := time.Duration(0)
+		for i := range 3000 {
+			at += time.Duration(r.IntN(2000)) * time.Millisecond
+			ip := fmt.Sprintf("192.0.2.%d", r.IntN(4))
+			user := fmt.Sprintf("u%d", r.IntN(8))
+			got := len(e.Observe(tried(ip, user, at), nil)) > 0
+
+			// Oracle: distinct users with a try in (at-window, at] since the
+			// clean slate (block expiry).
+			if until, ok := blocked[ip]; ok && at >= until {
+				delete(blocked, ip)
+				history[ip] = nil
+			}
+			history[ip] = append(history[ip], seen{user, at})
+			users := map[string]bool{}
+			for _, s := range history[ip] {
+				if s.at > at-rule.Window {
+					users[s.user] = true
+				}
+			}
+			want := len(users) >= rule.Threshold
+			if want && rule.BlockTTL > 0 {
+				blocked[ip] = at + rule.BlockTTL
+			}
+			if rule.BlockTTL == 0 {
+				want = want && !alertOpen[ip]
+				alertOpen[ip] = len(users) >= rule.Threshold
+			}
+			if got != want {
+				t.Fatalf("seed %d rule %+v event %d (%s %s at %v): engine fired %v, oracle %v", seed, rule, i, ip, user, at, got, want)
+			}
+		}
 	}
 }

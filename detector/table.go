@@ -14,6 +14,8 @@ type table struct {
 	idx       map[[16]byte]int32
 	slots     []slot
 	arena     []int64
+	hashes    []uint64 // distinct rules: the value hash beside each timestamp
+	distinct  bool
 	per       int   // timestamps per slot (the threshold)
 	head      int32 // most recently seen; -1 when empty
 	tail      int32 // least recently seen
@@ -36,8 +38,8 @@ type slot struct {
 	prev, next   int32
 }
 
-func newTable(max, per int) *table {
-	return &table{idx: make(map[[16]byte]int32), per: per, max: max, head: -1, tail: -1}
+func newTable(max, per int, distinct bool) *table {
+	return &table{idx: make(map[[16]byte]int32), per: per, max: max, head: -1, tail: -1, distinct: distinct}
 }
 
 func (t *table) len() int { return len(t.idx) }
@@ -58,6 +60,9 @@ func (t *table) get(key [16]byte, now int64) (*slot, []int64) {
 	case len(t.slots) < t.max:
 		i = int32(len(t.slots))
 		t.arena = append(t.arena, make([]int64, t.per)...)
+		if t.distinct {
+			t.hashes = append(t.hashes, make([]uint64, t.per)...)
+		}
 		t.slots = append(t.slots, slot{})
 	default:
 		i = t.victim(now)
@@ -75,6 +80,15 @@ func (t *table) get(key [16]byte, now int64) (*slot, []int64) {
 func (t *table) times(i int32) []int64 {
 	lo := int(i) * t.per
 	return t.arena[lo : lo+t.per : lo+t.per]
+}
+
+// valueHashes is a distinct slot's hashes, beside its timestamps.
+func (t *table) valueHashes(s *slot) []uint64 {
+	if !t.distinct {
+		return nil
+	}
+	lo := int(t.idx[s.key]) * t.per
+	return t.hashes[lo : lo+t.per : lo+t.per]
 }
 
 func (t *table) victim(now int64) int32 {
@@ -165,4 +179,47 @@ func (s *slot) insert(times []int64, t int64) {
 	}
 	times[j] = t
 	s.n++
+}
+
+// insertDistinct records that the value with hash h was seen at t. The slot
+// keeps, for the len(times) most recently seen distinct values, the time
+// each was last seen, in ascending order: enough to tell whether at least
+// len(times) distinct values fall in a window ending now.
+func (s *slot) insertDistinct(times []int64, hashes []uint64, t int64, h uint64) {
+	s.count++
+	if s.count == 1 || t < s.first {
+		s.first = t
+	}
+	if t > s.last {
+		s.last = t
+	}
+	n := int(s.n)
+	for i := 0; i < n; i++ {
+		if hashes[i] != h {
+			continue
+		}
+		if times[i] >= t {
+			return // already seen later
+		}
+		copy(times[i:], times[i+1:n])
+		copy(hashes[i:], hashes[i+1:n])
+		n--
+		break
+	}
+	if n == len(times) {
+		if t <= times[0] {
+			s.n = uint16(n)
+			return // older than every kept value's last sighting
+		}
+		copy(times, times[1:n])
+		copy(hashes, hashes[1:n])
+		n--
+	}
+	j := n
+	for j > 0 && times[j-1] > t {
+		times[j], hashes[j] = times[j-1], hashes[j-1]
+		j--
+	}
+	times[j], hashes[j] = t, h
+	s.n = uint16(n + 1)
 }

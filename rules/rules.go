@@ -34,6 +34,7 @@ type Rule struct {
 	GroupBy    string   `yaml:"group_by"`
 	IPv4Prefix int      `yaml:"ipv4_prefix"`
 	IPv6Prefix int      `yaml:"ipv6_prefix"`
+	Distinct   string   `yaml:"distinct"`
 	Window     Duration `yaml:"window"`
 	Threshold  int      `yaml:"threshold"`
 	Block      *Block   `yaml:"block"`
@@ -243,7 +244,7 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 	names := map[string]bool{}
 	for i, r := range f.Rules {
 		n := rulesNode.Content[i]
-		d := detector.Rule{Name: r.Name, Match: r.Match.Action, Window: time.Duration(r.Window),
+		d := detector.Rule{Name: r.Name, Match: r.Match.Action, Window: time.Duration(r.Window), Distinct: r.Distinct,
 			Threshold: r.Threshold, Alert: r.Alert, IPv4Prefix: r.IPv4Prefix, IPv6Prefix: r.IPv6Prefix}
 		switch {
 		case r.Name == "":
@@ -258,6 +259,9 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 		case "", "none":
 		default:
 			p.errorf(field(n, "group_by"), "group_by %q: want client_ip, or leave it out for a global rule", r.GroupBy)
+		}
+		if r.Distinct != "" && r.Distinct != "username" {
+			p.errorf(field(n, "distinct"), "distinct %q: only username can be counted", r.Distinct)
 		}
 		if r.IPv4Prefix < 0 || r.IPv4Prefix > 32 {
 			p.errorf(field(n, "ipv4_prefix"), "ipv4_prefix %d: want 1 to 32", r.IPv4Prefix)

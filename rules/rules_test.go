@@ -36,7 +36,7 @@ func TestBadRulesNameTheirPosition(t *testing.T) {
 
 func TestDefaultRulesAreValid(t *testing.T) {
 	set, _ := Default()
-	if len(set.Config.Rules) != 2 || set.MaxWindow != 24*time.Hour {
+	if len(set.Config.Rules) != 3 || set.MaxWindow != 24*time.Hour {
 		t.Fatalf("default rules: %+v", set)
 	}
 	burst := set.Config.Rules[0]

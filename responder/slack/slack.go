@@ -137,11 +137,16 @@ func Render(a responder.Action) Message {
 		{"IP", who},
 		{"Rule", d.Rule},
 		{"Failed attempts", fmt.Sprintf("%d (%.1f/min)", d.Count, d.RatePerMinute)},
+	}
+	if d.Distinct > 0 {
+		fields = append(fields, [2]string{"Distinct usernames", fmt.Sprint(d.Distinct)})
+	}
+	fields = append(fields, [][2]string{
 		{"Trigger", d.Trigger()},
 		{"First seen", d.FirstSeen.UTC().Format(utc)},
 		{"Last seen", d.LastSeen.UTC().Format(utc)},
 		{"Action", action},
-	}
+	}...)
 	if a.Incident != "" {
 		fields = append(fields, [2]string{"Incident", a.Incident + " (authguard incidents show " + a.Incident + ")"})
 	}
