@@ -88,6 +88,9 @@ type Decision struct {
 	Offence int
 	// DryRun says the rule only records and pages: no block is written.
 	DryRun bool
+	// Escalation marks a decision about an open incident whose severity has
+	// risen (P3 to P2 to P1): a page update, not a new incident.
+	Escalation bool
 	// Sample is the raw line of the triggering event.
 	Sample string
 	// Match, Threshold and Window restate the rule, for the trigger in words.

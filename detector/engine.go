@@ -221,7 +221,7 @@ func (e *Engine) Observe(ev Event, out []Decision) []Decision {
 			tab = r.global
 		}
 		s, times := tab.get(key, t)
-		d, ok := r.observe(s, times, tab.valueHashes(s), t, h)
+		d, ok := r.observe(s, times, tab.valueHashes(s), t, h, e.severityLevel)
 		if !ok {
 			continue
 		}
@@ -231,7 +231,6 @@ func (e *Engine) Observe(ev Event, out []Decision) []Decision {
 			d.IP = addr
 			d.Key = r.keyString(addr)
 		}
-		d.Severity = e.severityFor(d.RatePerMinute)
 		out = append(out, d)
 	}
 	return out
@@ -251,7 +250,7 @@ func (e *Engine) Reset(ip netip.Addr) {
 }
 
 // observe adds one event at t to slot s and decides.
-func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h uint64) (Decision, bool) {
+func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h uint64, severity func(float64) (int, string)) (Decision, bool) {
 	if s.blockedUntil != 0 && t >= s.blockedUntil {
 		// The tally expires with the block: a clean slate.
 		s.clear()
@@ -286,6 +285,11 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 		d.Distinct = int(s.n)
 	}
 	d.RatePerMinute = rate(s.count, s.first, s.last)
+	level, name := severity(d.RatePerMinute)
+	d.Severity = name
+	// An open incident whose rate reaches a higher severity escalates;
+	// it never becomes a second incident.
+	escalates := level < int(s.level)
 	if r.ttl > 0 {
 		d.Kind = KindBlock
 		d.DryRun = r.DryRun
@@ -304,13 +308,21 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 		d.Offence = int(s.offences)
 		d.TTL = r.Escalate.ttl(r.BlockTTL, d.Offence)
 		s.blockedUntil = t + int64(d.TTL)
+		d.Escalation = d.Renewal && escalates
+		if !d.Renewal || escalates {
+			s.level = uint8(level)
+		}
 		return d, true
 	}
+	d.Kind = KindAlert
 	if s.active {
-		return Decision{}, false // the incident is already open
+		if !escalates {
+			return Decision{}, false // the incident is open and no worse
+		}
+		d.Escalation = true
 	}
 	s.active = true
-	d.Kind = KindAlert
+	s.level = uint8(level)
 	return d, true
 }
 
@@ -322,13 +334,15 @@ func rate(count uint32, first, last int64) float64 {
 	return float64(count) / minutes
 }
 
-func (e *Engine) severityFor(rate float64) string {
-	for _, l := range e.severity {
+// severityLevel maps a rate to a severity and its rank (0 the most severe).
+func (e *Engine) severityLevel(rate float64) (int, string) {
+	for i, l := range e.severity {
 		if rate > l.Above {
-			return l.Level
+			return i, l.Level
 		}
 	}
-	return e.severity[len(e.severity)-1].Level
+	last := len(e.severity) - 1
+	return last, e.severity[last].Level
 }
 
 func (e *Engine) allowed(ip netip.Addr) bool {

@@ -427,3 +427,17 @@ func TestDistinctMatchesBruteForceOracle(t *testing.T) {
 		}
 	}
 }
+
+func TestAGrowingIncidentEscalatesInsteadOfOpeningAnother(t *testing.T) {
+	rule := Rule{Name: "failed-login-surge", Match: ActionAuthFailed, Window: 5 * time.Minute, Threshold: 3, Alert: true}
+	e := mustEngine(t, Config{Rules: []Rule{rule}})
+	var got []string
+	for i := range 150 {
+		for _, d := range e.Observe(failed(fmt.Sprintf("192.0.2.%d", i%200), time.Duration(i)*300*time.Millisecond), nil) {
+			got = append(got, fmt.Sprintf("%s/%v", d.Severity, d.Escalation))
+		}
+	}
+	if want := "[P3/false P2/true P1/true]"; fmt.Sprint(got) != want {
+		t.Errorf("decisions %v, want %s", got, want)
+	}
+}

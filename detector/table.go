@@ -30,6 +30,7 @@ type slot struct {
 	key          [16]byte
 	n            uint16 // timestamps held
 	active       bool   // alert incident open
+	level        uint8  // severity rank of the open incident (0 the most severe)
 	count        uint32 // tally since the clean slate
 	first, last  int64
 	blockedUntil int64

@@ -347,7 +347,7 @@ func (r *Responder) done(it item, req Request, res Result) {
 		a.What = "expired before it could be written"
 	}
 	r.evidence(a)
-	if it.d.Alert && !it.d.Renewal && r.opts.Notifier != nil {
+	if it.d.Alert && (!it.d.Renewal || it.d.Escalation) && r.opts.Notifier != nil {
 		select {
 		case r.notify <- a:
 		default:

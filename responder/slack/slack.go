@@ -117,6 +117,9 @@ func Render(a responder.Action) Message {
 	d := a.Decision
 	kind := humanize(d.Rule)
 	title := fmt.Sprintf("%s — %s", d.Severity, kind)
+	if d.Escalation {
+		title = fmt.Sprintf("%s — %s (escalated)", d.Severity, kind)
+	}
 	who := d.Key
 	if who == "" {
 		who = "all clients"
