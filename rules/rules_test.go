@@ -66,3 +66,58 @@ func TestAllowAcceptsAddressesAndNetworks(t *testing.T) {
 		t.Errorf("allow = %v", got)
 	}
 }
+
+func TestTheDefaultRulesPassTheirUnitTests(t *testing.T) {
+	results, err := RunTests("examples/default_test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) < 6 {
+		t.Fatalf("%d tests ran", len(results))
+	}
+	for _, r := range results {
+		for _, f := range r.Failures {
+			t.Errorf("%s: %s", r.Name, f)
+		}
+	}
+}
+
+func TestRuleTestsReportWrongExpectations(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "r.yaml"), []byte("rules: [{name: burst, match: {action: auth_failed}, group_by: client_ip, window: 1h, threshold: 2, block: {ttl: 5m}}]\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "t.yaml"), []byte(`rule_files: [r.yaml]
+tests:
+  - name: wrong
+    events: [{at: 0s, every: 1s, times: 2, client_ip: 192.0.2.1}]
+    expect: [{at: 1s, rule: burst, ttl: 10m}, {at: 2s, rule: burst}]
+`), 0o644)
+	results, err := RunTests(filepath.Join(dir, "t.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(results[0].Failures, " | ")
+	if got != "decision 1: ttl 5m0s, want 10m0s | missing decision 2: want burst at 2s for \"\"" {
+		t.Errorf("failures %q", got)
+	}
+	os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("rule_files: [r.yaml]\ntests:\n  - name: x\n    evnts: []\n"), 0o644)
+	if _, err := RunTests(filepath.Join(dir, "bad.yaml")); err == nil || !strings.Contains(err.Error(), `bad.yaml:4:5: unknown field "evnts"`) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// FuzzParse: no rules file, however broken, panics the decoder, and every
+// error names a position.
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	files = append(files, "examples/default.yaml")
+	for _, p := range files {
+		data, _ := os.ReadFile(p)
+		f.Add(string(data))
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		_, err := Parse("f.yaml", []byte(text))
+		if err != nil && !strings.HasPrefix(err.Error(), "f.yaml:") {
+			t.Fatalf("error without a position: %v", err)
+		}
+	})
+}
