@@ -67,3 +67,33 @@ func BenchmarkDefaultRules(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 }
+
+// BenchmarkIPv6SprayMemory feeds 50,000,000 distinct IPv6 addresses (an
+// attacker rotating through a /64... and beyond) to the SEC-010 rule capped at
+// 1,000,000 keys, and reports the heap after 10 and after 50 million: memory
+// stays flat under the cap. Each benchmark iteration is one full spray.
+func BenchmarkIPv6SprayMemory(b *testing.B) {
+	heap := func() float64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return float64(m.HeapAlloc) / (1 << 20)
+	}
+	for range b.N {
+		e := mustEngine(b, Config{Rules: []Rule{sec010()}, MaxKeys: 1_000_000})
+		var at10M float64
+		var ds []Decision
+		var a [16]byte
+		a[0], a[1] = 0x20, 0x01
+		for i := range 50_000_000 {
+			a[8], a[9], a[10], a[11] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+			ds = e.Observe(Event{Time: t0.Add(time.Duration(i)), Action: ActionAuthFailed, IP: netip.AddrFrom16(a)}, ds[:0])
+			if i == 10_000_000 {
+				at10M = heap()
+			}
+		}
+		b.ReportMetric(at10M, "heap-MiB@10M")
+		b.ReportMetric(heap(), "heap-MiB@50M")
+		b.ReportMetric(float64(e.Stats().TrackedKeys), "tracked-keys")
+	}
+}
