@@ -112,7 +112,31 @@ type ruleState struct {
 
 // New validates cfg and returns an engine with empty windows.
 func New(cfg Config) (*Engine, error) {
-	e := &Engine{allow: cfg.Allow, seed: maphash.MakeSeed()}
+	return build(cfg, nil)
+}
+
+// Reload returns an engine for cfg that keeps the window state of every
+// rule whose counting is unchanged (same name, match, grouping, window,
+// threshold and distinct field); a rule whose block TTL, alerting or
+// escalation changed keeps its windows too. The receiver must not be used
+// afterwards.
+func (e *Engine) Reload(cfg Config) (*Engine, error) {
+	return build(cfg, e)
+}
+
+// sameCounting reports whether two rules count the same way, so that one's
+// windows are valid for the other.
+func sameCounting(a, b Rule) bool {
+	return a.Name == b.Name && a.Match == b.Match && a.PerIP == b.PerIP && a.IPv4Prefix == b.IPv4Prefix &&
+		a.IPv6Prefix == b.IPv6Prefix && a.Window == b.Window && a.Threshold == b.Threshold && a.Distinct == b.Distinct
+}
+
+func build(cfg Config, old *Engine) (*Engine, error) {
+	seed := maphash.MakeSeed()
+	if old != nil {
+		seed = old.seed // distinct values are hashed with it
+	}
+	e := &Engine{allow: cfg.Allow, seed: seed}
 	e.severity = append([]SeverityLevel(nil), cfg.Severity...)
 	if len(e.severity) == 0 {
 		e.severity = append(e.severity, DefaultSeverity...)
@@ -139,7 +163,9 @@ func New(cfg Config) (*Engine, error) {
 		}
 		rs := &ruleState{Rule: r, window: int64(r.Window), ttl: int64(r.BlockTTL)}
 		distinct := r.Distinct != ""
-		if r.PerIP {
+		if prev := old.rule(r.Name); prev != nil && sameCounting(prev.Rule, r) && (!r.PerIP || prev.keys.max == maxKeys) {
+			rs.keys, rs.global = prev.keys, prev.global
+		} else if r.PerIP {
 			rs.keys = newTable(maxKeys, r.Threshold, distinct)
 		} else {
 			rs.global = newTable(1, r.Threshold, distinct)
@@ -147,6 +173,18 @@ func New(cfg Config) (*Engine, error) {
 		e.rules = append(e.rules, rs)
 	}
 	return e, nil
+}
+
+func (e *Engine) rule(name string) *ruleState {
+	if e == nil {
+		return nil
+	}
+	for _, r := range e.rules {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
 }
 
 func (r Rule) validate() error {

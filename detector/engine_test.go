@@ -441,3 +441,28 @@ func TestAGrowingIncidentEscalatesInsteadOfOpeningAnother(t *testing.T) {
 		t.Errorf("decisions %v, want %s", got, want)
 	}
 }
+
+func TestReloadKeepsWindowsOfUnchangedRules(t *testing.T) {
+	e := mustEngine(t, Config{Rules: []Rule{sec010(), enumeration()}})
+	for i := range 4 {
+		e.Observe(tried("203.0.113.7", fmt.Sprintf("u%d", i%2), time.Duration(i)), nil)
+	}
+	longer := sec010()
+	longer.BlockTTL = time.Hour // changed action, same counting
+	tighter := enumeration()
+	tighter.Threshold = 2 // changed counting: starts afresh
+	e, err := e.Reload(Config{Rules: []Rule{longer, tighter}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := e.Observe(tried("203.0.113.7", "u0", 4), nil)
+	var got []string
+	for _, d := range ds {
+		got = append(got, fmt.Sprintf("%s/%d/%v", d.Rule, d.Count, d.TTL))
+	}
+	// SEC-010 kept its four failures (the fifth fires, with the new TTL);
+	// the enumeration rule counts from scratch (one username so far).
+	if fmt.Sprint(got) != "[failed-login-burst/5/1h0m0s]" {
+		t.Errorf("after reload: %v", got)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,9 +87,13 @@ type daemon struct {
 	registry  *prometheus.Registry
 	store     *redisblock.Store
 	processed prometheus.Counter
-	events    chan detector.Event // from the tail and the push receiver
-	receiver  *loki.Receiver
-	close     func()
+	reloader  *reloader
+
+	trackedKeys, evictions atomic.Uint64
+	evictedBefore          uint64              // evictions of engines replaced by reloads
+	events                 chan detector.Event // from the tail and the push receiver
+	receiver               *loki.Receiver
+	close                  func()
 }
 
 func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
@@ -129,16 +134,19 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_detector_tracked_keys", Help: "Keys held in the detector's windows."}, func() float64 { return float64(engine.Stats().TrackedKeys) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_evictions_total", Help: "Keys evicted to keep the detector under its memory cap."}, func() float64 { return float64(engine.Stats().Evictions) }),
-	)
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store}
+	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg)}
+	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
+	// The engine belongs to the detect loop; it publishes its counters here
+	// every second for scrapes to read.
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_detector_tracked_keys", Help: "Keys held in the detector's windows."}, func() float64 { return float64(d.trackedKeys.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_evictions_total", Help: "Keys evicted to keep the detector under its memory cap."}, func() float64 { return float64(d.evictions.Load()) }),
+	)
 	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
 	reg.MustRegister(d.processed)
 	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.UseLineTime)
@@ -224,6 +232,8 @@ func (d *daemon) run(ctx context.Context) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.Handle("POST /loki/api/v1/push", d.receiver)
+	mux.Handle("POST /-/reload", d.reloader.handler(ctx, d))
+	go d.reloader.run(ctx, d)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if d.tail != nil && !d.tail.Connected() {
 			http.Error(w, "not ready: not tailing loki", http.StatusServiceUnavailable)
@@ -275,6 +285,8 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblo
 	// so that several in-flight decisions about one clearance reset it once.
 	resetAt := map[netip.Addr]uint64{}
 	var ds []detector.Decision
+	stats := time.NewTicker(time.Second)
+	defer stats.Stop()
 	observe := func(ev detector.Event) error {
 		ds = d.engine.Observe(ev, ds[:0])
 		for _, dec := range ds {
@@ -297,6 +309,19 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblo
 		case ip := <-unblocks:
 			d.engine.Reset(ip)
 			resetAt[ip] = seq
+		case <-stats.C:
+			st := d.engine.Stats()
+			d.trackedKeys.Store(uint64(st.TrackedKeys))
+			d.evictions.Store(d.evictedBefore + st.Evictions)
+		case req := <-d.reloader.requests:
+			before := d.engine.Stats().Evictions
+			next, err := d.engine.Reload(req.set.Config)
+			if err == nil {
+				d.evictedBefore += before - next.Stats().Evictions
+				d.engine = next
+				d.reloader.loaded.Set(float64(len(req.set.Config.Rules)))
+			}
+			req.done <- err
 		case <-d.resp.ClearedSignal():
 			for _, c := range d.resp.TakeCleared() {
 				ip := c.Decision.IP

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authguard/authguard/rules"
+)
+
+// reloader re-reads the rules file on SIGHUP, on POST /-/reload and when the
+// file's content changes (Kubernetes swaps a ConfigMap's files through a
+// symlink, so content is compared, not events). A new rule set is built
+// completely and swapped in by the detect loop; a broken one is logged with
+// its FILE:LINE:COL, counted, and the old rules keep running.
+type reloader struct {
+	path     string // empty: the embedded default rules, never reloaded
+	requests chan reloadRequest
+	reloads  *prometheus.CounterVec
+	loaded   prometheus.Gauge
+	interval time.Duration
+}
+
+type reloadRequest struct {
+	set  *rules.Set
+	done chan error
+}
+
+func newReloader(path string, reg prometheus.Registerer) *reloader {
+	r := &reloader{path: path, requests: make(chan reloadRequest), interval: 2 * time.Second,
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_rules_reloads_total", Help: "Rules reloads, by result (success, failure: the old rules keep running)."}, []string{"result"}),
+		loaded:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_rules_loaded", Help: "Rules in force."})}
+	r.reloads.WithLabelValues("success")
+	r.reloads.WithLabelValues("failure")
+	reg.MustRegister(r.reloads, r.loaded)
+	return r
+}
+
+// reload loads the file and hands the set to the detect loop.
+func (r *reloader) reload(ctx context.Context, d *daemon, why string) error {
+	if r.path == "" {
+		return errors.New("authguard runs the embedded default rules; give --rules FILE to reload")
+	}
+	set, err := rules.Load(r.path)
+	if err == nil {
+		done := make(chan error, 1)
+		select {
+		case r.requests <- reloadRequest{set, done}:
+			err = <-done
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err != nil {
+		r.reloads.WithLabelValues("failure").Inc()
+		d.log.Error("rules reload failed; the old rules keep running", "trigger", why, "err", err.Error())
+		return err
+	}
+	r.reloads.WithLabelValues("success").Inc()
+	d.log.Info("rules reloaded", "trigger", why, "file", r.path, "rules", len(set.Config.Rules))
+	return nil
+}
+
+// run serves the triggers until ctx ends.
+func (r *reloader) run(ctx context.Context, d *daemon) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	last := r.digest()
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			r.reload(ctx, d, "SIGHUP")
+			last = r.digest()
+		case <-t.C:
+			if now := r.digest(); r.path != "" && now != nil && !bytes.Equal(now, last) {
+				last = now
+				r.reload(ctx, d, "file changed")
+			}
+		}
+	}
+}
+
+func (r *reloader) digest() []byte {
+	if r.path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(r.path)
+	if err != nil {
+		return nil
+	}
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
+
+// handler serves POST /-/reload: 200, or 400 with the error.
+func (r *reloader) handler(ctx context.Context, d *daemon) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		if err := r.reload(ctx, d, "POST /-/reload"); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(w, "rules reloaded")
+	}
+}
