@@ -109,6 +109,9 @@ type Options struct {
 	Notifier Notifier // nil: no pages
 	// DryRun records and pages every decision but writes no block.
 	DryRun bool
+	// ShutdownGrace bounds how long queued decisions are still written
+	// after the context ends (default 10s).
+	ShutdownGrace time.Duration
 	// NeverBlock lists networks never blocked whatever the rules say (the
 	// gateways' own proxies, say); such decisions are recorded as refused.
 	NeverBlock []netip.Prefix
@@ -152,6 +155,7 @@ type metrics struct {
 	cleared       prometheus.Counter
 	refused       prometheus.Counter
 	repeated      prometheus.Counter
+	unwritten     prometheus.Counter
 	queue         prometheus.Gauge
 	notifications prometheus.Counter
 	notifyErrors  prometheus.Counter
@@ -169,6 +173,9 @@ func New(opts Options) *Responder {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -179,6 +186,7 @@ func New(opts Options) *Responder {
 		blockErrors:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_block_errors_total", Help: "Failed attempts to write a block (each is retried)."}),
 		cleared:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_cleared_total", Help: "Renewals not written because an operator had cleared the IP."}),
 		repeated:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_already_done_total", Help: "Decisions found already carried out (re-decided after a restart, or retried after a lost reply)."}),
+		unwritten:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_unwritten_total", Help: "Decisions still queued when the shutdown grace ran out."}),
 		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is in --never-block."}),
 		queue:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_block_queue_length", Help: "Decisions waiting to be written to Redis."}),
 		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages sent."}),
@@ -186,7 +194,7 @@ func New(opts Options) *Responder {
 		notifyDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_dropped_total", Help: "Pages dropped because the page queue was full."}),
 	}
 	m := r.metrics
-	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.repeated, m.queue, m.notifications, m.notifyErrors, m.notifyDropped)
+	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.repeated, m.unwritten, m.queue, m.notifications, m.notifyErrors, m.notifyDropped)
 	return r
 }
 
@@ -243,6 +251,7 @@ func (r *Responder) runBlocks(ctx context.Context) {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
+			r.flush()
 			return
 		case it := <-r.blocks:
 			batch = append(batch, it)
@@ -310,7 +319,6 @@ func (r *Responder) write(ctx context.Context, reqs []Request) ([]Result, bool) 
 		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			r.opts.Log.Error("shutting down with decisions not written", "decisions", len(reqs))
 			return nil, false
 		case <-time.After(wait):
 		}
@@ -364,6 +372,43 @@ func contains(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// flush writes what is still queued at shutdown, within ShutdownGrace, so
+// that stopping authguard (a rollout, SIGTERM) loses no decision that Redis
+// can take; what it cannot write in time is counted and logged.
+func (r *Responder) flush() {
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.ShutdownGrace)
+	defer cancel()
+	for {
+		var batch []item
+	take:
+		for len(batch) < maxBatch {
+			select {
+			case it := <-r.blocks:
+				batch = append(batch, it)
+			default:
+				break take
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		reqs := make([]Request, len(batch))
+		for i, it := range batch {
+			reqs[i] = r.request(it)
+		}
+		results, ok := r.write(ctx, reqs)
+		if !ok {
+			lost := len(batch) + len(r.blocks)
+			r.metrics.unwritten.Add(float64(lost))
+			r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", lost)
+			return
+		}
+		for i, it := range batch {
+			r.done(it, reqs[i], results[i])
+		}
+	}
 }
 
 func (r *Responder) runNotify(ctx context.Context) {

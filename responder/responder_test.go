@@ -3,6 +3,7 @@ package responder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -127,5 +128,23 @@ func TestDryRunAndNeverBlockRecordButDoNotBlock(t *testing.T) {
 	defer b.mu.Unlock()
 	if len(b.written) != 0 || len(b.actions) != 2 {
 		t.Errorf("written %v, recorded %v", b.written, b.actions)
+	}
+}
+
+func TestQueuedDecisionsAreWrittenAtShutdown(t *testing.T) {
+	b := &fakeStore{done: make(chan struct{}, 100)}
+	r := New(Options{Store: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	// Queue before the workers start, then stop at once: the flush on the
+	// way out must still write them.
+	for i := range 20 {
+		r.Submit(context.Background(), block(fmt.Sprintf("192.0.2.%d", i), false), detector.Event{}, uint64(i))
+	}
+	cancel()
+	r.Start(ctx)()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.written) != 20 {
+		t.Errorf("%d of 20 queued decisions written at shutdown", len(b.written))
 	}
 }

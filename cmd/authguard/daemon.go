@@ -61,6 +61,7 @@ type runCmd struct {
 	Listen       string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
 	MaxLineBytes int    `help:"Longest log line read; longer lines are counted and skipped." default:"16384"`
 	UseLineTime  bool   `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
+	CheckConfig  bool   `help:"Validate the settings, rules and secrets, print the result and exit (nothing is contacted)."`
 	LogLevel     string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
 	LogFormat    string `help:"json or text." default:"json" enum:"json,text"`
 }
@@ -69,6 +70,9 @@ func (c *runCmd) Run(ctx context.Context, e *env) error {
 	log, err := newLogger(e.stderr, c.LogLevel, c.LogFormat)
 	if err != nil {
 		return err
+	}
+	if c.CheckConfig {
+		return c.check(e)
 	}
 	d, err := c.build(ctx, log, e.stdout)
 	if err != nil {
@@ -168,6 +172,50 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		log.Warn("redis is not reachable yet; blocks will be queued and retried", "redis", c.Redacted(), "err", err)
 	}
 	return d, nil
+}
+
+// check validates everything build would use, without listening or
+// connecting.
+func (c *runCmd) check(e *env) error {
+	set, _ := rules.Default()
+	if c.Rules != "" {
+		var err error
+		if set, err = rules.Load(c.Rules); err != nil {
+			return err
+		}
+	}
+	if _, err := detector.New(set.Config); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	if c.LokiDelayFor < 0 || c.LokiDelayFor > 5 {
+		return fmt.Errorf("--loki-delay-for %d: Loki accepts 0 to 5 seconds", c.LokiDelayFor)
+	}
+	if _, err := rules.ParsePrefixes(c.NeverBlock); err != nil {
+		return fmt.Errorf("--never-block: %w", err)
+	}
+	if _, err := c.lokiTLS(); err != nil {
+		return err
+	}
+	rdb, err := c.Client()
+	if err != nil {
+		return err
+	}
+	rdb.Close()
+	if _, err := c.notifier(io.Discard); err != nil {
+		return err
+	}
+	if _, err := net.ResolveTCPAddr("tcp", c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	}
+	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s, loki %s\n", len(set.Config.Rules), c.Redacted(), orNone(c.LokiURL))
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none: push receiver only)"
+	}
+	return s
 }
 
 func (c *runCmd) lokiTLS() (*tls.Config, error) {

@@ -144,3 +144,15 @@ func TestReplayReadsLogcliOutputInAnyOrder(t *testing.T) {
 		t.Errorf("got %s, want %s", out, want)
 	}
 }
+
+func TestCheckConfig(t *testing.T) {
+	good := write(t, "rules.yaml", "rules: [{name: a, match: {action: auth_failed}, group_by: client_ip, window: 1h, threshold: 5, block: {ttl: 5m}}]\n")
+	out, _, err := runCLI(t, nil, "run", "--check-config", "--rules", good, "--loki-url", "http://loki:3100")
+	if err != nil || !strings.Contains(out, "configuration OK: 1 rules") {
+		t.Fatalf("%q %v", out, err)
+	}
+	_, _, err = runCLI(t, nil, "run", "--check-config", "--slack-token-file", "/nonexistent/token")
+	if err == nil || !strings.Contains(err.Error(), "read secret") {
+		t.Errorf("missing secret: %v", err)
+	}
+}
