@@ -91,7 +91,14 @@ type Config struct {
 	Allow []netip.Prefix
 	// MaxKeys caps the keys tracked per rule; DefaultMaxKeys when zero.
 	MaxKeys int
+	// Tolerance is how far behind the newest event an event may arrive and
+	// still be counted where it belongs (DefaultTolerance when zero); older
+	// ones are counted in Stats.Late and dropped.
+	Tolerance time.Duration
 }
+
+// DefaultTolerance is Config.Tolerance's default.
+const DefaultTolerance = 2 * time.Minute
 
 // Engine evaluates rules over events. It is not safe for concurrent use: one
 // goroutine owns it and feeds it events in order.
@@ -100,6 +107,10 @@ type Engine struct {
 	severity []SeverityLevel
 	allow    []netip.Prefix
 	seed     maphash.Seed // for distinct values
+
+	tolerance int64 // how far behind the newest event an event still counts
+	watermark int64 // the newest event time seen
+	late      uint64
 }
 
 type ruleState struct {
@@ -136,7 +147,13 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 	if old != nil {
 		seed = old.seed // distinct values are hashed with it
 	}
-	e := &Engine{allow: cfg.Allow, seed: seed}
+	e := &Engine{allow: cfg.Allow, seed: seed, tolerance: int64(cfg.Tolerance)}
+	if e.tolerance <= 0 {
+		e.tolerance = int64(DefaultTolerance)
+	}
+	if old != nil {
+		e.watermark, e.late = old.watermark, old.late
+	}
 	e.severity = append([]SeverityLevel(nil), cfg.Severity...)
 	if len(e.severity) == 0 {
 		e.severity = append(e.severity, DefaultSeverity...)
@@ -215,11 +232,14 @@ type Stats struct {
 	TrackedKeys int
 	// Evictions counts keys dropped to stay under the cap since New.
 	Evictions uint64
+	// Late counts events dropped for arriving further behind the newest
+	// event than the tolerance.
+	Late uint64
 }
 
 // Stats returns current counters.
 func (e *Engine) Stats() Stats {
-	var s Stats
+	s := Stats{Late: e.late}
 	for _, r := range e.rules {
 		if r.keys != nil {
 			s.TrackedKeys += r.keys.len()
@@ -233,6 +253,11 @@ func (e *Engine) Stats() Stats {
 // decisions to out.
 func (e *Engine) Observe(ev Event, out []Decision) []Decision {
 	t := ev.Time.UnixNano()
+	if t < e.watermark-e.tolerance {
+		e.late++ // too late to count where it belongs
+		return out
+	}
+	e.watermark = max(e.watermark, t)
 	allowed := e.allowed(ev.IP)
 	for _, r := range e.rules {
 		if r.Match != "" && r.Match != ev.Action {
@@ -304,7 +329,10 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 	} else {
 		s.insert(times, t)
 	}
-	fires := int(s.n) == len(times) && times[0] > t-r.window
+	// An event that arrives out of order (within the tolerance) is counted
+	// where it belongs; the window that matters ends at the newest event.
+	now := max(t, times[s.n-1])
+	fires := int(s.n) == len(times) && times[0] > now-r.window
 	if !fires {
 		s.active = false
 		return Decision{}, false
@@ -345,7 +373,7 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 		}
 		d.Offence = int(s.offences)
 		d.TTL = r.Escalate.ttl(r.BlockTTL, d.Offence)
-		s.blockedUntil = t + int64(d.TTL)
+		s.blockedUntil = now + int64(d.TTL)
 		d.Escalation = d.Renewal && escalates
 		if !d.Renewal || escalates {
 			s.level = uint8(level)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -464,5 +465,91 @@ func TestReloadKeepsWindowsOfUnchangedRules(t *testing.T) {
 	// the enumeration rule counts from scratch (one username so far).
 	if fmt.Sprint(got) != "[failed-login-burst/5/1h0m0s]" {
 		t.Errorf("after reload: %v", got)
+	}
+}
+
+// TestEngineMatchesOracleOutOfOrder: random streams over IPv4 and IPv6
+// clients with bursts, events arriving late within the tolerance (counted
+// where they belong) and beyond it (dropped and counted as late), against a
+// recount from scratch.
+func TestEngineMatchesOracleOutOfOrder(t *testing.T) {
+	ips := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("198.51.100.7")}
+	for seed := range uint64(40) {
+		r := rand.New(rand.NewPCG(seed, 23))
+		tolerance := time.Duration(1+r.IntN(10)) * time.Second
+		rule := Rule{Name: "r", Match: ActionAuthFailed, PerIP: true,
+			Window: time.Duration(1+r.IntN(30)) * time.Second, Threshold: 1 + r.IntN(6), BlockTTL: time.Duration(r.IntN(20)) * time.Second}
+		// One severity level: escalations are tested elsewhere.
+		e := mustEngine(t, Config{Rules: []Rule{rule}, Tolerance: tolerance, Severity: []SeverityLevel{{"P3", 0}}})
+		events := map[netip.Addr][]time.Duration{}
+		blocked := map[netip.Addr]time.Duration{}
+		active := map[netip.Addr]bool{}
+		var watermark time.Duration
+		seen := false
+		late := 0
+		at := time.Duration(0)
+		for i := range 3000 {
+			if r.IntN(10) == 0 {
+				at += time.Duration(r.IntN(5000)) * time.Millisecond // a pause
+			} else {
+				at += time.Duration(r.IntN(200)) * time.Millisecond // a burst
+			}
+			ts := at
+			if r.IntN(5) == 0 {
+				ts -= time.Duration(r.Int64N(int64(2 * tolerance))) // late, sometimes too late
+			}
+			ip := ips[r.IntN(len(ips))]
+			got := e.Observe(Event{Time: t0.Add(ts), Action: ActionAuthFailed, IP: ip}, nil)
+
+			// Oracle.
+			var want []string
+			if seen && ts < watermark-tolerance {
+				late++
+			} else {
+				watermark = max(watermark, ts)
+				if !seen {
+					watermark, seen = ts, true
+				}
+				evs := events[ip]
+				if until, ok := blocked[ip]; ok && ts >= until {
+					delete(blocked, ip)
+					evs = nil
+				}
+				if len(evs) > 0 && slices.Max(evs) <= ts-rule.Window {
+					evs = nil
+					active[ip] = false
+				}
+				evs = append(evs, ts)
+				events[ip] = evs
+				now := slices.Max(evs)
+				n := 0
+				for _, x := range evs {
+					if x > now-rule.Window {
+						n++
+					}
+				}
+				switch {
+				case n < rule.Threshold:
+					active[ip] = false
+				case rule.BlockTTL > 0:
+					_, renewal := blocked[ip]
+					blocked[ip] = now + rule.BlockTTL
+					want = append(want, fmt.Sprintf("block/%d/%v", len(evs), renewal))
+				case !active[ip]:
+					active[ip] = true
+					want = append(want, fmt.Sprintf("alert/%d/false", len(evs)))
+				}
+			}
+			var gotS []string
+			for _, d := range got {
+				gotS = append(gotS, fmt.Sprintf("%s/%d/%v", d.Kind, d.Count, d.Renewal))
+			}
+			if fmt.Sprint(gotS) != fmt.Sprint(want) {
+				t.Fatalf("seed %d rule %+v tolerance %v event %d (%v at %v): engine %v, oracle %v", seed, rule, tolerance, i, ip, ts, gotS, want)
+			}
+		}
+		if e.Stats().Late != uint64(late) {
+			t.Fatalf("seed %d: late %d, oracle %d", seed, e.Stats().Late, late)
+		}
 	}
 }

@@ -25,6 +25,8 @@ type File struct {
 	Allow    []Prefix   `yaml:"allow"`
 	// MaxTrackedKeys caps the keys each rule tracks (memory bound).
 	MaxTrackedKeys int `yaml:"max_tracked_keys"`
+	// OutOfOrderTolerance is how late an event may arrive and still count.
+	OutOfOrderTolerance Duration `yaml:"out_of_order_tolerance"`
 }
 
 // Rule is one detection rule.
@@ -234,6 +236,7 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 	set := &Set{}
 	cfg := &set.Config
 	cfg.MaxKeys = f.MaxTrackedKeys
+	cfg.Tolerance = time.Duration(f.OutOfOrderTolerance)
 	if f.MaxTrackedKeys < 0 {
 		p.errorf(field(doc, "max_tracked_keys"), "max_tracked_keys must not be negative")
 	}

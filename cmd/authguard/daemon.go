@@ -93,7 +93,7 @@ type daemon struct {
 	processed prometheus.Counter
 	reloader  *reloader
 
-	trackedKeys, evictions atomic.Uint64
+	trackedKeys, evictions, late atomic.Uint64
 	evictedBefore          uint64              // evictions of engines replaced by reloads
 	events                 chan detector.Event // from the tail and the push receiver
 	receiver               *loki.Receiver
@@ -150,6 +150,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_detector_tracked_keys", Help: "Keys held in the detector's windows."}, func() float64 { return float64(d.trackedKeys.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_evictions_total", Help: "Keys evicted to keep the detector under its memory cap."}, func() float64 { return float64(d.evictions.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_late_events_total", Help: "Events dropped for arriving later than the out-of-order tolerance."}, func() float64 { return float64(d.late.Load()) }),
 	)
 	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
 	reg.MustRegister(d.processed)
@@ -361,6 +362,7 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblo
 			st := d.engine.Stats()
 			d.trackedKeys.Store(uint64(st.TrackedKeys))
 			d.evictions.Store(d.evictedBefore + st.Evictions)
+			d.late.Store(st.Late)
 		case req := <-d.reloader.requests:
 			before := d.engine.Stats().Evictions
 			next, err := d.engine.Reload(req.set.Config)

@@ -66,6 +66,7 @@ func (c *replayCmd) Run(e *env) error {
 		}
 		events = append(events, evs...)
 		total.Lines += st.Lines
+		total.Duplicates += st.Duplicates
 		for r, n := range st.Skipped {
 			total.Skipped[r] += n
 		}
@@ -118,6 +119,9 @@ func (c *replayCmd) Run(e *env) error {
 		rules = append(rules, fmt.Sprintf("%s: %d", r, n))
 	}
 	sort.Strings(rules)
+	if total.Duplicates > 0 {
+		skipped = append(skipped, fmt.Sprintf("duplicate %d", total.Duplicates))
+	}
 	fmt.Fprintf(e.stderr, "replayed %d lines: %d events, %d skipped (%s); %d decisions (%s)\n",
 		total.Lines, len(events), total.Lines-len(events), strings.Join(skipped, ", "), len(out), strings.Join(rules, ", "))
 	return nil

@@ -18,9 +18,10 @@ import (
 
 // Stats counts what a read found.
 type Stats struct {
-	Lines   int
-	Events  int
-	Skipped map[string]int // by reason
+	Lines      int
+	Events     int
+	Duplicates int
+	Skipped    map[string]int // by reason
 }
 
 // logcliLine is one line of logcli's jsonl output.
@@ -61,8 +62,25 @@ func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Ev
 		return nil, st, fmt.Errorf("read line %d: %w", st.Lines+1, err)
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
-	st.Events = len(events)
-	return events, st, nil
+	// The same entry twice (a log exported from overlapping queries) is one
+	// event, as Loki itself stores an exact repeat once.
+	kept := events[:0]
+	for i, ev := range events {
+		dup := false
+		for j := i - 1; j >= 0 && events[j].Time.Equal(ev.Time); j-- {
+			if events[j].Line == ev.Line {
+				dup = true
+				break
+			}
+		}
+		if dup {
+			st.Duplicates++
+			continue
+		}
+		kept = append(kept, ev)
+	}
+	st.Events = len(kept)
+	return kept, st, nil
 }
 
 func parse(text string, lineTime, entry *loki.Parser) (detector.Event, error) {

@@ -27,3 +27,12 @@ func TestReadBothFormatsIntoTimeOrder(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+func TestExactRepeatsAreOneEvent(t *testing.T) {
+	line := `{"ts":"2026-11-22T10:00:01Z","action":"auth_failed","client_ip":"192.0.2.1"}`
+	other := `{"ts":"2026-11-22T10:00:01Z","action":"auth_failed","client_ip":"192.0.2.2"}`
+	evs, st, err := Read(strings.NewReader(line+"\n"+other+"\n"+line+"\n"), loki.NewParser(loki.DefaultFields, 0, true), loki.NewParser(loki.DefaultFields, 0, false), 1<<16)
+	if err != nil || len(evs) != 2 || st.Duplicates != 1 {
+		t.Fatalf("events %d duplicates %d err %v", len(evs), st.Duplicates, err)
+	}
+}
