@@ -94,10 +94,10 @@ type daemon struct {
 	reloader  *reloader
 
 	trackedKeys, evictions, late atomic.Uint64
-	evictedBefore          uint64              // evictions of engines replaced by reloads
-	events                 chan detector.Event // from the tail and the push receiver
-	receiver               *loki.Receiver
-	close                  func()
+	evictedBefore                uint64              // evictions of engines replaced by reloads
+	events                       chan detector.Event // from the tail and the push receiver
+	receiver                     *loki.Receiver
+	close                        func()
 }
 
 func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
