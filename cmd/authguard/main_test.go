@@ -156,3 +156,23 @@ func TestCheckConfig(t *testing.T) {
 		t.Errorf("missing secret: %v", err)
 	}
 }
+
+func TestReplayWritesAReviewPage(t *testing.T) {
+	page := filepath.Join(t.TempDir(), "report.html")
+	if _, _, err := runCLI(t, nil, "replay", "--report", page, "../../rules/examples/attack.log"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(b)
+	for _, want := range []string{"<svg", `class="bar"`, `class="block"`, "<td>203.0.113.7</td><td class=\"n\">8</td>", "failed-login-burst P3: 4", "(renewal)"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(html, "http://") || strings.Contains(html, "https://") || strings.Contains(html, "<script") {
+		t.Error("the report is not self-contained")
+	}
+}

@@ -19,6 +19,7 @@ type replayCmd struct {
 	Rules        string   `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
 	Output       string   `help:"table or jsonl (one decision a line)." default:"table" enum:"table,jsonl"`
 	MaxLineBytes int      `help:"Longest log line read; longer lines are counted and skipped." default:"16384"`
+	Report       string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
 	Logs         []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl." type:"existingfile"`
 }
 
@@ -59,7 +60,7 @@ func (c *replayCmd) Run(e *env) error {
 		if err != nil {
 			return err
 		}
-		evs, st, err := logfile.Read(f, lineTime, entry, c.MaxLineBytes)
+		evs, st, err := logfile.Read(withProgress(f, path, e.stderr), lineTime, entry, c.MaxLineBytes)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
@@ -108,6 +109,19 @@ func (c *replayCmd) Run(e *env) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Time, d.Rule, dash(d.Key), d.Action, ttl, d.Severity, d.Count)
 		}
 		tw.Flush()
+	}
+	if c.Report != "" {
+		f, err := os.Create(c.Report)
+		if err != nil {
+			return err
+		}
+		err = writeHTMLReport(f, c.Logs, events, out, byRule)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("report %s: %w", c.Report, err)
+		}
 	}
 	var skipped []string
 	for r, n := range total.Skipped {
