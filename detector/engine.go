@@ -31,6 +31,11 @@ type Rule struct {
 	// instead of events (account enumeration). Events without a username
 	// are not counted by such a rule.
 	Distinct string
+	// MinSuccessRatio, with Distinct, also requires that at least this
+	// share of those accounts' latest attempts succeeded: many accounts
+	// from one address, and logging into them works (credential stuffing).
+	// Match should then be empty, so both outcomes count.
+	MinSuccessRatio float64
 	// BlockTTL, when non-zero, makes the rule block the key for this long.
 	BlockTTL time.Duration
 	// Escalate lengthens blocks of repeat offenders.
@@ -139,7 +144,8 @@ func (e *Engine) Reload(cfg Config) (*Engine, error) {
 // windows are valid for the other.
 func sameCounting(a, b Rule) bool {
 	return a.Name == b.Name && a.Match == b.Match && a.PerIP == b.PerIP && a.IPv4Prefix == b.IPv4Prefix &&
-		a.IPv6Prefix == b.IPv6Prefix && a.Window == b.Window && a.Threshold == b.Threshold && a.Distinct == b.Distinct
+		a.IPv6Prefix == b.IPv6Prefix && a.Window == b.Window && a.Threshold == b.Threshold && a.Distinct == b.Distinct &&
+		a.MinSuccessRatio == b.MinSuccessRatio
 }
 
 func build(cfg Config, old *Engine) (*Engine, error) {
@@ -218,6 +224,8 @@ func (r Rule) validate() error {
 		return fmt.Errorf("rule %q: a global rule cannot block", r.Name)
 	case r.Distinct != "" && r.Distinct != "username":
 		return fmt.Errorf("rule %q: distinct %q: only username can be counted", r.Name, r.Distinct)
+	case r.MinSuccessRatio < 0 || r.MinSuccessRatio > 1 || (r.MinSuccessRatio > 0 && r.Distinct == ""):
+		return fmt.Errorf("rule %q: min_success_ratio must be between 0 and 1 and needs distinct", r.Name)
 	case r.Escalate.Factor < 0 || r.Escalate.Max < 0 || r.Escalate.Remember < 0:
 		return fmt.Errorf("rule %q: escalation settings must not be negative", r.Name)
 	case r.IPv4Prefix < 0 || r.IPv4Prefix > 32 || r.IPv6Prefix < 0 || r.IPv6Prefix > 128:
@@ -268,7 +276,10 @@ func (e *Engine) Observe(ev Event, out []Decision) []Decision {
 			if ev.Username == "" {
 				continue
 			}
-			h = maphash.String(e.seed, ev.Username)
+			h = maphash.String(e.seed, ev.Username) &^ 1
+			if ev.Action == ActionAuthSucceeded {
+				h |= 1
+			}
 		}
 		var tab *table
 		var key [16]byte
@@ -333,6 +344,13 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 	// where it belongs; the window that matters ends at the newest event.
 	now := max(t, times[s.n-1])
 	fires := int(s.n) == len(times) && times[0] > now-r.window
+	if fires && r.MinSuccessRatio > 0 {
+		ok := 0
+		for _, h := range hashes[:s.n] {
+			ok += int(h & 1)
+		}
+		fires = float64(ok) >= r.MinSuccessRatio*float64(s.n)
+	}
 	if !fires {
 		s.active = false
 		return Decision{}, false

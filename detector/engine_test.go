@@ -553,3 +553,40 @@ func TestEngineMatchesOracleOutOfOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestCredentialStuffingNeedsManyAccountsAndSuccesses(t *testing.T) {
+	rule := Rule{Name: "credential-stuffing", PerIP: true, Distinct: "username", MinSuccessRatio: 0.5,
+		Window: 10 * time.Minute, Threshold: 4, Alert: true, BlockTTL: time.Hour}
+	login := func(ip, user string, ok bool, at time.Duration) Event {
+		ev := tried(ip, user, at)
+		if ok {
+			ev.Action = ActionAuthSucceeded
+		}
+		return ev
+	}
+	for _, tt := range []struct {
+		name   string
+		events []Event
+		fires  bool
+	}{
+		{"four accounts, all failing: enumeration, not stuffing",
+			[]Event{login("203.0.113.7", "a", false, 0), login("203.0.113.7", "b", false, 1), login("203.0.113.7", "c", false, 2), login("203.0.113.7", "d", false, 3)}, false},
+		{"four accounts, two logged into: stuffing",
+			[]Event{login("203.0.113.7", "a", true, 0), login("203.0.113.7", "b", false, 1), login("203.0.113.7", "c", true, 2), login("203.0.113.7", "d", false, 3)}, true},
+		{"a shared office IP where three people log in: too few accounts",
+			[]Event{login("203.0.113.7", "a", true, 0), login("203.0.113.7", "b", true, 1), login("203.0.113.7", "c", true, 2)}, false},
+		{"an account's latest attempt counts: a later failure replaces a success",
+			[]Event{login("203.0.113.7", "a", true, 0), login("203.0.113.7", "b", true, 1), login("203.0.113.7", "a", false, 2), login("203.0.113.7", "c", false, 3), login("203.0.113.7", "d", false, 4)}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := mustEngine(t, Config{Rules: []Rule{rule}})
+			fired := false
+			for _, ev := range tt.events {
+				fired = fired || len(e.Observe(ev, nil)) > 0
+			}
+			if fired != tt.fires {
+				t.Errorf("fired %v, want %v", fired, tt.fires)
+			}
+		})
+	}
+}

@@ -182,7 +182,9 @@ func (s *slot) insert(times []int64, t int64) {
 	s.n++
 }
 
-// insertDistinct records that the value with hash h was seen at t. The slot
+// insertDistinct records that the value with hash h was seen at t; the low
+// bit of h carries a flag of that sighting (for logins: it succeeded) and
+// values compare without it. The slot
 // keeps, for the len(times) most recently seen distinct values, the time
 // each was last seen, in ascending order: enough to tell whether at least
 // len(times) distinct values fall in a window ending now.
@@ -196,7 +198,7 @@ func (s *slot) insertDistinct(times []int64, hashes []uint64, t int64, h uint64)
 	}
 	n := int(s.n)
 	for i := 0; i < n; i++ {
-		if hashes[i] != h {
+		if hashes[i]>>1 != h>>1 {
 			continue
 		}
 		if times[i] >= t {

@@ -31,16 +31,19 @@ type File struct {
 
 // Rule is one detection rule.
 type Rule struct {
-	Name       string   `yaml:"name"`
-	Match      Match    `yaml:"match"`
-	GroupBy    string   `yaml:"group_by"`
-	IPv4Prefix int      `yaml:"ipv4_prefix"`
-	IPv6Prefix int      `yaml:"ipv6_prefix"`
-	Distinct   string   `yaml:"distinct"`
-	Window     Duration `yaml:"window"`
-	Threshold  int      `yaml:"threshold"`
-	Block      *Block   `yaml:"block"`
-	Alert      bool     `yaml:"alert"`
+	Name       string `yaml:"name"`
+	Match      Match  `yaml:"match"`
+	GroupBy    string `yaml:"group_by"`
+	IPv4Prefix int    `yaml:"ipv4_prefix"`
+	IPv6Prefix int    `yaml:"ipv6_prefix"`
+	Distinct   string `yaml:"distinct"`
+	// MinSuccessRatio: with distinct, the share of those accounts whose
+	// latest attempt succeeded must reach this (credential stuffing).
+	MinSuccessRatio float64  `yaml:"min_success_ratio"`
+	Window          Duration `yaml:"window"`
+	Threshold       int      `yaml:"threshold"`
+	Block           *Block   `yaml:"block"`
+	Alert           bool     `yaml:"alert"`
 	// DryRun records and pages but writes no block.
 	DryRun bool `yaml:"dry_run"`
 }
@@ -247,7 +250,7 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 	names := map[string]bool{}
 	for i, r := range f.Rules {
 		n := rulesNode.Content[i]
-		d := detector.Rule{Name: r.Name, Match: r.Match.Action, Window: time.Duration(r.Window), Distinct: r.Distinct,
+		d := detector.Rule{Name: r.Name, Match: r.Match.Action, Window: time.Duration(r.Window), Distinct: r.Distinct, MinSuccessRatio: r.MinSuccessRatio,
 			Threshold: r.Threshold, Alert: r.Alert, IPv4Prefix: r.IPv4Prefix, IPv6Prefix: r.IPv6Prefix}
 		switch {
 		case r.Name == "":
@@ -265,6 +268,9 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 		}
 		if r.Distinct != "" && r.Distinct != "username" {
 			p.errorf(field(n, "distinct"), "distinct %q: only username can be counted", r.Distinct)
+		}
+		if r.MinSuccessRatio != 0 && (r.Distinct == "" || r.MinSuccessRatio < 0 || r.MinSuccessRatio > 1) {
+			p.errorf(field(n, "min_success_ratio"), "min_success_ratio %g: want a share from 0 to 1, with distinct: username", r.MinSuccessRatio)
 		}
 		if r.IPv4Prefix < 0 || r.IPv4Prefix > 32 {
 			p.errorf(field(n, "ipv4_prefix"), "ipv4_prefix %d: want 1 to 32", r.IPv4Prefix)
