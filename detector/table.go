@@ -4,12 +4,14 @@ package detector
 // a fixed number of bytes and no pointers: the key, a slot, and threshold
 // timestamps in one shared arena.
 //
-// Eviction rule: when the table is full, the least recently seen key is
-// evicted, except that up to evictScan of the least recent keys are examined
-// and a key that is blocked or at least half-way to its threshold is passed
-// over in favour of a colder one. An attacker spraying fresh addresses thus
-// pushes out other one-off addresses before it can push out a key that is
-// about to fire.
+// Eviction rule: when the table is full, a key not seen recently is evicted,
+// chosen by the CLOCK algorithm (an approximation of least recently seen
+// that costs one flag write per event instead of list surgery): a hand
+// sweeps the slots, clearing each one's "seen" flag and evicting the first
+// slot found without it. A key that is blocked or at least half-way to its
+// threshold is passed over, for up to evictScan slots, in favour of a
+// colder one. An attacker spraying fresh addresses thus pushes out other
+// one-off addresses before it can push out a key that is about to fire.
 type table struct {
 	idx       map[[16]byte]int32
 	slots     []slot
@@ -17,14 +19,13 @@ type table struct {
 	hashes    []uint64 // distinct rules: the value hash beside each timestamp
 	distinct  bool
 	per       int   // timestamps per slot (the threshold)
-	head      int32 // most recently seen; -1 when empty
-	tail      int32 // least recently seen
+	hand      int32 // the CLOCK hand
 	free      []int32
 	max       int
 	evictions uint64
 }
 
-const evictScan = 8
+const evictScan = 64
 
 type slot struct {
 	key          [16]byte
@@ -36,11 +37,11 @@ type slot struct {
 	blockedUntil int64
 	lastOffence  int64  // time of the latest block
 	offences     uint16 // blocks so far, for escalation; kept across clean slates
-	prev, next   int32
+	seen         bool   // touched since the CLOCK hand last passed
 }
 
 func newTable(max, per int, distinct bool) *table {
-	return &table{idx: make(map[[16]byte]int32), per: per, max: max, head: -1, tail: -1, distinct: distinct}
+	return &table{idx: make(map[[16]byte]int32), per: per, max: max, distinct: distinct}
 }
 
 func (t *table) len() int { return len(t.idx) }
@@ -50,7 +51,7 @@ func (t *table) len() int { return len(t.idx) }
 // recently seen.
 func (t *table) get(key [16]byte, now int64) (*slot, []int64) {
 	if i, ok := t.idx[key]; ok {
-		t.touch(i)
+		t.slots[i].seen = true
 		return &t.slots[i], t.times(i)
 	}
 	var i int32
@@ -68,13 +69,11 @@ func (t *table) get(key [16]byte, now int64) (*slot, []int64) {
 	default:
 		i = t.victim(now)
 		delete(t.idx, t.slots[i].key)
-		t.unlink(i)
 		t.evictions++
 	}
 	s := &t.slots[i]
-	*s = slot{key: key}
+	*s = slot{key: key, seen: true}
 	t.idx[key] = i
-	t.pushFront(i)
 	return s, t.times(i)
 }
 
@@ -93,16 +92,25 @@ func (t *table) valueHashes(s *slot) []uint64 {
 }
 
 func (t *table) victim(now int64) int32 {
-	i := t.tail
-	for k := 0; k < evictScan && i >= 0; k++ {
-		s := &t.slots[i]
-		hot := s.blockedUntil > now || int(s.n)*2 >= t.per
-		if !hot {
-			return i
+	passed := 0
+	for {
+		i := t.hand
+		t.hand++
+		if int(t.hand) == len(t.slots) {
+			t.hand = 0
 		}
-		i = s.prev
+		s := &t.slots[i]
+		if s.seen {
+			s.seen = false // a second chance
+			continue
+		}
+		hot := s.blockedUntil > now || int(s.n)*2 >= t.per
+		if hot && passed < evictScan {
+			passed++
+			continue
+		}
+		return i
 	}
-	return t.tail
 }
 
 func (t *table) remove(key [16]byte) {
@@ -111,43 +119,8 @@ func (t *table) remove(key [16]byte) {
 		return
 	}
 	delete(t.idx, key)
-	t.unlink(i)
+	t.slots[i] = slot{}
 	t.free = append(t.free, i)
-}
-
-func (t *table) touch(i int32) {
-	if t.head == i {
-		return
-	}
-	t.unlink(i)
-	t.pushFront(i)
-}
-
-func (t *table) pushFront(i int32) {
-	s := &t.slots[i]
-	s.prev, s.next = -1, t.head
-	if t.head >= 0 {
-		t.slots[t.head].prev = i
-	}
-	t.head = i
-	if t.tail < 0 {
-		t.tail = i
-	}
-}
-
-func (t *table) unlink(i int32) {
-	s := &t.slots[i]
-	if s.prev >= 0 {
-		t.slots[s.prev].next = s.next
-	} else if t.head == i {
-		t.head = s.next
-	}
-	if s.next >= 0 {
-		t.slots[s.next].prev = s.prev
-	} else if t.tail == i {
-		t.tail = s.prev
-	}
-	s.prev, s.next = -1, -1
 }
 
 // clear forgets the counted events; the block, if any, is kept.
