@@ -3,7 +3,7 @@
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test build bench soak redis-server
+.PHONY: demo test build bench soak lint redis-server
 
 ## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
 demo: redis-server
@@ -33,3 +33,7 @@ redis-server:
 ## soak: 10 minutes of 20,000 lines/s through the fake Loki with a forced reconnect every 5 s; every line must arrive once (not run by CI; AUTHGUARD_SOAK=2m for a shorter run)
 soak:
 	$(GO) test -tags soak -run Soak -v -timeout 30m ./detector/loki/
+
+## lint: staticcheck (fetched through the Go module proxy)
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...

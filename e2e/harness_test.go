@@ -90,11 +90,6 @@ type redisServer struct {
 	out  bytes.Buffer
 }
 
-// startRedis starts a private redis-server and returns a client for it.
-func startRedis(t *testing.T) *redis.Client {
-	return startRedisServer(t).client()
-}
-
 func startRedisServer(t testing.TB, extra ...string) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
