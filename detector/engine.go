@@ -294,8 +294,8 @@ func (e *Engine) Observe(ev Event, out []Decision) []Decision {
 		} else {
 			tab = r.global
 		}
-		s, times := tab.get(key, t)
-		d, ok := r.observe(s, times, tab.valueHashes(s), t, h, e.severityLevel)
+		s, times, hashes := tab.get(key, t)
+		d, ok := r.observe(s, times, hashes, t, h, e.severityLevel)
 		if !ok {
 			continue
 		}

@@ -13,7 +13,7 @@ package detector
 // colder one. An attacker spraying fresh addresses thus pushes out other
 // one-off addresses before it can push out a key that is about to fire.
 type table struct {
-	idx       map[[16]byte]int32
+	idx       keyIndex
 	slots     []slot
 	arena     []int64
 	hashes    []uint64 // distinct rules: the value hash beside each timestamp
@@ -41,18 +41,20 @@ type slot struct {
 }
 
 func newTable(max, per int, distinct bool) *table {
-	return &table{idx: make(map[[16]byte]int32), per: per, max: max, distinct: distinct}
+	return &table{idx: newKeyIndex(max), per: per, max: max, distinct: distinct}
 }
 
-func (t *table) len() int { return len(t.idx) }
+func (t *table) len() int { return t.idx.n }
+
+func (t *table) keyOf(i int32) *[16]byte { return &t.slots[i].key }
 
 // get returns the slot for key and its timestamps (sorted ascending, the
 // first n in use), creating the slot (and evicting if full), and marks it most
 // recently seen.
-func (t *table) get(key [16]byte, now int64) (*slot, []int64) {
-	if i, ok := t.idx[key]; ok {
+func (t *table) get(key [16]byte, now int64) (*slot, []int64, []uint64) {
+	if i, ok := t.idx.get(key, t.keyOf); ok {
 		t.slots[i].seen = true
-		return &t.slots[i], t.times(i)
+		return &t.slots[i], t.times(i), t.valueHashes(i)
 	}
 	var i int32
 	switch {
@@ -68,13 +70,13 @@ func (t *table) get(key [16]byte, now int64) (*slot, []int64) {
 		t.slots = append(t.slots, slot{})
 	default:
 		i = t.victim(now)
-		delete(t.idx, t.slots[i].key)
+		t.idx.del(t.slots[i].key, t.keyOf)
 		t.evictions++
 	}
 	s := &t.slots[i]
 	*s = slot{key: key, seen: true}
-	t.idx[key] = i
-	return s, t.times(i)
+	t.idx.put(key, i)
+	return s, t.times(i), t.valueHashes(i)
 }
 
 func (t *table) times(i int32) []int64 {
@@ -83,11 +85,11 @@ func (t *table) times(i int32) []int64 {
 }
 
 // valueHashes is a distinct slot's hashes, beside its timestamps.
-func (t *table) valueHashes(s *slot) []uint64 {
+func (t *table) valueHashes(i int32) []uint64 {
 	if !t.distinct {
 		return nil
 	}
-	lo := int(t.idx[s.key]) * t.per
+	lo := int(i) * t.per
 	return t.hashes[lo : lo+t.per : lo+t.per]
 }
 
@@ -114,11 +116,11 @@ func (t *table) victim(now int64) int32 {
 }
 
 func (t *table) remove(key [16]byte) {
-	i, ok := t.idx[key]
+	i, ok := t.idx.get(key, t.keyOf)
 	if !ok {
 		return
 	}
-	delete(t.idx, key)
+	t.idx.del(key, t.keyOf)
 	t.slots[i] = slot{}
 	t.free = append(t.free, i)
 }
