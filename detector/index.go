@@ -64,7 +64,7 @@ func (x *keyIndex) del(k [16]byte, keyOf func(int32) *[16]byte) {
 		if c == 0 {
 			return
 		}
-		if c>>32 == tag && *keyOf(int32(c&0xffffffff)-1) == k {
+		if c>>32 == tag && *keyOf(int32(c&0xffffffff) - 1) == k {
 			break
 		}
 		pos = (pos + 1) & x.mask
