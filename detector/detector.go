@@ -5,8 +5,8 @@
 package detector
 
 import (
-	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -110,10 +110,12 @@ func (d Decision) Trigger() string {
 	if d.Key == "" {
 		scope = "in total"
 	}
+	// Concatenation, not fmt: this is written into every evidence record.
+	n := strconv.Itoa(d.Threshold)
 	if d.Distinct > 0 {
-		return fmt.Sprintf("%d or more distinct usernames %s within %s", d.Threshold, scope, FormatDuration(d.Window))
+		return n + " or more distinct usernames " + scope + " within " + FormatDuration(d.Window)
 	}
-	return fmt.Sprintf("%d or more %s events %s within %s", d.Threshold, what, scope, FormatDuration(d.Window))
+	return n + " or more " + what + " events " + scope + " within " + FormatDuration(d.Window)
 }
 
 // FormatDuration writes a duration the way operators write them in rules:
