@@ -188,6 +188,10 @@ func start(t *testing.T, name string, args ...string) *process {
 			p.cmd.Process.Kill()
 			<-exited
 		}
+		// The binaries are built with -race: a race in them fails the test.
+		if strings.Contains(p.output(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race", name)
+		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, p.output())
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sort"
@@ -19,6 +18,8 @@ import (
 	"github.com/golang/snappy"
 	"github.com/grafana/loki/pkg/push"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authguard/authguard/responder"
 )
 
 // AuditEvent is one audit line, in the contract of DESIGN.md.
@@ -165,7 +166,7 @@ func (p *LokiPusher) Run(ctx context.Context) {
 			n, err := p.flush(ctx)
 			if err != nil {
 				p.errors.Inc()
-				wait := 250*time.Millisecond<<min(attempt, 6) + rand.N(100*time.Millisecond)
+				wait := responder.Backoff(attempt, 250*time.Millisecond, 15*time.Second)
 				attempt++
 				p.opts.Log.Warn("pushing audit lines to loki failed; retrying", "err", err, "retry_in", wait)
 				select {
