@@ -21,7 +21,7 @@ import (
 // operatorFlags name who acts, for the evidence record.
 type operatorFlags struct {
 	Operator string `help:"Who is acting, for the evidence record (default: $USER)." placeholder:"NAME"`
-	Reason   string `help:"Why, for the evidence record." required:"" placeholder:"TEXT"`
+	Reason   string `help:"Why, for the evidence record." default:"(no reason given)" placeholder:"TEXT"`
 }
 
 func (o operatorFlags) who() string {
