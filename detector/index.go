@@ -15,8 +15,8 @@ import (
 type keyIndex struct {
 	s0, s1 uint64   // secret per-table seeds
 	cells  []uint64 // tag<<32 | slot+1; 0 is empty
-	mask  uint64
-	n     int
+	mask   uint64
+	n      int
 }
 
 func newKeyIndex(max int) keyIndex {
