@@ -100,16 +100,28 @@ type daemon struct {
 	close                        func()
 }
 
-func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
-	var set *rules.Set
-	if c.Rules == "" {
-		set, _ = rules.Default()
-		log.Info("using the embedded default rules", "file", rules.DefaultFile)
-	} else {
-		var err error
-		if set, err = rules.Load(c.Rules); err != nil {
-			return nil, err
-		}
+// loadRules reads a rules file, or returns the embedded defaults for "".
+func loadRules(path string) (*rules.Set, error) {
+	if path == "" {
+		set, _ := rules.Default()
+		return set, nil
+	}
+	return rules.Load(path)
+}
+
+// settings are the parts of runCmd that are parsed and validated before
+// anything is started; --check-config stops after them.
+type settings struct {
+	set        *rules.Set
+	engine     *detector.Engine
+	neverBlock []netip.Prefix
+	lokiTLS    *tls.Config
+}
+
+func (c *runCmd) settings() (*settings, error) {
+	set, err := loadRules(c.Rules)
+	if err != nil {
+		return nil, err
 	}
 	engine, err := detector.New(set.Config)
 	if err != nil {
@@ -126,6 +138,18 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return nil, err
 	}
+	return &settings{set, engine, neverBlock, tlsConf}, nil
+}
+
+func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
+	st, err := c.settings()
+	if err != nil {
+		return nil, err
+	}
+	if c.Rules == "" {
+		log.Info("using the embedded default rules", "file", rules.DefaultFile)
+	}
+	set, engine, neverBlock, tlsConf := st.set, st.engine, st.neverBlock, st.lokiTLS
 	rdb, err := c.Client()
 	if err != nil {
 		return nil, err
@@ -178,23 +202,8 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 // check validates everything build would use, without listening or
 // connecting.
 func (c *runCmd) check(e *env) error {
-	set, _ := rules.Default()
-	if c.Rules != "" {
-		var err error
-		if set, err = rules.Load(c.Rules); err != nil {
-			return err
-		}
-	}
-	if _, err := detector.New(set.Config); err != nil {
-		return fmt.Errorf("rules: %w", err)
-	}
-	if c.LokiDelayFor < 0 || c.LokiDelayFor > 5 {
-		return fmt.Errorf("--loki-delay-for %d: Loki accepts 0 to 5 seconds", c.LokiDelayFor)
-	}
-	if _, err := rules.ParsePrefixes(c.NeverBlock); err != nil {
-		return fmt.Errorf("--never-block: %w", err)
-	}
-	if _, err := c.lokiTLS(); err != nil {
+	st, err := c.settings()
+	if err != nil {
 		return err
 	}
 	rdb, err := c.Client()
@@ -208,7 +217,7 @@ func (c *runCmd) check(e *env) error {
 	if _, err := net.ResolveTCPAddr("tcp", c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
 	}
-	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s, loki %s\n", len(set.Config.Rules), c.Redacted(), orNone(c.LokiURL))
+	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s, loki %s\n", len(st.set.Config.Rules), c.Redacted(), orNone(c.LokiURL))
 	return nil
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/logfile"
 	"github.com/authguard/authguard/detector/loki"
-	"github.com/authguard/authguard/rules"
 )
 
 type replayCmd struct {
@@ -40,12 +39,9 @@ type replayDecision struct {
 // Run replays the logs through the same engine the daemon runs and prints
 // its decisions; a summary goes to stderr.
 func (c *replayCmd) Run(e *env) error {
-	set, _ := rules.Default()
-	if c.Rules != "" {
-		var err error
-		if set, err = rules.Load(c.Rules); err != nil {
-			return err
-		}
+	set, err := loadRules(c.Rules)
+	if err != nil {
+		return err
 	}
 	engine, err := detector.New(set.Config)
 	if err != nil {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -29,15 +28,6 @@ type ClientIPResolver struct {
 	// Header is HeaderXForwardedFor (the default when empty),
 	// HeaderForwarded or HeaderXRealIP, in lower case.
 	Header string
-}
-
-// Validate checks the header choice (lower case).
-func (c ClientIPResolver) Validate() error {
-	switch c.Header {
-	case "", HeaderXForwardedFor, HeaderForwarded, HeaderXRealIP:
-		return nil
-	}
-	return fmt.Errorf("client IP header %q: want %s, %s or %s", c.Header, HeaderXForwardedFor, HeaderForwarded, HeaderXRealIP)
 }
 
 // Resolve returns the client address of r; invalid when the peer address
