@@ -171,6 +171,10 @@ func retryDelay(attempt int) time.Duration {
 	return ceiling/2 + rand.N(ceiling/2)
 }
 
+// futureGrace is how far ahead of the daemon's clock a catch-up reads:
+// Loki's default creation_grace_period.
+const futureGrace = 10 * time.Minute
+
 var errTooManyTails = errors.New("loki's limit of concurrent tails per tenant is reached (max_concurrent_tail_requests); backing off")
 
 func (t *Tail) endpoint(path string, q url.Values, ws bool) (string, error) {
@@ -325,7 +329,12 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if until := time.Now().UnixNano(); from < until {
+	// The catch-up reaches past now: an entry stamped ahead of this
+	// clock (a pusher's clock runs fast; Loki accepts up to its
+	// creation_grace_period, 10m by default) and written while no tail
+	// was registered would otherwise fall between the catch-up and the
+	// tail.
+	if until := time.Now().Add(futureGrace).UnixNano(); from < until {
 		if err := t.catchUp(ctx, h, from, until, out); err != nil {
 			return err
 		}

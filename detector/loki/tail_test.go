@@ -172,7 +172,18 @@ func streamScenario(t *testing.T, opts lokitest.Options, disrupt func(srv *lokit
 	srv.Push("fake", map[string]string{"service": "audit"}, base.Add(time.Second), `{"action":"auth_failed","client_ip":"192.0.2.9","username":"end"}`)
 	<-done
 	if len(got) != perStream*streams+1 {
-		t.Fatalf("delivered %d distinct lines, want %d", len(got), perStream*streams+1)
+		var missing []string
+		for s := range streams {
+			for i := range perStream {
+				if got[fmt.Sprintf("s%d-%d", s, i)] == 0 {
+					missing = append(missing, fmt.Sprintf("s%d-%d", s, i))
+				}
+			}
+		}
+		if got["end"] == 0 {
+			missing = append(missing, "end")
+		}
+		t.Fatalf("delivered %d distinct lines, want %d; missing %v", len(got), perStream*streams+1, missing)
 	}
 	for u, n := range got {
 		if n != 1 {
