@@ -496,7 +496,11 @@ func (s *Store) List(ctx context.Context) ([]Entry, error) {
 // Tallies returns the IPs that have a login_fail:<ip> key, found with SCAN.
 func (s *Store) Tallies(ctx context.Context) ([]netip.Addr, error) {
 	var out []netip.Addr
-	iter := s.rdb.Scan(ctx, 0, s.keys.Fail+"*", 1000).Iterator()
+	node, err := s.scanNode(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scan tallies: %w", err)
+	}
+	iter := node.Scan(ctx, 0, s.keys.Fail+"*", 1000).Iterator()
 	for iter.Next(ctx) {
 		if ip, err := netip.ParseAddr(strings.TrimPrefix(iter.Val(), s.keys.Fail)); err == nil {
 			out = append(out, ip)
@@ -554,12 +558,26 @@ func (s *Store) BlockedNow(ctx context.Context, ip netip.Addr) (bool, time.Time,
 	return true, time.Now().Add(ttl), nil
 }
 
+// scanNode is where SCAN finds the store's keys. Under Redis Cluster a
+// keyless command goes to any node, but the keys' hash tag keeps them all
+// in one slot, on the master that owns it.
+func (s *Store) scanNode(ctx context.Context) (redis.Cmdable, error) {
+	if c, ok := s.rdb.(*redis.ClusterClient); ok {
+		return c.MasterForKey(ctx, s.keys.Block)
+	}
+	return s.rdb, nil
+}
+
 // Blocked returns every IP with an ip_block key and its expiry, found with
 // SCAN (never KEYS), so blocks set by hand with redis-cli are included.
 func (s *Store) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) {
 	out := map[netip.Addr]time.Time{}
 	now := time.Now()
-	iter := s.rdb.Scan(ctx, 0, s.keys.Block+"*", 1000).Iterator()
+	node, err := s.scanNode(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	iter := node.Scan(ctx, 0, s.keys.Block+"*", 1000).Iterator()
 	var batch []string
 	flush := func() error {
 		if len(batch) == 0 {

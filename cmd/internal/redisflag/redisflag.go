@@ -1,7 +1,7 @@
 // Package redisflag holds the Redis settings both authguard binaries take,
-// and turns them into a client: standalone (redis:// or rediss://) or
-// through Sentinel, with an ACL user, a password from a file and TLS with a
-// custom CA.
+// and turns them into a client: standalone (redis:// or rediss://), through
+// Sentinel, or Redis Cluster, with an ACL user, a password from a file and
+// TLS with a custom CA.
 package redisflag
 
 import (
@@ -22,14 +22,37 @@ type Flags struct {
 	RedisURL            string   `help:"Redis URL (redis:// or rediss://); with Sentinel only its database, user and TLS choice are used." default:"redis://127.0.0.1:6379/0" placeholder:"URL"`
 	RedisSentinelAddrs  []string `help:"Sentinel addresses; with --redis-sentinel-master the master is found through them and followed across failovers." placeholder:"HOST:PORT,..."`
 	RedisSentinelMaster string   `help:"Name of the master the Sentinels watch." placeholder:"NAME"`
+	RedisClusterAddrs   []string `help:"Redis Cluster seed nodes; every key then carries the hash tag of --redis-key-prefix (default {authguard}) so a block's keys share one slot." placeholder:"HOST:PORT,..."`
 	RedisUsername       string   `help:"Redis ACL user." placeholder:"USER"`
 	RedisPasswordFile   string   `help:"File holding the Redis password (never logged)." placeholder:"FILE"`
 	RedisTLSCAFile      string   `name:"redis-tls-ca-file" help:"CA bundle to verify Redis's TLS certificate (implies TLS)." placeholder:"FILE"`
-	RedisKeyPrefix      string   `help:"Prefix put before every Redis key and channel." placeholder:"PREFIX"`
+	RedisKeyPrefix      string   `help:"Prefix put before every Redis key and channel; with Redis Cluster it must hold a hash tag such as {authguard}." placeholder:"PREFIX"`
 }
 
+// ClusterKeyPrefix is the key prefix under Redis Cluster when none is set:
+// its hash tag puts every authguard key in one slot, which a block's
+// one-round-trip script needs.
+const ClusterKeyPrefix = "{authguard}"
+
 // Keys returns the key schema with the configured prefix.
-func (f *Flags) Keys() redisblock.Keys { return redisblock.DefaultKeys.WithPrefix(f.RedisKeyPrefix) }
+func (f *Flags) Keys() redisblock.Keys {
+	prefix := f.RedisKeyPrefix
+	if prefix == "" && len(f.RedisClusterAddrs) > 0 {
+		prefix = ClusterKeyPrefix
+	}
+	return redisblock.DefaultKeys.WithPrefix(prefix)
+}
+
+// hasHashTag reports whether Redis Cluster would hash only part of a key
+// that starts with prefix: a non-empty {...}.
+func hasHashTag(prefix string) bool {
+	i := strings.IndexByte(prefix, '{')
+	if i < 0 {
+		return false
+	}
+	j := strings.IndexByte(prefix[i+1:], '}')
+	return j > 0
+}
 
 // Client builds the client the flags describe.
 func (f *Flags) Client() (redis.UniversalClient, error) {
@@ -62,6 +85,14 @@ func (f *Flags) Client() (redis.UniversalClient, error) {
 		opt.TLSConfig.RootCAs = pool
 	}
 	switch {
+	case len(f.RedisClusterAddrs) > 0 && len(f.RedisSentinelAddrs) > 0:
+		return nil, errors.New("--redis-cluster-addrs and --redis-sentinel-addrs exclude each other")
+	case len(f.RedisClusterAddrs) > 0 && f.RedisKeyPrefix != "" && !hasHashTag(f.RedisKeyPrefix):
+		return nil, fmt.Errorf("--redis-key-prefix %q has no hash tag: under Redis Cluster a block's keys must share one slot; use e.g. %q", f.RedisKeyPrefix, "{"+strings.TrimSuffix(f.RedisKeyPrefix, ":")+"}")
+	case len(f.RedisClusterAddrs) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: f.RedisClusterAddrs, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig,
+		}), nil
 	case len(f.RedisSentinelAddrs) > 0 && f.RedisSentinelMaster == "":
 		return nil, errors.New("--redis-sentinel-addrs needs --redis-sentinel-master")
 	case len(f.RedisSentinelAddrs) > 0:
@@ -75,6 +106,9 @@ func (f *Flags) Client() (redis.UniversalClient, error) {
 
 // Redacted describes the target for logs, without secrets.
 func (f *Flags) Redacted() string {
+	if len(f.RedisClusterAddrs) > 0 {
+		return "cluster via " + strings.Join(f.RedisClusterAddrs, ",")
+	}
 	if len(f.RedisSentinelAddrs) > 0 {
 		return fmt.Sprintf("sentinel master %q via %s", f.RedisSentinelMaster, strings.Join(f.RedisSentinelAddrs, ","))
 	}
