@@ -103,6 +103,7 @@ func (s *Store) Keys() Keys { return s.keys }
 // Returns code and incident per block: 0 written, 1 already written, 2 cleared.
 var blockScript = redis.NewScript(`
 local out = {}
+local index = {}
 local n = (#KEYS - 2) / 4
 for j = 0, n - 1 do
   local kb, kf, meta, ko = KEYS[3 + 4*j], KEYS[4 + 4*j], KEYS[5 + 4*j], KEYS[6 + 4*j]
@@ -121,7 +122,7 @@ for j = 0, n - 1 do
     if manual ~= '1' then
       redis.call('SET', kf, count, 'PX', ttl)
     end
-    redis.call('ZADD', KEYS[1], expires, ip)
+    index[#index+1] = expires; index[#index+1] = ip
     redis.call('HSET', meta, 'request', id, 'incident', incident, 'rule', ARGV[a+10], 'severity', ARGV[a+11],
       'count', count, 'expires_at', ARGV[a+12], 'reason', ARGV[a+13])
     redis.call('PEXPIRE', meta, ttl)
@@ -131,6 +132,9 @@ for j = 0, n - 1 do
     redis.call('PUBLISH', ARGV[1], event)
     out[#out+1] = 0; out[#out+1] = incident
   end
+end
+if #index > 0 then
+  redis.call('ZADD', KEYS[1], unpack(index))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 return out
