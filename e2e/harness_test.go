@@ -293,17 +293,23 @@ func (l lokiTarget) entries(t *testing.T, selector string) []lokiEntry {
 
 // slackPosts is a slacktest server that records chat.postMessage calls.
 type slackPosts struct {
-	srv   *slacktest.Server
-	posts chan url.Values
+	srv     *slacktest.Server
+	posts   chan url.Values
+	updates chan url.Values
 }
 
 func newSlack(t *testing.T) *slackPosts {
-	s := &slackPosts{posts: make(chan url.Values, 100)}
+	s := &slackPosts{posts: make(chan url.Values, 100), updates: make(chan url.Values, 100)}
 	s.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
 		c.Handle("/chat.postMessage", func(w http.ResponseWriter, r *http.Request) {
 			r.ParseForm()
 			s.posts <- r.PostForm
 			json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": r.PostForm.Get("channel"), "ts": strconv.FormatInt(time.Now().UnixNano(), 10)})
+		})
+		c.Handle("/chat.update", func(w http.ResponseWriter, r *http.Request) {
+			r.ParseForm()
+			s.updates <- r.PostForm
+			json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": r.PostForm.Get("channel"), "ts": r.PostForm.Get("ts")})
 		})
 	})
 	s.srv.Start()
@@ -522,6 +528,30 @@ func (s *stack) awaitEvents(n float64) {
 	eventually(s.t, 15*time.Second, fmt.Sprintf("the daemon to process %v events", n), func() bool {
 		return s.metric("authguard_events_processed_total") >= n
 	})
+}
+
+// expectCleanSlate checks the runbook's clean slate for ip after an
+// unblock (how is named in the messages): it is let through, four failed
+// logins are all answered 401 without a block, and the fifth blocks it again
+// with login_fail at 5.
+func (s *stack) expectCleanSlate(ip, how string) {
+	s.t.Helper()
+	s.awaitAllowed(ip)
+	before := s.metric("authguard_events_processed_total")
+	for i := range 4 {
+		if a := s.login(ip, "guess"); a.status != http.StatusUnauthorized {
+			s.t.Fatalf("fresh attempt %d after %s: %d", i+1, how, a.status)
+		}
+	}
+	s.awaitEvents(before + 4)
+	if a := s.request(ip, "GET", "/health", ""); a.status != http.StatusOK {
+		s.t.Fatalf("blocked again within four fresh attempts after %s: %d", how, a.status)
+	}
+	s.login(ip, "guess")
+	s.awaitBlocked(ip)
+	if v, _ := s.rdb.Get(context.Background(), "login_fail:"+ip).Result(); v != "5" {
+		s.t.Errorf("login_fail = %q after %s and five failures, want 5", v, how)
+	}
 }
 
 func (s *stack) exists(key string) bool {

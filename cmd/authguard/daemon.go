@@ -53,10 +53,17 @@ type runCmd struct {
 	NeverBlock      []string `help:"CIDRs never blocked whatever the rules say (e.g. the gateways' own proxies)." placeholder:"CIDR,..."`
 	EvidenceMaxLen  int64    `help:"Approximate length bound of the evidence stream in Redis." default:"100000"`
 
-	SlackTokenFile      string `help:"File holding the Slack bot token (bot-token mode)." placeholder:"FILE"`
-	SlackChannel        string `help:"Slack channel for incident pages (bot-token mode)." placeholder:"CHANNEL"`
-	SlackWebhookURLFile string `help:"File holding a Slack incoming-webhook URL (fallback mode)." placeholder:"FILE"`
-	SlackAPIURL         string `name:"slack-api-url" help:"Slack API base URL (for testing)." hidden:""`
+	SlackTokenFile         string            `help:"File holding the Slack bot token (bot-token mode)." placeholder:"FILE"`
+	SlackChannel           string            `help:"Slack channel for incident pages (bot-token mode)." placeholder:"CHANNEL"`
+	SlackWebhookURLFile    string            `help:"File holding a Slack incoming-webhook URL (fallback mode)." placeholder:"FILE"`
+	SlackAPIURL            string            `name:"slack-api-url" help:"Slack API base URL (for testing)." hidden:""`
+	SlackRoute             map[string]string `help:"Channel per severity (bot-token mode); others go to --slack-channel." placeholder:"P1=#incidents;P3=#security-log"`
+	SlackMention           map[string]string `help:"Text put before new pages of a severity." default:"P1=<!here>" placeholder:"SEV=TEXT;..."`
+	SlackCoalesce          time.Duration     `help:"How long pages wait for others; 3 or more new incidents of one rule in that time become one summary (0: no waiting)." default:"2s"`
+	SlackMaskUsernames     bool              `help:"Hide usernames in the log lines shown on pages."`
+	SlackSigningSecretFile string            `help:"File holding the Slack app's signing secret: adds Unblock and Extend buttons, served on POST /slack/interactions at --listen." placeholder:"FILE"`
+	GrafanaURL             string            `help:"Grafana base URL: pages link each incident's lines in Explore." placeholder:"URL"`
+	GrafanaLokiDatasource  string            `help:"UID of the Loki data source in Grafana, for the Explore link." placeholder:"UID"`
 
 	Listen       string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
 	MaxLineBytes int    `help:"Longest log line read; longer lines are counted and skipped." default:"16384"`
@@ -97,6 +104,8 @@ type daemon struct {
 	evictedBefore                uint64              // evictions of engines replaced by reloads
 	events                       chan detector.Event // from the tail and the push receiver
 	receiver                     *loki.Receiver
+	notifier                     *slack.Notifier
+	signingSecret                string
 	close                        func()
 }
 
@@ -155,19 +164,26 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		return nil, err
 	}
 	store := redisblock.New(rdb, c.Keys(), redisblock.Options{EvidenceMaxLen: c.EvidenceMaxLen})
-	notifier, err := c.notifier(stdout)
+	reg := prometheus.NewRegistry()
+	notifier, err := c.notifier(stdout, log, reg)
 	if err != nil {
 		rdb.Close()
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg)}
+	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg), notifier: notifier}
+	if c.SlackSigningSecretFile != "" {
+		if d.signingSecret, err = readSecret(c.SlackSigningSecretFile); err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
+	}
 	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
 	// The engine belongs to the detect loop; it publishes its counters here
 	// every second for scrapes to read.
@@ -211,8 +227,13 @@ func (c *runCmd) check(e *env) error {
 		return err
 	}
 	rdb.Close()
-	if _, err := c.notifier(io.Discard); err != nil {
+	if _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err != nil {
 		return err
+	}
+	if c.SlackSigningSecretFile != "" {
+		if _, err := readSecret(c.SlackSigningSecretFile); err != nil {
+			return err
+		}
 	}
 	if _, err := net.ResolveTCPAddr("tcp", c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
@@ -253,8 +274,16 @@ func (c *runCmd) lokiTLS() (*tls.Config, error) {
 	return conf, nil
 }
 
-func (c *runCmd) notifier(stdout io.Writer) (responder.Notifier, error) {
-	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout}
+func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer) (*slack.Notifier, error) {
+	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout,
+		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
+		Buttons: c.SlackSigningSecretFile != "", Log: log, Registry: reg}
+	if opts.Coalesce <= 0 {
+		opts.Coalesce = -1 // the flag's 0 is the notifier's "no waiting"
+	}
+	if c.GrafanaURL != "" {
+		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}
+	}
 	var err error
 	if c.SlackTokenFile != "" {
 		if opts.Token, err = readSecret(c.SlackTokenFile); err != nil {
@@ -267,6 +296,30 @@ func (c *runCmd) notifier(stdout io.Writer) (responder.Notifier, error) {
 		}
 	}
 	return slack.New(opts)
+}
+
+// streamSelector is the {...} part of a LogQL query.
+func streamSelector(query string) string {
+	if i := strings.IndexByte(query, '}'); strings.HasPrefix(strings.TrimSpace(query), "{") && i > 0 {
+		return strings.TrimSpace(query[:i+1])
+	}
+	return `{service="audit"}`
+}
+
+// storeOperator carries out Slack's buttons on the Redis store. An unblock
+// publishes its event, which resets the detector like the runbook's DEL of
+// both keys.
+type storeOperator struct{ store *redisblock.Store }
+
+func (o storeOperator) Unblock(ctx context.Context, ip netip.Addr, operator, reason string) error {
+	_, err := o.store.Unblock(ctx, ip, operator, reason, time.Now())
+	return err
+}
+
+func (o storeOperator) Extend(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string) (time.Time, error) {
+	now := time.Now()
+	_, err := o.store.Manual(ctx, ip, ttl, operator, reason, now)
+	return now.Add(ttl), err
 }
 
 func readSecret(path string) (string, error) {
@@ -291,6 +344,9 @@ func (d *daemon) run(ctx context.Context) error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.Handle("POST /loki/api/v1/push", d.receiver)
 	mux.Handle("POST /-/reload", d.reloader.handler(ctx, d))
+	if d.signingSecret != "" {
+		mux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store}))
+	}
 	go d.reloader.run(ctx, d)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if d.tail != nil && !d.tail.Connected() {
@@ -303,6 +359,12 @@ func (d *daemon) run(ctx context.Context) error {
 	go srv.Serve(d.listener)
 	defer srv.Close()
 
+	// Slack outlives the responder by a little: the pages of the decisions
+	// the responder still writes at shutdown are sent too.
+	slackCtx, stopSlack := context.WithCancel(context.Background())
+	defer stopSlack()
+	slackDone := make(chan struct{})
+	go func() { d.notifier.Run(slackCtx); close(slackDone) }()
 	waitResp := d.resp.Start(ctx)
 	events := d.events
 	tailDone := make(chan struct{})
@@ -329,6 +391,8 @@ func (d *daemon) run(ctx context.Context) error {
 	cancel()
 	<-tailDone
 	waitResp()
+	stopSlack()
+	<-slackDone
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}

@@ -1,7 +1,15 @@
-// Package slack pages the on-call team about authguard's actions: a Slack
-// message per incident through the Web API (bot token) or an incoming
-// webhook, coloured by severity; without either, the page is written to a
-// terminal so that a demo or a dry run shows what Slack would get.
+// Package slack pages the on-call team about authguard's incidents. In
+// bot-token mode each incident is one message (chat.postMessage), updated in
+// place as it escalates (chat.update), with thread replies for escalations,
+// unblocks and extensions, and Unblock / Extend buttons served by
+// Interactions. Bursts of incidents of one rule are coalesced into one
+// summary. An incoming webhook is the fallback (every page a new post);
+// with neither, pages are written to a terminal so that a demo or a dry run
+// shows what Slack would get.
+//
+// Pages travel a small pipeline: a bounded queue, a coalescing window,
+// then sends that honour Slack's Retry-After and retry server errors with
+// backoff. Slack being slow or down never holds up detection or blocking.
 package slack
 
 import (
@@ -9,13 +17,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/slack-go/slack"
 
-	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
 )
 
@@ -29,18 +40,125 @@ type Options struct {
 	APIURL string
 	// Terminal receives pages when no Slack destination is configured.
 	Terminal io.Writer
+
+	// Routes sends pages of a severity ("P1") to another channel than
+	// Channel (bot-token mode).
+	Routes map[string]string
+	// Mentions puts text such as "<!here>" before new pages of a severity.
+	Mentions map[string]string
+	// Coalesce is how long pages wait for others to join them (default 2s;
+	// negative: no waiting). CoalesceMin or more new incidents of one rule
+	// in one window (default 3) become one summary, which later incidents
+	// of the rule join while it was updated within StormHold (default 1m).
+	Coalesce    time.Duration
+	CoalesceMin int
+	StormHold   time.Duration
+	// Queue bounds the pages waiting to be sent (default 1000); beyond it
+	// pages are dropped, counted and logged.
+	Queue int
+	// Buttons adds Unblock and Extend buttons to pages about blocks; set it
+	// when Interactions is served.
+	Buttons bool
+	// MaskUsernames hides usernames in the sample lines.
+	MaskUsernames bool
+	// Explore links each incident's lines in Grafana Explore.
+	Explore *Explore
+	// RetryBase and RetryMax bound the backoff between failed sends
+	// (defaults 1s and 1m); a 429's Retry-After wins over them.
+	RetryBase, RetryMax time.Duration
+	// Remember bounds the incidents whose messages are kept for updates
+	// (default 10,000; the oldest are forgotten first).
+	Remember int
+
+	Log      *slog.Logger
+	Registry prometheus.Registerer
 }
 
-// Notifier sends pages.
+// Notifier sends pages. Notify queues; Run sends.
 type Notifier struct {
-	opts Options
-	api  *slack.Client
-	mu   sync.Mutex // serialises terminal output
+	opts    Options
+	api     *slack.Client
+	jobs    chan job
+	metrics metrics
+	termMu  sync.Mutex // serialises terminal output
+
+	mu        sync.Mutex // guards what follows: Run and Interactions share it
+	incidents map[string]*incident
+	order     []string // incident keys, oldest first, to bound incidents
+	byTS      map[string]*incident
+	storms    map[string]*storm // open burst summary per rule
+}
+
+// incident is one incident's message.
+type incident struct {
+	key         string
+	channel, ts string // where its message is; ts is "" in webhook mode
+	summary     bool   // the message is a burst summary, not its own
+	action      responder.Action
+	samples     []string
+	status      string
+}
+
+// storm is a burst of one rule's incidents paged as one summary.
+type storm struct {
+	channel, ts string
+	first, last time.Time // first incident start, last update
+	keys        map[string]responder.Action
+	blocked     int
+	severity    string
+}
+
+type job struct {
+	action *responder.Action
+	button *buttonOutcome
+}
+
+// buttonOutcome is what a button did, to show on its message.
+type buttonOutcome struct {
+	channel, ts string
+	status      string
+	unblocked   bool
+}
+
+type metrics struct {
+	sent        *prometheus.CounterVec
+	retries     prometheus.Counter
+	rateLimited prometheus.Counter
+	failed      prometheus.Counter
+	dropped     prometheus.Counter
+	coalesced   prometheus.Counter
+	queued      prometheus.GaugeFunc
+	interaction *prometheus.CounterVec
 }
 
 // New returns a notifier, or an error when the options are inconsistent.
 func New(opts Options) (*Notifier, error) {
-	n := &Notifier{opts: opts}
+	if opts.Coalesce == 0 {
+		opts.Coalesce = 2 * time.Second
+	}
+	if opts.CoalesceMin <= 0 {
+		opts.CoalesceMin = 3
+	}
+	if opts.StormHold <= 0 {
+		opts.StormHold = time.Minute
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = 1000
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = time.Second
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = time.Minute
+	}
+	if opts.Remember <= 0 {
+		opts.Remember = 10_000
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	n := &Notifier{opts: opts, jobs: make(chan job, opts.Queue),
+		incidents: map[string]*incident{}, byTS: map[string]*incident{}, storms: map[string]*storm{}}
 	switch {
 	case opts.Token != "":
 		if opts.Channel == "" {
@@ -55,147 +173,453 @@ func New(opts Options) (*Notifier, error) {
 	case opts.Terminal == nil:
 		return nil, errors.New("slack: no token, webhook or terminal to page")
 	}
+	n.metrics = metrics{
+		sent:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_slack_messages_total", Help: "Slack calls that succeeded, by kind (post, update, reply, summary)."}, []string{"kind"}),
+		retries:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_slack_retries_total", Help: "Slack calls retried after a rate limit, a server error or a network error."}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_slack_rate_limited_total", Help: "Slack calls answered 429 (Retry-After honoured)."}),
+		failed:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_slack_failed_total", Help: "Slack calls given up on: Slack refused them for good (bad token, unknown channel) or shutdown came first."}),
+		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_slack_dropped_total", Help: "Pages dropped because the Slack queue was full."}),
+		coalesced:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_slack_coalesced_total", Help: "Incidents paged as part of a burst summary instead of a message of their own."}),
+		queued:      prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_slack_queue_length", Help: "Pages waiting to be sent to Slack."}, func() float64 { return float64(len(n.jobs)) }),
+		interaction: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_slack_interactions_total", Help: "Slack button presses, by action and outcome."}, []string{"action", "outcome"}),
+	}
+	for _, k := range []string{"post", "update", "reply", "summary"} {
+		n.metrics.sent.WithLabelValues(k)
+	}
+	if opts.Registry != nil {
+		m := n.metrics
+		opts.Registry.MustRegister(m.sent, m.retries, m.rateLimited, m.failed, m.dropped, m.coalesced, m.queued, m.interaction)
+	}
 	return n, nil
 }
 
-// rateLimited carries Slack's Retry-After to the responder's retry loop.
-type rateLimited struct{ err *slack.RateLimitedError }
-
-func (r rateLimited) Error() string             { return r.err.Error() }
-func (r rateLimited) RetryAfter() time.Duration { return r.err.RetryAfter }
-
-// Notify sends one page.
+// Notify queues a page; it never waits for Slack. Without a Slack
+// destination the page is written to the terminal at once.
 func (n *Notifier) Notify(ctx context.Context, a responder.Action) error {
-	m := Render(a)
-	var err error
-	switch {
-	case n.api != nil:
-		_, _, err = n.api.PostMessageContext(ctx, n.opts.Channel,
-			slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
-	case n.opts.WebhookURL != "":
-		err = slack.PostWebhookContext(ctx, n.opts.WebhookURL, &slack.WebhookMessage{Text: m.Text, Attachments: []slack.Attachment{m.Attachment}})
+	if n.api == nil && n.opts.WebhookURL == "" {
+		n.termMu.Lock()
+		defer n.termMu.Unlock()
+		_, err := io.WriteString(n.opts.Terminal, Render(a, Page{Samples: samples(nil, a.Decision.Sample), MaskUsernames: n.opts.MaskUsernames}).Terminal())
+		return err
+	}
+	select {
+	case n.jobs <- job{action: &a}:
 	default:
-		n.mu.Lock()
-		_, err = io.WriteString(n.opts.Terminal, m.Terminal())
-		n.mu.Unlock()
-	}
-	var rl *slack.RateLimitedError
-	if errors.As(err, &rl) {
-		return rateLimited{rl}
-	}
-	if err != nil {
-		return fmt.Errorf("slack: %w", err)
+		n.metrics.dropped.Inc()
+		n.opts.Log.Error("slack queue full: page dropped", "rule", a.Decision.Rule, "key", a.Decision.Key, "severity", a.Decision.Severity)
 	}
 	return nil
 }
 
-// Message is a rendered page.
-type Message struct {
-	// Text is the notification text: it names severity, rule, IP, count and
-	// expiry, so the page says what happened even where attachments are not shown.
-	Text       string
-	Attachment slack.Attachment
-	title      string
-	fields     [][2]string
-}
+// shutdownGrace bounds how long queued pages are still sent after Run's
+// context ends.
+const shutdownGrace = 5 * time.Second
 
-// Colour by severity: P1 red, P2 amber, anything else neutral grey.
-func colour(sev string) string {
-	switch sev {
-	case "P1":
-		return "danger"
-	case "P2":
-		return "warning"
+// Run sends queued pages until ctx ends, then sends what is still queued
+// within a short grace. It returns at once when there is no Slack
+// destination (Notify writes to the terminal itself).
+func (n *Notifier) Run(ctx context.Context) {
+	if n.api == nil && n.opts.WebhookURL == "" {
+		return
 	}
-	return "#9e9e9e"
-}
-
-const utc = "2006-01-02 15:04:05 UTC"
-
-// Render builds the page for an action.
-func Render(a responder.Action) Message {
-	d := a.Decision
-	kind := humanize(d.Rule)
-	title := fmt.Sprintf("%s — %s", d.Severity, kind)
-	if d.Escalation {
-		title = fmt.Sprintf("%s — %s (escalated)", d.Severity, kind)
-	}
-	who := d.Key
-	if who == "" {
-		who = "all clients"
-	}
-	action := "alert only"
-	switch {
-	case a.Blocked:
-		action = fmt.Sprintf("blocked for %s, until %s", detector.FormatDuration(d.TTL), a.Expires.UTC().Format(utc))
-		if d.Offence > 1 {
-			action += fmt.Sprintf(" (offence %d, escalated)", d.Offence)
+	for {
+		var batch []job
+		select {
+		case <-ctx.Done():
+			n.drain()
+			return
+		case j := <-n.jobs:
+			batch = append(batch, j)
 		}
-	case a.What == "dry-run":
-		action = fmt.Sprintf("DRY RUN: would block for %s", detector.FormatDuration(d.TTL))
-	case a.What == "refused":
-		action = "not blocked: the address is in --never-block"
+		// A button's outcome is shown at once; pages wait for others to
+		// join them.
+		if batch[0].action != nil && n.opts.Coalesce > 0 {
+			t := time.NewTimer(n.opts.Coalesce)
+		collect:
+			for {
+				select {
+				case j := <-n.jobs:
+					batch = append(batch, j)
+				case <-t.C:
+					break collect
+				case <-ctx.Done():
+					t.Stop()
+					break collect
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			batch = append(batch, n.take()...)
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			n.send(ctx, batch)
+			cancel()
+			return
+		}
+		n.send(ctx, batch)
 	}
-	fields := [][2]string{
-		{"IP", who},
-		{"Rule", d.Rule},
-		{"Failed attempts", fmt.Sprintf("%d (%.1f/min)", d.Count, d.RatePerMinute)},
+}
+
+func (n *Notifier) take() []job {
+	var out []job
+	for {
+		select {
+		case j := <-n.jobs:
+			out = append(out, j)
+		default:
+			return out
+		}
 	}
-	if d.Distinct > 0 {
-		fields = append(fields, [2]string{"Distinct usernames", fmt.Sprint(d.Distinct)})
+}
+
+func (n *Notifier) drain() {
+	batch := n.take()
+	if len(batch) == 0 {
+		return
 	}
-	fields = append(fields, [][2]string{
-		{"Trigger", d.Trigger()},
-		{"First seen", d.FirstSeen.UTC().Format(utc)},
-		{"Last seen", d.LastSeen.UTC().Format(utc)},
-		{"Action", action},
-	}...)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	n.send(ctx, batch)
+}
+
+// incidentKey identifies an incident across its pages: the incident the
+// store keeps, or else the rule, the key and when the incident began (an
+// incident that closes and opens again later is another one).
+func incidentKey(a responder.Action) string {
 	if a.Incident != "" {
-		fields = append(fields, [2]string{"Incident", a.Incident + " (authguard incidents show " + a.Incident + ")"})
+		return a.Incident
 	}
-	m := Message{title: title, fields: fields}
-	m.Text = fmt.Sprintf("%s: %s from %s, %d failed attempts; %s", title, d.Rule, who, d.Count, action)
-	var sf []*slack.TextBlockObject
-	var af []slack.AttachmentField
-	for _, f := range fields {
-		sf = append(sf, slack.NewTextBlockObject(slack.MarkdownType, fmt.Sprintf("*%s*\n%s", f[0], f[1]), false, false))
-		af = append(af, slack.AttachmentField{Title: f[0], Value: f[1], Short: f[0] != "Trigger" && f[0] != "Action" && f[0] != "Incident"})
-	}
-	blocks := []slack.Block{
-		slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, title, false, false)),
-		slack.NewSectionBlock(nil, sf, nil),
-	}
-	if d.Sample != "" {
-		blocks = append(blocks, slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, "```"+truncate(d.Sample, 500)+"```", false, false)))
-	}
-	m.Attachment = slack.Attachment{Color: colour(d.Severity), Fallback: m.Text, Fields: af, Blocks: slack.Blocks{BlockSet: blocks}}
-	return m
+	return a.Decision.Rule + "|" + a.Decision.Key + "|" + strconv.FormatInt(a.Decision.FirstSeen.UnixNano(), 10)
 }
 
-// Terminal renders the page as text for a terminal.
-func (m Message) Terminal() string {
-	var b strings.Builder
-	line := strings.Repeat("─", 64)
-	fmt.Fprintf(&b, "┌%s\n│ 🚨 %s\n├%s\n", line, m.title, line)
-	for _, f := range m.fields {
-		fmt.Fprintf(&b, "│ %-16s %s\n", f[0]+":", f[1])
+func (n *Notifier) channelFor(severity string) string {
+	if c, ok := n.opts.Routes[severity]; ok && c != "" {
+		return c
 	}
-	fmt.Fprintf(&b, "└%s\n", line)
-	return b.String()
+	return n.opts.Channel
 }
 
-func humanize(rule string) string {
-	s := strings.ReplaceAll(rule, "-", " ")
-	s = strings.ReplaceAll(s, "_", " ")
-	if s == "" {
-		return s
+// send carries out one batch in order: button outcomes, pages about known
+// incidents (update and thread reply), new incidents (a message each, or a
+// burst summary), then the summaries.
+func (n *Notifier) send(ctx context.Context, batch []job) {
+	now := time.Now()
+	fresh := map[string]int{} // new incidents per rule in this batch
+	for _, j := range batch {
+		if a := j.action; a != nil && n.lookup(incidentKey(*a)) == nil {
+			fresh[a.Decision.Rule]++
+		}
 	}
-	return strings.ToUpper(s[:1]) + s[1:]
+	touched := map[string]bool{}
+	for _, j := range batch {
+		if j.button != nil {
+			n.showButton(ctx, j.button)
+			continue
+		}
+		a := *j.action
+		rule := a.Decision.Rule
+		if inc := n.lookup(incidentKey(a)); inc != nil {
+			n.follow(ctx, inc, a)
+			continue
+		}
+		n.mu.Lock()
+		st := n.storms[rule]
+		open := st != nil && now.Sub(st.last) < n.opts.StormHold
+		n.mu.Unlock()
+		if a.Decision.Key != "" && (open || fresh[rule] >= n.opts.CoalesceMin) {
+			n.join(rule, a, now)
+			touched[rule] = true
+			continue
+		}
+		n.page(ctx, a)
+	}
+	rules := make([]string, 0, len(touched))
+	for r := range touched {
+		rules = append(rules, r)
+	}
+	sort.Strings(rules)
+	for _, r := range rules {
+		n.postSummary(ctx, r, now)
+	}
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+func (n *Notifier) lookup(key string) *incident {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.incidents[key]
+}
+
+// remember records an incident's message, forgetting the oldest beyond the
+// bound.
+func (n *Notifier) remember(inc *incident) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.incidents[inc.key]; !ok {
+		n.order = append(n.order, inc.key)
 	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
+	n.incidents[inc.key] = inc
+	if inc.ts != "" && !inc.summary {
+		n.byTS[inc.channel+"/"+inc.ts] = inc
+	}
+	for len(n.order) > n.opts.Remember {
+		old := n.incidents[n.order[0]]
+		delete(n.incidents, n.order[0])
+		if old != nil {
+			delete(n.byTS, old.channel+"/"+old.ts)
+		}
+		n.order = n.order[1:]
+	}
+}
+
+func samples(prev []string, line string) []string {
+	if line == "" {
+		return prev
+	}
+	out := append(append([]string(nil), prev...), line)
+	return out[max(0, len(out)-3):]
+}
+
+func (n *Notifier) pageOf(inc *incident) Page {
+	return Page{Samples: inc.samples, Status: inc.status, Buttons: n.opts.Buttons && inc.status == "",
+		MaskUsernames: n.opts.MaskUsernames, Explore: n.opts.Explore}
+}
+
+// page posts a new incident's message.
+func (n *Notifier) page(ctx context.Context, a responder.Action) {
+	inc := &incident{key: incidentKey(a), action: a, samples: samples(nil, a.Decision.Sample)}
+	m := Render(a, n.pageOf(inc))
+	channel := n.channelFor(a.Decision.Severity)
+	text := m.Text
+	if mention := n.opts.Mentions[a.Decision.Severity]; mention != "" {
+		text = mention + " " + text
+	}
+	ch, ts, err := n.post(ctx, channel, text, m, "")
+	if err != nil {
+		n.giveUp(err, a)
+		return
+	}
+	n.metrics.sent.WithLabelValues("post").Inc()
+	inc.channel, inc.ts = ch, ts
+	n.remember(inc)
+}
+
+// follow shows a later page about a known incident: its message updated in
+// place and a thread reply; in webhook mode, a new post.
+func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action) {
+	if inc.ts == "" {
+		n.page(ctx, a)
+		return
+	}
+	prev := inc.action.Decision.Severity
+	n.mu.Lock()
+	if !inc.summary {
+		inc.action = a
+		inc.samples = samples(inc.samples, a.Decision.Sample)
+	}
+	n.mu.Unlock()
+	if !inc.summary {
+		m := Render(a, n.pageOf(inc))
+		if err := n.retry(ctx, func() error {
+			_, _, _, err := n.api.UpdateMessageContext(ctx, inc.channel, inc.ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
+			return err
+		}); err != nil {
+			n.giveUp(err, a)
+			return
+		}
+		n.metrics.sent.WithLabelValues("update").Inc()
+	}
+	d := a.Decision
+	reply := fmt.Sprintf("%s: %s, %d failed attempts (%.1f/min); %s", d.Severity, IncidentType(d), d.Count, d.RatePerMinute, actionText(a))
+	if d.Escalation {
+		reply = fmt.Sprintf("Escalated %s → %s: %d failed attempts, %.1f/min", prev, d.Severity, d.Count, d.RatePerMinute)
+		if inc.summary {
+			reply = fmt.Sprintf("`%s` escalated to %s: %d failed attempts, %.1f/min", d.Key, d.Severity, d.Count, d.RatePerMinute)
+		}
+	}
+	if _, _, err := n.post(ctx, inc.channel, reply, Message{}, inc.ts); err != nil {
+		n.giveUp(err, a)
+		return
+	}
+	n.metrics.sent.WithLabelValues("reply").Inc()
+	// An escalation into a severity routed elsewhere is paged there too.
+	if to := n.channelFor(d.Severity); d.Escalation && !inc.summary && to != n.channelFor(prev) {
+		fresh := &incident{key: inc.key, action: a, samples: inc.samples}
+		m := Render(a, n.pageOf(fresh))
+		text := m.Text
+		if mention := n.opts.Mentions[d.Severity]; mention != "" {
+			text = mention + " " + text
+		}
+		ch, ts, err := n.post(ctx, to, text, m, "")
+		if err != nil {
+			n.giveUp(err, a)
+			return
+		}
+		n.metrics.sent.WithLabelValues("post").Inc()
+		fresh.channel, fresh.ts = ch, ts
+		n.remember(fresh)
+	}
+}
+
+// join adds a new incident to its rule's burst.
+func (n *Notifier) join(rule string, a responder.Action, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.storms[rule]
+	if st == nil || now.Sub(st.last) >= n.opts.StormHold {
+		st = &storm{first: a.Decision.FirstSeen, keys: map[string]responder.Action{}}
+		n.storms[rule] = st
+	}
+	if _, ok := st.keys[a.Decision.Key]; !ok && a.Blocked {
+		st.blocked++
+	}
+	st.keys[a.Decision.Key] = a
+	if a.Decision.FirstSeen.Before(st.first) {
+		st.first = a.Decision.FirstSeen
+	}
+	if rank(a.Decision.Severity) < rank(st.severity) {
+		st.severity = a.Decision.Severity
+	}
+	st.last = now
+	n.metrics.coalesced.Inc()
+}
+
+// rank orders severities, P1 first; unknown ones last.
+func rank(sev string) int {
+	if len(sev) == 2 && sev[0] == 'P' && sev[1] >= '1' && sev[1] <= '9' {
+		return int(sev[1] - '0')
+	}
+	return 100
+}
+
+// postSummary posts a burst's summary, or updates the one already posted.
+func (n *Notifier) postSummary(ctx context.Context, rule string, now time.Time) {
+	n.mu.Lock()
+	st := n.storms[rule]
+	s := Summary{Rule: rule, Severity: st.severity, Keys: len(st.keys), Blocked: st.blocked}
+	var latest time.Time
+	for _, a := range st.keys {
+		s.Top = append(s.Top, a)
+		latest = maxTime(latest, a.Decision.LastSeen)
+	}
+	s.Span = latest.Sub(st.first)
+	sort.Slice(s.Top, func(i, j int) bool {
+		if s.Top[i].Decision.Count != s.Top[j].Decision.Count {
+			return s.Top[i].Decision.Count > s.Top[j].Decision.Count
+		}
+		return s.Top[i].Decision.Key < s.Top[j].Decision.Key
+	})
+	s.Top = s.Top[:min(len(s.Top), 10)]
+	channel, ts := st.channel, st.ts
+	n.mu.Unlock()
+	m := RenderSummary(s)
+	if ts == "" || n.api == nil {
+		text := m.Text
+		if mention := n.opts.Mentions[s.Severity]; mention != "" {
+			text = mention + " " + text
+		}
+		ch, newTS, err := n.post(ctx, n.channelFor(s.Severity), text, m, "")
+		if err != nil {
+			n.giveUp(err, responder.Action{})
+			return
+		}
+		channel, ts = ch, newTS
+	} else if err := n.retry(ctx, func() error {
+		_, _, _, err := n.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
+		return err
+	}); err != nil {
+		n.giveUp(err, responder.Action{})
+		return
+	}
+	n.metrics.sent.WithLabelValues("summary").Inc()
+	n.mu.Lock()
+	st.channel, st.ts = channel, ts
+	var members []*incident
+	for _, a := range st.keys {
+		if n.incidents[incidentKey(a)] == nil {
+			members = append(members, &incident{key: incidentKey(a), channel: channel, ts: ts, summary: true, action: a})
+		}
+	}
+	n.mu.Unlock()
+	for _, inc := range members {
+		n.remember(inc)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// post sends a message (a thread reply when thread is set) through the
+// API or the webhook, with retries; it returns the channel ID and ts.
+func (n *Notifier) post(ctx context.Context, channel, text string, m Message, thread string) (ch, ts string, err error) {
+	err = n.retry(ctx, func() error {
+		if n.api == nil {
+			msg := &slack.WebhookMessage{Text: text}
+			if m.Attachment.Color != "" {
+				msg.Attachments = []slack.Attachment{m.Attachment}
+			}
+			return slack.PostWebhookContext(ctx, n.opts.WebhookURL, msg)
+		}
+		opts := []slack.MsgOption{slack.MsgOptionText(text, false)}
+		if m.Attachment.Color != "" {
+			opts = append(opts, slack.MsgOptionAttachments(m.Attachment))
+		}
+		if thread != "" {
+			opts = append(opts, slack.MsgOptionTS(thread))
+		}
+		var err error
+		ch, ts, err = n.api.PostMessageContext(ctx, channel, opts...)
+		return err
+	})
+	return ch, ts, err
+}
+
+// retry calls op until it succeeds, Slack refuses it for good, or ctx ends.
+// A 429 waits its Retry-After; server and network errors back off.
+func (n *Notifier) retry(ctx context.Context, op func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		wait := responder.Backoff(attempt, n.opts.RetryBase, n.opts.RetryMax)
+		var rl *slack.RateLimitedError
+		switch {
+		case errors.As(err, &rl):
+			n.metrics.rateLimited.Inc()
+			wait = max(rl.RetryAfter, time.Millisecond)
+		case !transient(err):
+			return err
+		}
+		n.metrics.retries.Inc()
+		n.opts.Log.Warn("slack call failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// transient says whether a failed call may work if tried again: server
+// errors and network trouble, not Slack's refusals (bad token, unknown
+// channel), which repeat forever.
+func transient(err error) bool {
+	var sc slack.StatusCodeError
+	if errors.As(err, &sc) {
+		return sc.Code >= 500 || sc.Code == 408
+	}
+	var se slack.SlackErrorResponse
+	if errors.As(err, &se) {
+		return se.Err == "internal_error" || se.Err == "service_unavailable" || se.Err == "request_timeout" || se.Err == "fatal_error"
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+func (n *Notifier) giveUp(err error, a responder.Action) {
+	n.metrics.failed.Inc()
+	n.opts.Log.Error("slack page not delivered", "err", err, "rule", a.Decision.Rule, "key", a.Decision.Key, "severity", a.Decision.Severity)
 }

@@ -1,0 +1,272 @@
+package slack
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder"
+)
+
+// Button action IDs, as Slack sends them back in interaction payloads.
+const (
+	ActionUnblock = "authguard_unblock"
+	ActionExtend  = "authguard_extend"
+)
+
+// ExtendBy is how much longer the Extend button blocks an IP.
+const ExtendBy = 24 * time.Hour
+
+// Page is what a page shows beyond the action itself.
+type Page struct {
+	// Samples are up to three matching log lines, newest last.
+	Samples []string
+	// Status is a line on what people did since (an unblock, an extension).
+	Status string
+	// Buttons adds Unblock and Extend to a page about a standing block.
+	Buttons bool
+	// MaskUsernames hides usernames in the sample lines.
+	MaskUsernames bool
+	// Explore links the Loki query in Grafana Explore, when set.
+	Explore *Explore
+}
+
+// Explore says how to link an incident's lines in Grafana Explore.
+type Explore struct {
+	// URL is Grafana's base URL, e.g. https://grafana.example.com.
+	URL string
+	// Datasource is the Loki data source's UID.
+	Datasource string
+	// Selector is the stream selector of the audit lines, e.g.
+	// {service="audit"}.
+	Selector string
+}
+
+// Message is a rendered page.
+type Message struct {
+	// Text is the notification text: it names severity, type, IP, count and
+	// action, so the page says what happened where blocks are not shown.
+	Text       string
+	Attachment slack.Attachment
+	title      string
+	fields     [][2]string
+}
+
+// Colour by severity: P1 red, P2 amber, anything else neutral grey.
+func colour(sev string) string {
+	switch sev {
+	case "P1":
+		return "danger"
+	case "P2":
+		return "warning"
+	}
+	return "#9e9e9e"
+}
+
+const utc = "2006-01-02 15:04:05 UTC"
+
+// IncidentType names the kind of abuse in the playbook's words.
+func IncidentType(d detector.Decision) string {
+	switch {
+	case d.Key == "":
+		return "Failed-login surge"
+	case d.Distinct > 0 && d.Match == "":
+		return "Credential stuffing" // both outcomes counted: logins that work among many accounts
+	case d.Distinct > 0:
+		return "Account enumeration"
+	}
+	return "Brute force"
+}
+
+// Render builds the page for an action.
+func Render(a responder.Action, p Page) Message {
+	d := a.Decision
+	title := d.Severity + " — " + IncidentType(d)
+	if d.Escalation {
+		title += " (escalated)"
+	}
+	who := d.Key
+	if who == "" {
+		who = "all clients"
+	}
+	action := actionText(a)
+	fields := [][2]string{
+		{"IP", who},
+		{"Failed attempts", strconv.Itoa(d.Count)},
+		{"Rate", strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64) + "/min"},
+	}
+	if d.Distinct > 0 {
+		fields = append(fields, [2]string{"Distinct usernames", strconv.Itoa(d.Distinct)})
+	}
+	fields = append(fields, [][2]string{
+		{"First seen", d.FirstSeen.UTC().Format(utc)},
+		{"Last seen", d.LastSeen.UTC().Format(utc)},
+		{"Action", action},
+		{"Rule", d.Rule + ": " + d.Trigger()},
+	}...)
+	if a.Incident != "" {
+		fields = append(fields, [2]string{"Incident", "`authguard incidents show " + a.Incident + "`"})
+	}
+	m := Message{title: title, fields: fields}
+	m.Text = fmt.Sprintf("%s: %s from %s, %d failed attempts; %s", title, d.Rule, who, d.Count, action)
+
+	var sf []*slack.TextBlockObject
+	for _, f := range fields {
+		sf = append(sf, slack.NewTextBlockObject(slack.MarkdownType, "*"+f[0]+"*\n"+f[1], false, false))
+	}
+	blocks := []slack.Block{
+		slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, title, false, false)),
+		// A section holds at most ten fields.
+		slack.NewSectionBlock(nil, sf[:min(len(sf), 10)], nil),
+	}
+	if len(p.Samples) > 0 {
+		var lines []string
+		for _, s := range p.Samples[max(0, len(p.Samples)-3):] {
+			if p.MaskUsernames {
+				s = MaskUsernames(s)
+			}
+			lines = append(lines, truncate(s, 900))
+		}
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "```"+strings.Join(lines, "\n")+"```", false, false), nil, nil))
+	}
+	var links []slack.MixedElement
+	if p.Explore != nil && d.Key != "" {
+		links = append(links, slack.NewTextBlockObject(slack.MarkdownType, "<"+p.Explore.link(d)+"|Lines in Grafana Explore>", false, false))
+	}
+	if p.Status != "" {
+		links = append(links, slack.NewTextBlockObject(slack.MarkdownType, p.Status, false, false))
+	}
+	if len(links) > 0 {
+		blocks = append(blocks, slack.NewContextBlock("", links...))
+	}
+	if p.Buttons && a.Blocked && d.IP.IsValid() {
+		unblock := slack.NewButtonBlockElement(ActionUnblock, d.IP.String(), slack.NewTextBlockObject(slack.PlainTextType, "Unblock", false, false))
+		unblock.Style = slack.StyleDanger
+		unblock.Confirm = slack.NewConfirmationBlockObject(
+			slack.NewTextBlockObject(slack.PlainTextType, "Unblock "+d.IP.String()+"?", false, false),
+			slack.NewTextBlockObject(slack.MarkdownType, "Deletes `ip_block` and `login_fail` for "+d.IP.String()+": a clean slate.", false, false),
+			slack.NewTextBlockObject(slack.PlainTextType, "Unblock", false, false),
+			slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false))
+		extend := slack.NewButtonBlockElement(ActionExtend, d.IP.String(), slack.NewTextBlockObject(slack.PlainTextType, "Extend 24 h", false, false))
+		blocks = append(blocks, slack.NewActionBlock("authguard_actions", unblock, extend))
+	}
+	// The blocks ride in an attachment for the colour bar; Fallback is
+	// what clients without blocks show.
+	m.Attachment = slack.Attachment{Color: colour(d.Severity), Fallback: m.Text, Blocks: slack.Blocks{BlockSet: blocks}}
+	return m
+}
+
+func actionText(a responder.Action) string {
+	d := a.Decision
+	switch {
+	case a.Blocked:
+		s := "blocked for " + detector.FormatDuration(d.TTL) + ", until " + a.Expires.UTC().Format(utc)
+		if d.Offence > 1 {
+			s += fmt.Sprintf(" (offence %d, escalated)", d.Offence)
+		}
+		return s
+	case a.What == "dry-run":
+		return "DRY RUN: would block for " + detector.FormatDuration(d.TTL)
+	case a.What == "refused":
+		return "not blocked: the address is in --never-block"
+	}
+	return "alert only"
+}
+
+// Terminal renders the page as text for a terminal.
+func (m Message) Terminal() string {
+	var b strings.Builder
+	line := strings.Repeat("─", 64)
+	fmt.Fprintf(&b, "┌%s\n│ 🚨 %s\n├%s\n", line, m.title, line)
+	for _, f := range m.fields {
+		fmt.Fprintf(&b, "│ %-18s %s\n", f[0]+":", f[1])
+	}
+	fmt.Fprintf(&b, "└%s\n", line)
+	return b.String()
+}
+
+// Summary is one coalesced page: many incidents of one rule in a burst.
+type Summary struct {
+	Rule     string
+	Severity string // the highest among them
+	// Keys counts the IPs (or prefixes) in the burst.
+	Keys int
+	// Blocked counts those blocked.
+	Blocked int
+	// Span is from the first incident's start to the latest's.
+	Span time.Duration
+	// Top are the offenders with the most attempts, most first.
+	Top []responder.Action
+}
+
+// RenderSummary builds the page for a burst of incidents.
+func RenderSummary(s Summary) Message {
+	verb := "flagged"
+	if s.Blocked > 0 {
+		verb = "blocked"
+	}
+	headline := fmt.Sprintf("%d IPs %s by %s in %s", s.Keys, verb, s.Rule, detector.FormatDuration(s.Span.Round(time.Second)))
+	title := s.Severity + " — " + headline
+	var top []string
+	for _, a := range s.Top {
+		top = append(top, fmt.Sprintf("`%s` %d attempts (%s)", a.Decision.Key, a.Decision.Count, a.Decision.Severity))
+	}
+	fields := [][2]string{{"Rule", s.Rule}, {"IPs", strconv.Itoa(s.Keys)}, {"Blocked", strconv.Itoa(s.Blocked)}}
+	m := Message{title: title, fields: fields, Text: title}
+	blocks := []slack.Block{
+		slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, truncate(title, 150), false, false)),
+		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "*Top offenders*\n"+strings.Join(top, "\n"), false, false), nil, nil),
+		slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, "Each is recorded as evidence; `authguard blocks list` shows them all.", false, false)),
+	}
+	m.Attachment = slack.Attachment{Color: colour(s.Severity), Fallback: title, Blocks: slack.Blocks{BlockSet: blocks}}
+	return m
+}
+
+var usernameField = regexp.MustCompile(`("username"\s*:\s*")((?:[^"\\]|\\.)*)(")`)
+
+// MaskUsernames keeps the first character of each username in a JSON line
+// and hides the rest.
+func MaskUsernames(line string) string {
+	return usernameField.ReplaceAllStringFunc(line, func(m string) string {
+		p := usernameField.FindStringSubmatch(m)
+		name := p[2]
+		shown := ""
+		if name != "" {
+			shown = name[:1]
+		}
+		return p[1] + shown + "***" + p[3]
+	})
+}
+
+// link is the Explore URL for the decision's key over its span, give or take
+// five minutes.
+func (e *Explore) link(d detector.Decision) string {
+	expr := e.Selector + ` | json | client_ip="` + d.Key + `"`
+	if strings.Contains(d.Key, "/") {
+		expr = e.Selector + ` | json | client_ip=ip("` + d.Key + `")`
+	}
+	pane := map[string]any{"a": map[string]any{
+		"datasource": e.Datasource,
+		"queries":    []any{map[string]any{"refId": "A", "expr": expr, "datasource": map[string]string{"type": "loki", "uid": e.Datasource}}},
+		"range": map[string]string{
+			"from": strconv.FormatInt(d.FirstSeen.Add(-5*time.Minute).UnixMilli(), 10),
+			"to":   strconv.FormatInt(d.LastSeen.Add(5*time.Minute).UnixMilli(), 10),
+		},
+	}}
+	b, _ := json.Marshal(pane)
+	return strings.TrimSuffix(e.URL, "/") + "/explore?schemaVersion=1&panes=" + url.QueryEscape(string(b))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
