@@ -381,6 +381,9 @@ func (d *daemon) run(ctx context.Context) error {
 		if ev.Op != "unblock" || err != nil {
 			return
 		}
+		if !strings.HasPrefix(ev.By, "slack:") { // a button shows its own press
+			d.notifier.Unblocked(ip.Unmap(), ev.By)
+		}
 		select {
 		case unblocks <- ip.Unmap():
 		case <-ctx.Done():

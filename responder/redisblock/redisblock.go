@@ -161,6 +161,8 @@ type Event struct {
 	IP string `json:"ip"`
 	// ExpiresMS is the block's end in Unix milliseconds (blocks only).
 	ExpiresMS int64 `json:"expires_ms,omitempty"`
+	// By names the operator of an unblock.
+	By string `json:"by,omitempty"`
 }
 
 // record is one evidence record: what was done, to whom, why, by whom.
@@ -450,7 +452,7 @@ func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, op
 // why, and tells gateways and the daemon. It reports whether there was a
 // block or a tally to delete.
 func (s *Store) Unblock(ctx context.Context, ip netip.Addr, operator, reason string, now time.Time) (bool, error) {
-	ev, _ := json.Marshal(Event{Op: "unblock", IP: ip.String()})
+	ev, _ := json.Marshal(Event{Op: "unblock", IP: ip.String(), By: operator})
 	r := record{Time: stamp(now), Action: "unblock", IP: ip.String(), Operator: operator, Reason: reason}
 	args := []any{ip.String(), s.keys.Channel, string(ev), s.opts.EvidenceMaxLen, r.json()}
 	keys := []string{s.keys.Block + ip.String(), s.keys.Fail + ip.String(), s.keys.Index, s.keys.Meta + ip.String(), s.keys.Evidence}

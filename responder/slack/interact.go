@@ -83,7 +83,7 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 			if out.ts == "" {
 				out.ts = cb.Message.Timestamp
 			}
-			at := time.Now().UTC().Format(utc)
+			at := n.opts.Now().UTC().Format(utc)
 			switch act.ActionID {
 			case ActionUnblock:
 				err = op.Unblock(r.Context(), ip, operator, "Unblock button in Slack")
@@ -91,6 +91,7 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 			case ActionExtend:
 				var until time.Time
 				until, err = op.Extend(r.Context(), ip, ExtendBy, operator, "Extend 24 h button in Slack")
+				out.until = until
 				out.status = "Extended by 24 h by <@" + cb.User.ID + "> at " + at + ": blocked until " + until.UTC().Format(utc)
 			}
 			if err != nil {
@@ -124,6 +125,9 @@ func (n *Notifier) showButton(ctx context.Context, b *buttonOutcome) {
 	if inc != nil {
 		if b.unblocked {
 			inc.status = b.status
+		}
+		if !b.until.IsZero() {
+			inc.action.Expires = b.until // the page's expiry follows the extension
 		}
 		p := n.pageOf(inc)
 		p.Status = b.status

@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"container/heap"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"sync"
@@ -72,6 +74,9 @@ type Options struct {
 
 	Log      *slog.Logger
 	Registry prometheus.Registerer
+	// Now is the wall clock (time.Now when nil): when blocks end, the
+	// times shown on pages.
+	Now func() time.Time
 }
 
 // Notifier sends pages. Notify queues; Run sends.
@@ -87,6 +92,7 @@ type Notifier struct {
 	order     []string // incident keys, oldest first, to bound incidents
 	byTS      map[string]*incident
 	storms    map[string]*storm // open burst summary per rule
+	expiries  expiryQueue       // when paged blocks end, soonest first
 }
 
 // incident is one incident's message.
@@ -111,11 +117,19 @@ type storm struct {
 type job struct {
 	action *responder.Action
 	button *buttonOutcome
+	lifted *lifted
+}
+
+// lifted says an IP's block ended before its time: an operator unblocked it.
+type lifted struct {
+	ip netip.Addr
+	by string
 }
 
 // buttonOutcome is what a button did, to show on its message.
 type buttonOutcome struct {
 	channel, ts string
+	until       time.Time // the block's new end, after Extend
 	status      string
 	unblocked   bool
 }
@@ -156,6 +170,9 @@ func New(opts Options) (*Notifier, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	n := &Notifier{opts: opts, jobs: make(chan job, opts.Queue),
 		incidents: map[string]*incident{}, byTS: map[string]*incident{}, storms: map[string]*storm{}}
@@ -222,12 +239,24 @@ func (n *Notifier) Run(ctx context.Context) {
 	if n.api == nil && n.opts.WebhookURL == "" {
 		return
 	}
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	for {
+		n.mu.Lock()
+		next := time.Hour
+		if len(n.expiries) > 0 {
+			next = max(n.expiries[0].at.Sub(n.opts.Now()), 0)
+		}
+		n.mu.Unlock()
+		expiry.Reset(next)
 		var batch []job
 		select {
 		case <-ctx.Done():
 			n.drain()
 			return
+		case <-expiry.C:
+			n.expire(ctx, n.opts.Now())
+			continue
 		case j := <-n.jobs:
 			batch = append(batch, j)
 		}
@@ -302,7 +331,7 @@ func (n *Notifier) channelFor(severity string) string {
 // incidents (update and thread reply), new incidents (a message each, or a
 // burst summary), then the summaries.
 func (n *Notifier) send(ctx context.Context, batch []job) {
-	now := time.Now()
+	now := n.opts.Now()
 	fresh := map[string]int{} // new incidents per rule in this batch
 	for _, j := range batch {
 		if a := j.action; a != nil && n.lookup(incidentKey(*a)) == nil {
@@ -313,6 +342,10 @@ func (n *Notifier) send(ctx context.Context, batch []job) {
 	for _, j := range batch {
 		if j.button != nil {
 			n.showButton(ctx, j.button)
+			continue
+		}
+		if j.lifted != nil {
+			n.lift(ctx, j.lifted)
 			continue
 		}
 		a := *j.action
@@ -400,6 +433,7 @@ func (n *Notifier) page(ctx context.Context, a responder.Action) {
 	n.metrics.sent.WithLabelValues("post").Inc()
 	inc.channel, inc.ts = ch, ts
 	n.remember(inc)
+	n.watchExpiry(inc)
 }
 
 // follow shows a later page about a known incident: its message updated in
@@ -416,6 +450,7 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 		inc.samples = samples(inc.samples, a.Decision.Sample)
 	}
 	n.mu.Unlock()
+	n.watchExpiry(inc)
 	if !inc.summary {
 		m := Render(a, n.pageOf(inc))
 		if err := n.retry(ctx, func() error {
@@ -457,6 +492,118 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 		fresh.channel, fresh.ts = ch, ts
 		n.remember(fresh)
 	}
+}
+
+// Unblocked queues the news that an operator unblocked ip (with the CLI;
+// the buttons show their own): the pages about its standing block say so
+// and reply in their threads.
+func (n *Notifier) Unblocked(ip netip.Addr, by string) {
+	if n.api == nil {
+		return
+	}
+	select {
+	case n.jobs <- job{lifted: &lifted{ip, by}}:
+	default:
+		n.metrics.dropped.Inc()
+		n.opts.Log.Error("slack queue full: unblock not shown", "ip", ip)
+	}
+}
+
+// lift shows an unblock on the pages of the IP's standing blocks.
+func (n *Notifier) lift(ctx context.Context, l *lifted) {
+	at := n.opts.Now().UTC().Format(utc)
+	status := "Unblocked by " + l.by + " at " + at
+	if l.by == "" {
+		status = "Unblocked at " + at
+	}
+	n.mu.Lock()
+	var open []*incident
+	for _, inc := range n.incidents {
+		if !inc.summary && inc.ts != "" && inc.status == "" && inc.action.Blocked && inc.action.Decision.IP == l.ip {
+			inc.status = status
+			open = append(open, inc)
+		}
+	}
+	n.mu.Unlock()
+	for _, inc := range open {
+		n.showStatus(ctx, inc, status)
+	}
+}
+
+// expire shows on their pages the blocks that have ended by now.
+func (n *Notifier) expire(ctx context.Context, now time.Time) {
+	var ended []*incident
+	n.mu.Lock()
+	for len(n.expiries) > 0 && !n.expiries[0].at.After(now) {
+		e := heap.Pop(&n.expiries).(expiry)
+		inc := n.incidents[e.key]
+		// Skip what was forgotten, unblocked, or renewed since.
+		if inc == nil || inc.status != "" || inc.action.Expires.After(now) {
+			continue
+		}
+		inc.status = "Block expired at " + inc.action.Expires.UTC().Format(utc)
+		ended = append(ended, inc)
+	}
+	n.mu.Unlock()
+	for _, inc := range ended {
+		n.showStatus(ctx, inc, inc.status)
+	}
+}
+
+// showStatus updates an incident's message with status (and without
+// buttons) and replies with it in the thread.
+func (n *Notifier) showStatus(ctx context.Context, inc *incident, status string) {
+	n.mu.Lock()
+	m := Render(inc.action, n.pageOf(inc))
+	n.mu.Unlock()
+	if err := n.retry(ctx, func() error {
+		_, _, _, err := n.api.UpdateMessageContext(ctx, inc.channel, inc.ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
+		return err
+	}); err != nil {
+		n.giveUp(err, inc.action)
+		return
+	}
+	n.metrics.sent.WithLabelValues("update").Inc()
+	if _, _, err := n.post(ctx, inc.channel, status, Message{}, inc.ts); err != nil {
+		n.giveUp(err, inc.action)
+		return
+	}
+	n.metrics.sent.WithLabelValues("reply").Inc()
+}
+
+// watchExpiry notes when a paged block ends, so its page can say so.
+func (n *Notifier) watchExpiry(inc *incident) {
+	if n.api == nil || inc.summary || inc.ts == "" || !inc.action.Blocked || inc.action.Expires.IsZero() {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	heap.Push(&n.expiries, expiry{inc.action.Expires, inc.key})
+	// Bounded like the incidents: the soonest-ending entries stay.
+	for len(n.expiries) > 2*n.opts.Remember {
+		n.expiries = n.expiries[:len(n.expiries)-1]
+		heap.Init(&n.expiries)
+	}
+}
+
+// expiry is when an incident's block ends.
+type expiry struct {
+	at  time.Time
+	key string
+}
+
+// expiryQueue is a min-heap of expiries.
+type expiryQueue []expiry
+
+func (q expiryQueue) Len() int           { return len(q) }
+func (q expiryQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q expiryQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *expiryQueue) Push(x any)        { *q = append(*q, x.(expiry)) }
+func (q *expiryQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
 }
 
 // join adds a new incident to its rule's burst.

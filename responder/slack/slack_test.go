@@ -136,8 +136,10 @@ func topLevel(calls []call) []call {
 	return out
 }
 
+// start runs a notifier whose clock stands at the fixtures' time.
 func start(t *testing.T, opts Options) *Notifier {
 	t.Helper()
+	opts.Now = func() time.Time { return at }
 	n, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -217,6 +219,37 @@ func TestEscalationUpdatesTheMessageAndRepliesInItsThread(t *testing.T) {
 	}
 	if replies[0].form.Get("thread_ts") != "1700000000.000001" {
 		t.Errorf("reply in thread %q, want the incident's message", replies[0].form.Get("thread_ts"))
+	}
+}
+
+// The thread tells how the block ended: on its own at its expiry, or by
+// an operator's unblock.
+func TestBlockExpiryAndUnblockAreRepliedInTheThread(t *testing.T) {
+	f := newFakeSlack(t, nil)
+	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Buttons: true})
+	ctx := context.Background()
+	expiring := ipAction("203.0.113.21", "P3", 5)
+	expiring.Expires = at.Add(-time.Second) // ended by the time it is paged
+	n.Notify(ctx, expiring)
+	calls := f.await(t, 3)
+	if calls[1].method != "chat.update" || strings.Contains(calls[1].form.Get("attachments"), ActionUnblock) {
+		t.Errorf("expired page: %s still offering Unblock: %v", calls[1].method, strings.Contains(calls[1].form.Get("attachments"), ActionUnblock))
+	}
+	if r := calls[2].form; r.Get("thread_ts") != calls[1].form.Get("ts") || !strings.HasPrefix(r.Get("text"), "Block expired at ") {
+		t.Errorf("expiry reply %v", r)
+	}
+
+	n.Notify(ctx, ipAction("203.0.113.22", "P3", 5)) // stands
+	f.await(t, 4)
+	n.Unblocked(netip.MustParseAddr("203.0.113.22"), "bob")
+	calls = f.await(t, 6)
+	if r := calls[5].form; r.Get("thread_ts") != "1700000000.000004" || !strings.HasPrefix(r.Get("text"), "Unblocked by bob at ") {
+		t.Errorf("unblock reply %v", r)
+	}
+	n.Unblocked(netip.MustParseAddr("203.0.113.99"), "bob") // nothing paged about it
+	n.Notify(ctx, ipAction("203.0.113.23", "P3", 5))
+	if calls = f.await(t, 7); len(calls) != 7 || topLevel(calls)[2].form.Get("text") == "" {
+		t.Errorf("an unblock of an unpaged IP touched Slack: %d calls", len(calls))
 	}
 }
 
