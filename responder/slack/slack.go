@@ -13,12 +13,12 @@
 package slack
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"container/heap"
 	"net"
 	"net/netip"
 	"sort"
