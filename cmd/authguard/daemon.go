@@ -19,7 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
+	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/loki"
@@ -65,6 +68,15 @@ type runCmd struct {
 	GrafanaURL             string            `help:"Grafana base URL: pages link each incident's lines in Explore." placeholder:"URL"`
 	GrafanaLokiDatasource  string            `help:"UID of the Loki data source in Grafana, for the Explore link." placeholder:"UID"`
 
+	LeaderElect              bool          `help:"Run as one of several replicas: only the holder of a coordination.k8s.io Lease reads Loki, writes blocks and pages; the others stand by, ready, and take over with a backfill."`
+	LeaderElectNamespace     string        `help:"Namespace of the Lease (default: the pod's own)." placeholder:"NAMESPACE"`
+	LeaderElectLeaseName     string        `help:"Name of the Lease." default:"authguard"`
+	LeaderElectIdentity      string        `help:"This replica's name in the Lease (default: POD_NAME, else the host name)." placeholder:"NAME"`
+	LeaderElectLeaseDuration time.Duration `help:"How long a Lease not renewed keeps its holder: the longest a dead leader leaves the others waiting." default:"15s"`
+	LeaderElectRenewDeadline time.Duration `help:"How long the leader tries to renew before it steps down (shorter than the lease duration)." default:"10s"`
+	LeaderElectRetryPeriod   time.Duration `help:"How often standbys try to take the Lease." default:"2s"`
+	Kubeconfig               string        `help:"kubeconfig for leader election from outside a cluster (default: the in-cluster service account)." placeholder:"FILE"`
+
 	Listen       string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
 	MaxLineBytes int    `help:"Longest log line read; longer lines are counted and skipped." default:"16384"`
 	UseLineTime  bool   `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
@@ -107,6 +119,18 @@ type daemon struct {
 	notifier                     *slack.Notifier
 	signingSecret                string
 	close                        func()
+
+	// elect is set when replicas elect a leader; leading says this one
+	// runs the loop (always, without election).
+	elect   *election
+	leading atomic.Bool
+	rules   string // the rules file, read again when a standby takes over
+}
+
+// election is how this replica takes part in leader election.
+type election struct {
+	client kubernetes.Interface
+	cfg    leader.Config
 }
 
 // loadRules reads a rules file, or returns the embedded defaults for "".
@@ -176,7 +200,31 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		rdb.Close()
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg), notifier: notifier}
+	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg), notifier: notifier, rules: c.Rules}
+	if c.LeaderElect {
+		client, err := leader.Client(c.Kubeconfig)
+		if err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
+		klog.SetSlogLogger(log) // client-go logs through klog
+		cfg := leader.Config{Namespace: c.LeaderElectNamespace, Name: c.LeaderElectLeaseName, Identity: c.LeaderElectIdentity,
+			LeaseDuration: c.LeaderElectLeaseDuration, RenewDeadline: c.LeaderElectRenewDeadline, RetryPeriod: c.LeaderElectRetryPeriod}
+		if cfg.Namespace == "" {
+			cfg.Namespace = leader.Namespace()
+		}
+		if cfg.Identity == "" {
+			cfg.Identity = leader.Identity()
+		}
+		d.elect = &election{client, cfg}
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_leader", Help: "1 while this replica runs the loop (holds the Lease, or runs without leader election)."}, func() float64 {
+		if d.leading.Load() {
+			return 1
+		}
+		return 0
+	}))
 	if c.SlackSigningSecretFile != "" {
 		if d.signingSecret, err = readSecret(c.SlackSigningSecretFile); err != nil {
 			rdb.Close()
@@ -334,7 +382,8 @@ func readSecret(path string) (string, error) {
 	return s, nil
 }
 
-// run serves the admin endpoints and runs the loop until ctx ends.
+// run serves the admin endpoints and runs the loop until ctx ends: at once,
+// or, with leader election, while this replica holds the Lease.
 func (d *daemon) run(ctx context.Context) error {
 	defer d.close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -342,29 +391,89 @@ func (d *daemon) run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.Handle("POST /loki/api/v1/push", d.receiver)
+	mux.HandleFunc("POST /loki/api/v1/push", func(w http.ResponseWriter, r *http.Request) {
+		if !d.leading.Load() {
+			http.Error(w, "standby: this authguard replica does not hold the lease; push to the leader", http.StatusServiceUnavailable)
+			return
+		}
+		d.receiver.ServeHTTP(w, r)
+	})
 	mux.Handle("POST /-/reload", d.reloader.handler(ctx, d))
 	if d.signingSecret != "" {
 		mux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store}))
 	}
 	go d.reloader.run(ctx, d)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if d.tail != nil && !d.tail.Connected() {
+		switch {
+		case !d.leading.Load():
+			fmt.Fprintln(w, "ready: standby, another replica holds the lease")
+		case d.tail != nil && !d.tail.Connected():
 			http.Error(w, "not ready: not tailing loki", http.StatusServiceUnavailable)
-			return
+		default:
+			fmt.Fprintln(w, "ready")
 		}
-		fmt.Fprintln(w, "ready")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(d.listener)
 	defer srv.Close()
 
-	// Slack outlives the responder by a little: the pages of the decisions
-	// the responder still writes at shutdown are sent too.
+	// Slack outlives the loop by a little: the pages of the decisions the
+	// responder still writes at shutdown are sent too.
 	slackCtx, stopSlack := context.WithCancel(context.Background())
 	defer stopSlack()
 	slackDone := make(chan struct{})
 	go func() { d.notifier.Run(slackCtx); close(slackDone) }()
+	d.log.Info("authguard running", "admin", d.listener.Addr().String(), "leader_election", d.elect != nil)
+	var err error
+	if d.elect == nil {
+		d.leading.Store(true)
+		err = d.loop(ctx)
+	} else {
+		var loopErr error
+		err = leader.Run(ctx, d.elect.client, d.elect.cfg, d.log, func(ctx context.Context) {
+			if loopErr = d.takeOver(); loopErr != nil {
+				return
+			}
+			d.leading.Store(true)
+			loopErr = d.loop(ctx)
+			d.leading.Store(false)
+		})
+		if loopErr != nil && !errors.Is(loopErr, context.Canceled) {
+			err = loopErr
+		}
+	}
+	stopSlack()
+	<-slackDone
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// takeOver readies a standby to lead: the rules file may have changed
+// while it stood by, so it is read again.
+func (d *daemon) takeOver() error {
+	if d.rules == "" {
+		return nil
+	}
+	set, err := rules.Load(d.rules)
+	if err != nil {
+		return fmt.Errorf("taking over: %w", err)
+	}
+	next, err := d.engine.Reload(set.Config)
+	if err != nil {
+		return fmt.Errorf("taking over: %w", err)
+	}
+	d.engine = next
+	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
+	return nil
+}
+
+// loop reads events, decides and acts until ctx ends: the tail (whose
+// start-up backfill rebuilds the windows), the detector and the responder.
+func (d *daemon) loop(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	waitResp := d.resp.Start(ctx)
 	events := d.events
 	tailDone := make(chan struct{})
@@ -389,16 +498,10 @@ func (d *daemon) run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}, nil)
-	d.log.Info("authguard running", "admin", d.listener.Addr().String())
 	err := d.detect(ctx, events, unblocks)
 	cancel()
 	<-tailDone
 	waitResp()
-	stopSlack()
-	<-slackDone
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
 	return err
 }
 

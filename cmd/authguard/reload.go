@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/rules"
 )
 
@@ -51,6 +52,15 @@ func (r *reloader) reload(ctx context.Context, d *daemon, why string) error {
 		return errors.New("authguard runs the embedded default rules; give --rules FILE to reload")
 	}
 	set, err := rules.Load(r.path)
+	if err == nil && !d.leading.Load() {
+		// A standby runs no engine: the file is checked now and read
+		// again when this replica takes over.
+		if _, err = detector.New(set.Config); err == nil {
+			r.reloads.WithLabelValues("success").Inc()
+			d.log.Info("rules checked; a standby applies them when it takes over", "trigger", why, "file", r.path)
+			return nil
+		}
+	}
 	if err == nil {
 		done := make(chan error, 1)
 		select {
