@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,7 @@ type cli struct {
 	LokiPushURL       string            `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
 	LokiTenant        string            `help:"Tenant sent as X-Scope-OrgID when pushing." placeholder:"ID"`
 	LokiLabels        map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
+	CheckConfig       bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
 	LogLevel          string            `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
 	LogFormat         string            `help:"json or text." default:"json" enum:"json,text"`
 }
@@ -113,6 +115,15 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
+	if c.CheckConfig {
+		if c.TLSCertFile != "" {
+			if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
+				return fmt.Errorf("--tls-cert-file: %w", err)
+			}
+		}
+		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s\n", c.Mode, c.Redacted())
+		return nil
+	}
 	store := redisblock.New(rdb, c.Keys(), redisblock.Options{})
 
 	reg := prometheus.NewRegistry()

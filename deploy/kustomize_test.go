@@ -1,0 +1,613 @@
+package deploy
+
+import (
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/authguard/authguard/rules"
+)
+
+// rendered is one overlay, each object decoded strictly into its type.
+type rendered struct {
+	deployments map[string]*appsv1.Deployment
+	services    map[string]*corev1.Service
+	configMaps  map[string]*corev1.ConfigMap
+	accounts    map[string]*corev1.ServiceAccount
+	roles       map[string]*rbacv1.Role
+	bindings    map[string]*rbacv1.RoleBinding
+	budgets     map[string]*policyv1.PodDisruptionBudget
+	policies    map[string]*networkingv1.NetworkPolicy
+	monitors    map[string]*serviceMonitor
+}
+
+// serviceMonitor is the part of the Prometheus Operator's ServiceMonitor
+// (monitoring.coreos.com/v1) authguard uses; decoding strictly into it
+// rejects any field that type does not have at these places.
+type serviceMonitor struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string            `json:"name"`
+		Namespace string            `json:"namespace,omitempty"`
+		Labels    map[string]string `json:"labels,omitempty"`
+	} `json:"metadata"`
+	Spec struct {
+		Selector struct {
+			MatchLabels      map[string]string `json:"matchLabels,omitempty"`
+			MatchExpressions []struct {
+				Key      string   `json:"key"`
+				Operator string   `json:"operator"`
+				Values   []string `json:"values"`
+			} `json:"matchExpressions,omitempty"`
+		} `json:"selector"`
+		Endpoints []struct {
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
+		} `json:"endpoints"`
+	} `json:"spec"`
+}
+
+// render builds an overlay with kustomize's Go API, as `kubectl apply -k`
+// would, from an on-disk or in-memory tree.
+func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
+	t.Helper()
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	out := &rendered{map[string]*appsv1.Deployment{}, map[string]*corev1.Service{}, map[string]*corev1.ConfigMap{},
+		map[string]*corev1.ServiceAccount{}, map[string]*rbacv1.Role{}, map[string]*rbacv1.RoleBinding{},
+		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*serviceMonitor{}}
+	for _, r := range m.Resources() {
+		data, err := r.AsYAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := r.GetName()
+		into := func(obj any) {
+			if err := yaml.UnmarshalStrict(data, obj); err != nil {
+				t.Errorf("%s %s/%s does not decode strictly: %v", dir, r.GetKind(), name, err)
+			}
+		}
+		switch api := r.GetApiVersion() + " " + r.GetKind(); api {
+		case "apps/v1 Deployment":
+			out.deployments[name] = &appsv1.Deployment{}
+			into(out.deployments[name])
+		case "v1 Service":
+			out.services[name] = &corev1.Service{}
+			into(out.services[name])
+		case "v1 ConfigMap":
+			out.configMaps[name] = &corev1.ConfigMap{}
+			into(out.configMaps[name])
+		case "v1 ServiceAccount":
+			out.accounts[name] = &corev1.ServiceAccount{}
+			into(out.accounts[name])
+		case "rbac.authorization.k8s.io/v1 Role":
+			out.roles[name] = &rbacv1.Role{}
+			into(out.roles[name])
+		case "rbac.authorization.k8s.io/v1 RoleBinding":
+			out.bindings[name] = &rbacv1.RoleBinding{}
+			into(out.bindings[name])
+		case "policy/v1 PodDisruptionBudget":
+			out.budgets[name] = &policyv1.PodDisruptionBudget{}
+			into(out.budgets[name])
+		case "networking.k8s.io/v1 NetworkPolicy":
+			out.policies[name] = &networkingv1.NetworkPolicy{}
+			into(out.policies[name])
+		case "monitoring.coreos.com/v1 ServiceMonitor":
+			out.monitors[name] = &serviceMonitor{}
+			into(out.monitors[name])
+		default:
+			t.Errorf("%s renders %s %s, which this test does not check", dir, api, name)
+		}
+	}
+	return out
+}
+
+var overlays = []struct {
+	dir string
+	ttl time.Duration // runbook SEC-010's block TTL there
+}{
+	{"overlays/dev", 300 * time.Second},
+	{"overlays/prod", 86400 * time.Second},
+}
+
+// The overlays render, every object decodes strictly into its Kubernetes
+// type, and they hold what the brief asks of a well-behaved deployment.
+func TestOverlaysRenderIntoValidObjects(t *testing.T) {
+	for _, o := range overlays {
+		t.Run(o.dir, func(t *testing.T) {
+			r := render(t, filesys.MakeFsOnDisk(), o.dir)
+			d := r.deployments["authguard"]
+			if d == nil || r.deployments["authguard-gateway"] == nil {
+				t.Fatalf("deployments %v", keys(r.deployments))
+			}
+			if *d.Spec.Replicas != 2 || !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--leader-elect") {
+				t.Errorf("the daemon runs %d replicas with args %v; want 2 with --leader-elect", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Args)
+			}
+			for name, dep := range r.deployments {
+				pod := dep.Spec.Template.Spec
+				c := pod.Containers[0]
+				if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+					t.Errorf("%s may run as root", name)
+				}
+				if c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+					t.Errorf("%s has a writable root filesystem", name)
+				}
+				if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+					t.Errorf("%s has no CPU request or memory limit", name)
+				}
+				if c.LivenessProbe == nil || c.ReadinessProbe == nil {
+					t.Errorf("%s lacks probes", name)
+				}
+				if r.budgets[name] == nil || r.policies[name] == nil {
+					t.Errorf("%s has no PodDisruptionBudget or NetworkPolicy", name)
+				}
+				if _, ok := r.accounts[pod.ServiceAccountName]; !ok {
+					t.Errorf("%s runs as service account %q, which is not rendered", name, pod.ServiceAccountName)
+				}
+				for _, s := range r.services {
+					if s.Spec.Selector["app.kubernetes.io/name"] != dep.Spec.Selector.MatchLabels["app.kubernetes.io/name"] {
+						continue
+					}
+					for _, p := range s.Spec.Ports {
+						if containerPort(c, p.TargetPort.String()) == 0 {
+							t.Errorf("service %s targets port %s, which %s does not expose", s.Name, p.TargetPort.String(), name)
+						}
+					}
+				}
+			}
+			// The daemon may take, renew and read its Lease, and nothing more.
+			b := r.bindings["authguard-leader-election"]
+			role := r.roles["authguard-leader-election"]
+			if b == nil || role == nil || b.RoleRef.Name != role.Name || b.Subjects[0].Name != d.Spec.Template.Spec.ServiceAccountName {
+				t.Fatalf("no binding of the daemon's service account to the leader-election role")
+			}
+			rule := role.Rules[0]
+			if !slices.Equal(rule.APIGroups, []string{"coordination.k8s.io"}) || !slices.Equal(rule.Resources, []string{"leases"}) || len(role.Rules) != 1 {
+				t.Errorf("leader-election role grants %v", role.Rules)
+			}
+			// The rules ConfigMap is the overlay's, with runbook SEC-010's TTL.
+			set := rulesOf(t, r, volume(d.Spec.Template.Spec, "rules").ConfigMap.Name)
+			for _, rule := range set.Config.Rules {
+				if rule.Name == "failed-login-burst" && rule.BlockTTL != o.ttl {
+					t.Errorf("failed-login-burst blocks for %s, want %s", rule.BlockTTL, o.ttl)
+				}
+			}
+		})
+	}
+}
+
+// The base's rules are the embedded defaults, so they cannot drift apart.
+func TestBaseRulesAreTheDefaults(t *testing.T) {
+	base, err := os.ReadFile("base/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := os.ReadFile("../rules/examples/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(base, def) {
+		t.Error("deploy/base/rules.yaml differs from rules/examples/default.yaml: copy it over")
+	}
+}
+
+// The component adds a ServiceMonitor that scrapes both deployments'
+// metrics ports.
+func TestServiceMonitorComponent(t *testing.T) {
+	fsys := filesys.MakeFsInMemory()
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return fsys.WriteFile(filepath.Join("/deploy", path), data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys.WriteFile("/deploy/overlays/monitored/kustomization.yaml", []byte(
+		"resources: [../prod]\ncomponents: [../../components/servicemonitor]\n"))
+	r := render(t, fsys, "/deploy/overlays/monitored")
+	sm := r.monitors["authguard"]
+	if sm == nil {
+		t.Fatalf("no ServiceMonitor rendered")
+	}
+	for _, name := range []string{"authguard", "authguard-gateway"} {
+		svc := r.services[name]
+		matched := false
+		for _, e := range sm.Spec.Selector.MatchExpressions {
+			matched = matched || (e.Key == "app.kubernetes.io/name" && e.Operator == "In" && slices.Contains(e.Values, svc.Labels["app.kubernetes.io/name"]))
+		}
+		if !matched {
+			t.Errorf("the ServiceMonitor does not select service %s (labels %v)", name, svc.Labels)
+		}
+		for _, ep := range sm.Spec.Endpoints {
+			found := false
+			for _, p := range svc.Spec.Ports {
+				found = found || p.Name == ep.Port
+			}
+			if !found || ep.Path != "/metrics" {
+				t.Errorf("endpoint %s%s is not a metrics port of %s", ep.Port, ep.Path, name)
+			}
+		}
+	}
+}
+
+// The containers' args, mounted files and probes are those of the real
+// binaries: each container's command line is run with --check-config
+// against its mounts laid out in a temporary directory, its rules pass
+// `authguard rules lint`, and the probes' paths answer on a running binary.
+func TestManifestsMatchTheBinaries(t *testing.T) {
+	bin := buildBinaries(t)
+	secret := secretTemplate(t)
+	for _, o := range overlays {
+		t.Run(o.dir, func(t *testing.T) {
+			r := render(t, filesys.MakeFsOnDisk(), o.dir)
+			for name, dep := range r.deployments {
+				pod := dep.Spec.Template.Spec
+				c := pod.Containers[0]
+				root := t.TempDir()
+				lay := func(mountPath string, files map[string]string) {
+					for k, v := range files {
+						p := filepath.Join(root, mountPath, k)
+						os.MkdirAll(filepath.Dir(p), 0o755)
+						os.WriteFile(p, []byte(v), 0o600)
+					}
+				}
+				var mounts []string
+				for _, vm := range c.VolumeMounts {
+					mounts = append(mounts, vm.MountPath)
+				}
+				// Paths in args and in mounted files point into root.
+				relocate := func(s string) string {
+					for _, m := range mounts {
+						s = strings.ReplaceAll(s, m, filepath.Join(root, m))
+					}
+					return s
+				}
+				for _, vm := range c.VolumeMounts {
+					v := volume(pod, vm.Name)
+					switch {
+					case v == nil:
+						t.Fatalf("%s mounts volume %s, which the pod lacks", name, vm.Name)
+					case v.ConfigMap != nil:
+						cm := r.configMaps[v.ConfigMap.Name]
+						if cm == nil {
+							t.Fatalf("%s mounts ConfigMap %s, which is not rendered", name, v.ConfigMap.Name)
+						}
+						files := map[string]string{}
+						for k, data := range cm.Data {
+							files[k] = relocate(data)
+						}
+						lay(vm.MountPath, files)
+					case v.Secret != nil:
+						if v.Secret.SecretName != secret.Name {
+							t.Fatalf("%s mounts Secret %s; the template is %s", name, v.Secret.SecretName, secret.Name)
+						}
+						files := map[string]string{}
+						for k, data := range secret.StringData {
+							files[k] = data
+						}
+						if len(v.Secret.Items) > 0 {
+							files = map[string]string{}
+							for _, it := range v.Secret.Items {
+								data, ok := secret.StringData[it.Key]
+								if !ok {
+									t.Errorf("%s mounts key %s, which the Secret template lacks", name, it.Key)
+								}
+								files[it.Path] = data
+							}
+						}
+						lay(vm.MountPath, files)
+					}
+				}
+				binary := filepath.Join(bin, "authguard")
+				if name == "authguard-gateway" {
+					binary = filepath.Join(bin, "authguard-gateway")
+				}
+				var args []string
+				for _, a := range c.Args {
+					args = append(args, relocate(a))
+				}
+				out, err := exec.Command(binary, append(args, "--check-config")...).CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "configuration OK") {
+					t.Errorf("%s's command line fails --check-config: %v\n%s", name, err, out)
+				}
+				if name == "authguard" {
+					for _, rulesFile := range argFiles(args, "--rules") {
+						if out, err := exec.Command(binary, "rules", "lint", rulesFile).CombinedOutput(); err != nil {
+							t.Errorf("authguard rules lint %s: %v\n%s", rulesFile, err, out)
+						}
+					}
+				}
+				checkProbes(t, binary, name, args, c)
+			}
+		})
+	}
+}
+
+// checkProbes runs the binary with the container's args, its listeners
+// moved to free local ports (and without leader election, which needs a
+// cluster), and asks the probes' paths: liveness must answer 200, and
+// readiness must be served (this test gives it no Redis or Loki).
+func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Container) {
+	t.Helper()
+	listenFlag := map[string]string{} // container port number -> the flag that sets it
+	flags := map[string]string{"9090": "--listen", "8080": "--listen", "9091": "--admin-listen"}
+	if name == "authguard" {
+		delete(flags, "8080")
+	} else {
+		delete(flags, "9090")
+	}
+	for _, p := range c.Ports {
+		f, ok := flags[fmt.Sprint(p.ContainerPort)]
+		if !ok {
+			t.Errorf("%s exposes port %d, which no listener of the binary uses by default", name, p.ContainerPort)
+			continue
+		}
+		listenFlag[fmt.Sprint(p.ContainerPort)] = f
+	}
+	local := map[string]string{} // container port number -> local address
+	run := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--leader-elect" })
+	for port, f := range listenFlag {
+		addr := freeAddr(t)
+		local[port] = addr
+		run = append(run, f+"="+addr)
+	}
+	cmd := exec.Command(binary, run...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() { cmd.Process.Kill(); <-exited }()
+	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		port := containerPort(c, p.HTTPGet.Port.String())
+		url := "http://" + local[fmt.Sprint(port)] + p.HTTPGet.Path
+		var status int
+		deadline := time.Now().Add(20 * time.Second)
+	poll:
+		for time.Now().Before(deadline) {
+			resp, err := http.Get(url)
+			if err == nil {
+				status = resp.StatusCode
+				resp.Body.Close()
+				break
+			}
+			select {
+			case <-exited:
+				break poll
+			case <-time.After(50 * time.Millisecond): // a port has no event to await
+			}
+		}
+		switch {
+		case status == 0:
+			t.Errorf("%s %s probe %s: nothing answered\n%s", name, kind, url, out.String())
+		case kind == "liveness" && status != http.StatusOK:
+			t.Errorf("%s liveness probe %s answered %d", name, url, status)
+		case status == http.StatusNotFound:
+			t.Errorf("%s readiness probe %s is not served", name, url)
+		}
+	}
+}
+
+// lockedBuffer is a process's output, safe to read while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func volume(pod corev1.PodSpec, name string) *corev1.Volume {
+	for i := range pod.Volumes {
+		if pod.Volumes[i].Name == name {
+			return &pod.Volumes[i]
+		}
+	}
+	return nil
+}
+
+// containerPort resolves a probe's or service's port, by name or number.
+func containerPort(c corev1.Container, port string) int32 {
+	for _, p := range c.Ports {
+		if p.Name == port || fmt.Sprint(p.ContainerPort) == port {
+			return p.ContainerPort
+		}
+	}
+	return 0
+}
+
+func argFiles(args []string, flag string) []string {
+	var out []string
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func rulesOf(t *testing.T, r *rendered, name string) *rules.Set {
+	t.Helper()
+	cm := r.configMaps[name]
+	if cm == nil {
+		t.Fatalf("no ConfigMap %s among %v", name, keys(r.configMaps))
+	}
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	os.WriteFile(path, []byte(cm.Data["rules.yaml"]), 0o644)
+	set, err := rules.Load(path)
+	if err != nil {
+		t.Fatalf("ConfigMap %s: %v", name, err)
+	}
+	return set
+}
+
+func secretTemplate(t *testing.T) *corev1.Secret {
+	t.Helper()
+	data, err := os.ReadFile("base/secret.template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s corev1.Secret
+	if err := yaml.UnmarshalStrict(data, &s); err != nil {
+		t.Fatalf("secret template: %v", err)
+	}
+	return &s
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// buildBinaries builds both binaries with the very command the
+// Dockerfile's build stage runs (docker itself is not needed).
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		df, err := os.ReadFile("Dockerfile")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		m := regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0) go build (.*) -o /out/ (.*)$`).FindStringSubmatch(string(df))
+		if m == nil {
+			buildErr = fmt.Errorf("the Dockerfile has no `RUN CGO_ENABLED=0 go build ... -o /out/ ...` line")
+			return
+		}
+		dir, err := os.MkdirTemp("", "authguard-deploy-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binDir = dir
+		args := append([]string{"build"}, splitArgs(m[2])...)
+		args = append(args, "-o", dir+"/")
+		args = append(args, strings.Fields(m[3])...)
+		cmd := exec.Command("go", args...)
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), m[1])
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// splitArgs splits a shell word list with single quotes, as in
+// -ldflags='-s -w'.
+func splitArgs(s string) []string {
+	var out []string
+	var cur strings.Builder
+	quoted := false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			quoted = !quoted
+		case r == ' ' && !quoted:
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// The image's binaries are static: built as the Dockerfile builds them,
+// they have no program interpreter and run on their own.
+func TestDockerfileBuildsStaticBinaries(t *testing.T) {
+	bin := buildBinaries(t)
+	for _, name := range []string{"authguard", "authguard-gateway"} {
+		f, err := elf.Open(filepath.Join(bin, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+				t.Errorf("%s is dynamically linked", name)
+			}
+		}
+		f.Close()
+	}
+	out, err := exec.Command(filepath.Join(bin, "authguard"), "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "authguard") {
+		t.Errorf("authguard version: %v\n%s", err, out)
+	}
+	df, _ := os.ReadFile("Dockerfile")
+	// The pod's args start with the subcommand, so the entrypoint is the
+	// bare binary.
+	for _, want := range []string{"USER 65532:65532", "distroless/static", `ENTRYPOINT ["/authguard"]`, `ENTRYPOINT ["/authguard-gateway"]`} {
+		if !strings.Contains(string(df), want) {
+			t.Errorf("the Dockerfile lacks %q", want)
+		}
+	}
+}
