@@ -24,6 +24,7 @@ import (
 
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
+	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/responder"
@@ -225,12 +226,10 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		}
 		return 0
 	}))
-	if c.SlackSigningSecretFile != "" {
-		if d.signingSecret, err = readSecret(c.SlackSigningSecretFile); err != nil {
-			rdb.Close()
-			ln.Close()
-			return nil, err
-		}
+	if d.signingSecret, err = secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET"); err != nil {
+		rdb.Close()
+		ln.Close()
+		return nil, err
 	}
 	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
 	// The engine belongs to the detect loop; it publishes its counters here
@@ -247,9 +246,13 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	d.events = make(chan detector.Event, 1024)
 	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
 	if c.LokiURL != "" {
+		// Without a file, the Loki credentials may come from the
+		// environment (read once; a file is re-read on every connection).
+		lokiPassword, lokiToken := os.Getenv("AUTHGUARD_LOKI_PASSWORD"), os.Getenv("AUTHGUARD_LOKI_BEARER_TOKEN")
 		d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor,
 			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
 			Username: c.LokiUsername, PasswordFile: c.LokiPasswordFile, BearerTokenFile: c.LokiBearerTokenFile,
+			Password: strings.TrimSpace(lokiPassword), BearerToken: strings.TrimSpace(lokiToken),
 			Headers: c.LokiHeaders, TLS: tlsConf}, parser, log, lokiMetrics)
 	}
 	d.resp = responder.New(responder.Options{Store: store, Notifier: notifier, Log: log, Registry: reg,
@@ -278,10 +281,8 @@ func (c *runCmd) check(e *env) error {
 	if _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err != nil {
 		return err
 	}
-	if c.SlackSigningSecretFile != "" {
-		if _, err := readSecret(c.SlackSigningSecretFile); err != nil {
-			return err
-		}
+	if _, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET"); err != nil {
+		return err
 	}
 	if _, err := net.ResolveTCPAddr("tcp", c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
@@ -323,25 +324,24 @@ func (c *runCmd) lokiTLS() (*tls.Config, error) {
 }
 
 func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer) (*slack.Notifier, error) {
+	signing, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET")
+	if err != nil {
+		return nil, err
+	}
 	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout,
 		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
-		Buttons: c.SlackSigningSecretFile != "", Log: log, Registry: reg}
+		Buttons: signing != "", Log: log, Registry: reg}
 	if opts.Coalesce <= 0 {
 		opts.Coalesce = -1 // the flag's 0 is the notifier's "no waiting"
 	}
 	if c.GrafanaURL != "" {
 		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}
 	}
-	var err error
-	if c.SlackTokenFile != "" {
-		if opts.Token, err = readSecret(c.SlackTokenFile); err != nil {
-			return nil, err
-		}
+	if opts.Token, err = secret.Read(c.SlackTokenFile, "AUTHGUARD_SLACK_TOKEN"); err != nil {
+		return nil, err
 	}
-	if c.SlackWebhookURLFile != "" {
-		if opts.WebhookURL, err = readSecret(c.SlackWebhookURLFile); err != nil {
-			return nil, err
-		}
+	if opts.WebhookURL, err = secret.Read(c.SlackWebhookURLFile, "AUTHGUARD_SLACK_WEBHOOK_URL"); err != nil {
+		return nil, err
 	}
 	return slack.New(opts)
 }
@@ -368,18 +368,6 @@ func (o storeOperator) Extend(ctx context.Context, ip netip.Addr, ttl time.Durat
 	now := time.Now()
 	_, err := o.store.Manual(ctx, ip, ttl, operator, reason, now)
 	return now.Add(ttl), err
-}
-
-func readSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read secret: %w", err)
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", fmt.Errorf("secret file %s is empty", path)
-	}
-	return s, nil
 }
 
 // run serves the admin endpoints and runs the loop until ctx ends: at once,

@@ -157,6 +157,25 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
+// A secret may come from the environment instead of a file; it is used
+// (a token without a channel is refused) and never printed.
+func TestSecretsFromTheEnvironment(t *testing.T) {
+	env := map[string]string{"AUTHGUARD_SLACK_TOKEN": "xoxb-from-env-1234", "AUTHGUARD_REDIS_PASSWORD": "redis-from-env-5678"}
+	_, _, err := runCLI(t, env, "run", "--check-config")
+	if err == nil || !strings.Contains(err.Error(), "a bot token needs a channel") {
+		t.Fatalf("the token from AUTHGUARD_SLACK_TOKEN was not used: %v", err)
+	}
+	out, errOut, err := runCLI(t, env, "run", "--check-config", "--slack-channel", "#security")
+	if err != nil || !strings.Contains(out, "configuration OK") {
+		t.Fatalf("%q %v", out, err)
+	}
+	for _, secret := range env {
+		if strings.Contains(out+errOut, secret) {
+			t.Errorf("a secret was printed: %s%s", out, errOut)
+		}
+	}
+}
+
 func TestReplayWritesAReviewPage(t *testing.T) {
 	page := filepath.Join(t.TempDir(), "report.html")
 	if _, _, err := runCLI(t, nil, "replay", "--report", page, "../../rules/examples/attack.log"); err != nil {

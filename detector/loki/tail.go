@@ -57,7 +57,9 @@ type Config struct {
 	Tenant string
 	// Username and PasswordFile are basic auth; BearerTokenFile a bearer
 	// token, re-read on every connection so a rotated token is picked up.
+	// Password and BearerToken are used when no file is named.
 	Username, PasswordFile, BearerTokenFile string
+	Password, BearerToken                   string
 	// Headers are added to every request.
 	Headers map[string]string
 	// TLS configures https and wss (custom CA, client certificate).
@@ -205,6 +207,8 @@ func (t *Tail) header() (http.Header, error) {
 		h.Set("X-Scope-OrgID", t.cfg.Tenant)
 	}
 	switch {
+	case t.cfg.BearerTokenFile == "" && t.cfg.BearerToken != "":
+		h.Set("Authorization", "Bearer "+t.cfg.BearerToken)
 	case t.cfg.BearerTokenFile != "":
 		b, err := os.ReadFile(t.cfg.BearerTokenFile)
 		if err != nil {
@@ -212,7 +216,7 @@ func (t *Tail) header() (http.Header, error) {
 		}
 		h.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
 	case t.cfg.Username != "":
-		pw := ""
+		pw := t.cfg.Password
 		if t.cfg.PasswordFile != "" {
 			b, err := os.ReadFile(t.cfg.PasswordFile)
 			if err != nil {

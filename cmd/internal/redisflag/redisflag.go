@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/responder/redisblock"
 )
 
@@ -24,7 +25,7 @@ type Flags struct {
 	RedisSentinelMaster string   `help:"Name of the master the Sentinels watch." placeholder:"NAME"`
 	RedisClusterAddrs   []string `help:"Redis Cluster seed nodes; every key then carries the hash tag of --redis-key-prefix (default {authguard}) so a block's keys share one slot." placeholder:"HOST:PORT,..."`
 	RedisUsername       string   `help:"Redis ACL user." placeholder:"USER"`
-	RedisPasswordFile   string   `help:"File holding the Redis password (never logged)." placeholder:"FILE"`
+	RedisPasswordFile   string   `help:"File holding the Redis password (never logged); without it, AUTHGUARD_REDIS_PASSWORD." placeholder:"FILE"`
 	RedisTLSCAFile      string   `name:"redis-tls-ca-file" help:"CA bundle to verify Redis's TLS certificate (implies TLS)." placeholder:"FILE"`
 	RedisKeyPrefix      string   `help:"Prefix put before every Redis key and channel; with Redis Cluster it must hold a hash tag such as {authguard}." placeholder:"PREFIX"`
 }
@@ -63,12 +64,12 @@ func (f *Flags) Client() (redis.UniversalClient, error) {
 	if f.RedisUsername != "" {
 		opt.Username = f.RedisUsername
 	}
-	if f.RedisPasswordFile != "" {
-		b, err := os.ReadFile(f.RedisPasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("--redis-password-file: %w", err)
-		}
-		opt.Password = strings.TrimSpace(string(b))
+	password, err := secret.Read(f.RedisPasswordFile, "AUTHGUARD_REDIS_PASSWORD")
+	if err != nil {
+		return nil, fmt.Errorf("--redis-password-file: %w", err)
+	}
+	if password != "" {
+		opt.Password = password
 	}
 	if f.RedisTLSCAFile != "" {
 		pem, err := os.ReadFile(f.RedisTLSCAFile)
