@@ -119,6 +119,11 @@ func Client(kubeconfig string) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leader election: kubernetes client: %w", err)
 	}
+	// JSON rather than protobuf: a Lease is a few hundred bytes renewed
+	// every few seconds, and JSON is what every API server substitute
+	// (and a person reading a trace) understands.
+	conf.ContentType = "application/json"
+	conf.AcceptContentTypes = "application/json"
 	return kubernetes.NewForConfig(conf)
 }
 
