@@ -138,6 +138,11 @@ func TestSlackPageDescribesTheBlock(t *testing.T) {
 	if want := time.Now().Add(ttl); expiry.Sub(want).Abs() > 3*time.Second {
 		t.Errorf("page says the block ends %v; Redis says %v", expiry, want.UTC())
 	}
+	// The page draws the attempts per minute, counted by Loki (the five
+	// failures may straddle a minute boundary).
+	if !regexp.MustCompile("Attempts per minute\\*\\\\n`[▁-█]{1,2}` peak [1-5] over [12] min").MatchString(page["attachments"][0]) {
+		t.Errorf("the page has no sparkline of 5 attempts: %s", page["attachments"][0])
+	}
 	if page["channel"][0] != "#security" {
 		t.Errorf("posted to %q", page["channel"])
 	}

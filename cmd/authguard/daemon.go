@@ -190,18 +190,13 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	}
 	store := redisblock.New(rdb, c.Keys(), redisblock.Options{EvidenceMaxLen: c.EvidenceMaxLen})
 	reg := prometheus.NewRegistry()
-	notifier, err := c.notifier(stdout, log, reg)
-	if err != nil {
-		rdb.Close()
-		return nil, err
-	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg), notifier: notifier, rules: c.Rules}
+	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg), rules: c.Rules}
 	if c.LeaderElect {
 		client, err := leader.Client(c.Kubeconfig)
 		if err != nil {
@@ -255,7 +250,17 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 			Password: strings.TrimSpace(lokiPassword), BearerToken: strings.TrimSpace(lokiToken),
 			Headers: c.LokiHeaders, TLS: tlsConf}, parser, log, lokiMetrics)
 	}
-	d.resp = responder.New(responder.Options{Store: store, Notifier: notifier, Log: log, Registry: reg,
+	// Pages draw each incident's attempts per minute from Loki.
+	var attempts slack.Attempts
+	if d.tail != nil {
+		attempts = d.tail
+	}
+	if d.notifier, err = c.notifier(stdout, log, reg, attempts); err != nil {
+		rdb.Close()
+		ln.Close()
+		return nil, err
+	}
+	d.resp = responder.New(responder.Options{Store: store, Notifier: d.notifier, Log: log, Registry: reg,
 		DryRun: c.DryRun, NeverBlock: neverBlock})
 	d.close = func() { rdb.Close(); ln.Close() }
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -278,7 +283,7 @@ func (c *runCmd) check(e *env) error {
 		return err
 	}
 	rdb.Close()
-	if _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err != nil {
+	if _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil); err != nil {
 		return err
 	}
 	if _, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET"); err != nil {
@@ -323,14 +328,14 @@ func (c *runCmd) lokiTLS() (*tls.Config, error) {
 	return conf, nil
 }
 
-func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer) (*slack.Notifier, error) {
+func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts) (*slack.Notifier, error) {
 	signing, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET")
 	if err != nil {
 		return nil, err
 	}
 	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout,
 		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
-		Buttons: signing != "", Log: log, Registry: reg}
+		Buttons: signing != "", Attempts: attempts, Log: log, Registry: reg}
 	if opts.Coalesce <= 0 {
 		opts.Coalesce = -1 // the flag's 0 is the notifier's "no waiting"
 	}

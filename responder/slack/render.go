@@ -36,6 +36,9 @@ type Page struct {
 	MaskUsernames bool
 	// Explore links the Loki query in Grafana Explore, when set.
 	Explore *Explore
+	// PerMinute are the incident's attempts minute by minute, oldest
+	// first, drawn as a sparkline.
+	PerMinute []int
 }
 
 // Explore says how to link an incident's lines in Grafana Explore.
@@ -104,6 +107,9 @@ func Render(a responder.Action, p Page) Message {
 	}
 	if d.Distinct > 0 {
 		fields = append(fields, [2]string{"Distinct usernames", strconv.Itoa(d.Distinct)})
+	}
+	if len(p.PerMinute) > 0 {
+		fields = append(fields, [2]string{"Attempts per minute", Sparkline(p.PerMinute)})
 	}
 	fields = append(fields, [][2]string{
 		{"First seen", d.FirstSeen.UTC().Format(utc)},
@@ -178,6 +184,27 @@ func actionText(a responder.Action) string {
 		return "not blocked: the address is in --never-block"
 	}
 	return "alert only"
+}
+
+// Sparkline draws counts as bars, scaled to the largest, with the peak
+// and the span: "▁▃█▆ peak 137 over 4 min".
+func Sparkline(counts []int) string {
+	const bars = "▁▂▃▄▅▆▇█"
+	peak := 0
+	for _, c := range counts {
+		peak = max(peak, c)
+	}
+	var b strings.Builder
+	b.WriteString("`")
+	for _, c := range counts {
+		i := 0
+		if peak > 0 && c > 0 {
+			i = 1 + (c*7-1)/peak // 1..7 for any attempt, 7 at the peak
+		}
+		b.WriteString(string([]rune(bars)[i]))
+	}
+	b.WriteString("` peak " + strconv.Itoa(peak) + " over " + strconv.Itoa(len(counts)) + " min")
+	return b.String()
 }
 
 // Terminal renders the page as text for a terminal.

@@ -65,6 +65,9 @@ type Options struct {
 	MaskUsernames bool
 	// Explore links each incident's lines in Grafana Explore.
 	Explore *Explore
+	// Attempts, when set, draws each incident's attempts per minute (from
+	// Loki) on its page.
+	Attempts Attempts
 	// RetryBase and RetryMax bound the backoff between failed sends
 	// (defaults 1s and 1m); a 429's Retry-After wins over them.
 	RetryBase, RetryMax time.Duration
@@ -78,6 +81,16 @@ type Options struct {
 	// times shown on pages.
 	Now func() time.Time
 }
+
+// Attempts counts an incident's attempts per minute: key is the address
+// ("" for all clients), from and to bound the incident.
+type Attempts interface {
+	AttemptsPerMinute(ctx context.Context, key string, from, to time.Time) ([]int, error)
+}
+
+// attemptsTimeout bounds the wait for an incident's attempts per minute;
+// without them the page goes out without its sparkline.
+const attemptsTimeout = 2 * time.Second
 
 // Notifier sends pages. Notify queues; Run sends.
 type Notifier struct {
@@ -103,6 +116,7 @@ type incident struct {
 	action      responder.Action
 	samples     []string
 	status      string
+	perMinute   []int
 }
 
 // storm is a burst of one rule's incidents paged as one summary.
@@ -216,7 +230,8 @@ func (n *Notifier) Notify(ctx context.Context, a responder.Action) error {
 	if n.api == nil && n.opts.WebhookURL == "" {
 		n.termMu.Lock()
 		defer n.termMu.Unlock()
-		_, err := io.WriteString(n.opts.Terminal, Render(a, Page{Samples: samples(nil, a.Decision.Sample), MaskUsernames: n.opts.MaskUsernames}).Terminal())
+		p := Page{Samples: samples(nil, a.Decision.Sample), MaskUsernames: n.opts.MaskUsernames, PerMinute: n.attempts(ctx, a)}
+		_, err := io.WriteString(n.opts.Terminal, Render(a, p).Terminal())
 		return err
 	}
 	select {
@@ -413,12 +428,29 @@ func samples(prev []string, line string) []string {
 
 func (n *Notifier) pageOf(inc *incident) Page {
 	return Page{Samples: inc.samples, Status: inc.status, Buttons: n.opts.Buttons && inc.status == "",
-		MaskUsernames: n.opts.MaskUsernames, Explore: n.opts.Explore}
+		MaskUsernames: n.opts.MaskUsernames, Explore: n.opts.Explore, PerMinute: inc.perMinute}
+}
+
+// attempts asks for the incident's attempts per minute; nil when there is
+// no source, the key is a prefix, or the source does not answer in time.
+func (n *Notifier) attempts(ctx context.Context, a responder.Action) []int {
+	d := a.Decision
+	if n.opts.Attempts == nil || d.FirstSeen.IsZero() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, attemptsTimeout)
+	defer cancel()
+	counts, err := n.opts.Attempts.AttemptsPerMinute(ctx, d.Key, d.FirstSeen, d.LastSeen)
+	if err != nil {
+		n.opts.Log.Debug("no attempts per minute for the page", "key", d.Key, "err", err)
+		return nil
+	}
+	return counts
 }
 
 // page posts a new incident's message.
 func (n *Notifier) page(ctx context.Context, a responder.Action) {
-	inc := &incident{key: incidentKey(a), action: a, samples: samples(nil, a.Decision.Sample)}
+	inc := &incident{key: incidentKey(a), action: a, samples: samples(nil, a.Decision.Sample), perMinute: n.attempts(ctx, a)}
 	m := Render(a, n.pageOf(inc))
 	channel := n.channelFor(a.Decision.Severity)
 	text := m.Text
@@ -443,16 +475,27 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 		n.page(ctx, a)
 		return
 	}
+	n.mu.Lock()
 	prev := inc.action.Decision.Severity
+	n.mu.Unlock()
+	var perMinute []int
+	if !inc.summary {
+		perMinute = n.attempts(ctx, a)
+	}
 	n.mu.Lock()
 	if !inc.summary {
 		inc.action = a
 		inc.samples = samples(inc.samples, a.Decision.Sample)
+		if perMinute != nil {
+			inc.perMinute = perMinute
+		}
 	}
 	n.mu.Unlock()
 	n.watchExpiry(inc)
 	if !inc.summary {
+		n.mu.Lock()
 		m := Render(a, n.pageOf(inc))
+		n.mu.Unlock()
 		if err := n.retry(ctx, func() error {
 			_, _, _, err := n.api.UpdateMessageContext(ctx, inc.channel, inc.ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
 			return err
@@ -477,7 +520,9 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 	n.metrics.sent.WithLabelValues("reply").Inc()
 	// An escalation into a severity routed elsewhere is paged there too.
 	if to := n.channelFor(d.Severity); d.Escalation && !inc.summary && to != n.channelFor(prev) {
-		fresh := &incident{key: inc.key, action: a, samples: inc.samples}
+		n.mu.Lock()
+		fresh := &incident{key: inc.key, action: a, samples: inc.samples, perMinute: inc.perMinute}
+		n.mu.Unlock()
 		m := Render(a, n.pageOf(fresh))
 		text := m.Text
 		if mention := n.opts.Mentions[d.Severity]; mention != "" {

@@ -467,7 +467,8 @@ func TestGoldenBlockKit(t *testing.T) {
 		p Page
 	}{
 		"P1": {stuffing, Page{Samples: []string{stuffing.Decision.Sample, stuffing.Decision.Sample}, Buttons: true, MaskUsernames: true,
-			Explore: &Explore{URL: "https://grafana.example.com", Datasource: "loki-uid", Selector: `{service="audit"}`}}},
+			Explore:   &Explore{URL: "https://grafana.example.com", Datasource: "loki-uid", Selector: `{service="audit"}`},
+			PerMinute: []int{3, 41, 0, 137, 120, 111}}},
 		"P2": {enumeration, Page{Samples: []string{enumeration.Decision.Sample}, Buttons: true}},
 		"P3": {blockAction("P3"), Page{Samples: []string{blockAction("P3").Decision.Sample}, Buttons: true, Status: "Extended by 24 h by <@U123>"}},
 	}
@@ -494,6 +495,49 @@ func TestGoldenBlockKit(t *testing.T) {
 				t.Errorf("rendered page differs from %s (go test -run Golden -update, then review the diff):\n%s", path, got)
 			}
 		})
+	}
+}
+
+// attemptsFrom answers attempts per minute like Loki would, and records
+// what it was asked.
+type attemptsFrom struct {
+	mu    sync.Mutex
+	asked []string
+}
+
+func (a *attemptsFrom) AttemptsPerMinute(_ context.Context, key string, from, to time.Time) ([]int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.asked = append(a.asked, key+" "+from.Format(time.TimeOnly)+"-"+to.Format(time.TimeOnly))
+	return []int{1, 4, 2}, nil
+}
+
+func TestPagesDrawAttemptsPerMinute(t *testing.T) {
+	f := newFakeSlack(t, nil)
+	src := &attemptsFrom{}
+	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Attempts: src})
+	n.Notify(context.Background(), blockAction("P3"))
+	page := f.await(t, 1)[0]
+	if !strings.Contains(page.form.Get("attachments"), "*Attempts per minute*\\n`▃█▅` peak 4 over 3 min") {
+		t.Errorf("no sparkline on the page: %s", page.form.Get("attachments"))
+	}
+	if src.asked[0] != "203.0.113.7 10:00:00-10:00:04" {
+		t.Errorf("asked for %v, want the incident's key and span", src.asked)
+	}
+}
+
+func TestSparkline(t *testing.T) {
+	for _, tt := range []struct {
+		counts []int
+		want   string
+	}{
+		{[]int{0, 1, 7, 14}, "`▁▂▅█` peak 14 over 4 min"},
+		{[]int{5}, "`█` peak 5 over 1 min"},
+		{[]int{0, 0}, "`▁▁` peak 0 over 2 min"},
+	} {
+		if got := Sparkline(tt.counts); got != tt.want {
+			t.Errorf("Sparkline(%v) = %q, want %q", tt.counts, got, tt.want)
+		}
 	}
 }
 

@@ -2,18 +2,23 @@
 // protocol: push (JSON and snappy-compressed protobuf), query_range and tail.
 // It reproduces the behaviour listed in shared/LOKI-FACTS.md (answers, close
 // codes, ordering, label rules, de-duplication), for unit and e2e tests, the
-// way slacktest stands in for Slack.
+// way slacktest stands in for Slack. Of metric queries it answers the one
+// authguard asks, sum(count_over_time(LOG_QUERY [RANGE])) over query_range
+// with a step, as a Prometheus-style matrix.
 package lokitest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -412,6 +417,10 @@ func (s *Server) request(w http.ResponseWriter, r *http.Request) (id string, q *
 }
 
 func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
+	if inner, window, ok := metricQuery(r.URL.Query().Get("query")); ok {
+		s.metricRange(w, r, inner, window)
+		return
+	}
 	id, q, limit, ok := s.request(w, r)
 	if !ok {
 		return
@@ -445,6 +454,77 @@ func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
 			"stats":      map[string]any{"summary": map[string]any{"totalEntriesReturned": len(rs)}},
 		},
 	})
+}
+
+// metricQuery recognises the one metric query the fake answers,
+// sum(count_over_time(LOG_QUERY [RANGE])), and returns its parts.
+func metricQuery(q string) (inner string, window time.Duration, ok bool) {
+	q = strings.TrimSpace(q)
+	body, found := strings.CutPrefix(q, "sum(count_over_time(")
+	if !found || !strings.HasSuffix(body, "]))") {
+		return "", 0, false
+	}
+	body = strings.TrimSuffix(body, "]))")
+	i := strings.LastIndex(body, "[")
+	if i < 0 {
+		return "", 0, false
+	}
+	d, err := time.ParseDuration(body[i+1:])
+	if err != nil || d <= 0 {
+		return "", 0, false
+	}
+	return strings.TrimSpace(body[:i]), d, true
+}
+
+// metricRange answers sum(count_over_time(q [window])) as Loki does: a
+// matrix with one series, a sample at each step from start to end whose
+// window (t-window, t] holds entries, none where it holds none.
+func (s *Server) metricRange(w http.ResponseWriter, r *http.Request, inner string, window time.Duration) {
+	id, ok := s.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	q, err := parseQuery(inner)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	v := r.URL.Query()
+	now := time.Now().UnixNano()
+	end, err := parseTime(v.Get("end"), now)
+	if err == nil && v.Get("step") == "" {
+		err = errors.New("a metric query needs step")
+	}
+	start, err2 := parseTime(v.Get("start"), end-int64(time.Hour))
+	step, err3 := time.ParseDuration(v.Get("step"))
+	if secs, perr := strconv.ParseFloat(v.Get("step"), 64); perr == nil {
+		step, err3 = time.Duration(secs*float64(time.Second)), nil
+	}
+	if err = errors.Join(err, err2, err3); err != nil || step <= 0 {
+		http.Error(w, fmt.Sprintf("invalid metric query range: %v", err), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	rs := s.tenantLocked(id).selectLocked(q, start-int64(window), end+1, math.MaxInt, true)
+	s.mu.Unlock()
+	values := [][2]any{}
+	for t := start; t <= end; t += int64(step) {
+		n := 0
+		for _, r := range rs {
+			if r.e.ts > t-int64(window) && r.e.ts <= t {
+				n++
+			}
+		}
+		if n > 0 {
+			values = append(values, [2]any{float64(t) / 1e9, strconv.Itoa(n)})
+		}
+	}
+	result := []any{}
+	if len(values) > 0 {
+		result = append(result, map[string]any{"metric": map[string]string{}, "values": values})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]any{"resultType": "matrix", "result": result}})
 }
 
 // sendDropped sends a frame with the entries that made it and the
