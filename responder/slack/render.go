@@ -213,7 +213,7 @@ func (m Message) Terminal() string {
 	line := strings.Repeat("─", 64)
 	fmt.Fprintf(&b, "┌%s\n│ 🚨 %s\n├%s\n", line, m.title, line)
 	for _, f := range m.fields {
-		fmt.Fprintf(&b, "│ %-18s %s\n", f[0]+":", f[1])
+		fmt.Fprintf(&b, "│ %-21s %s\n", f[0]+":", f[1])
 	}
 	fmt.Fprintf(&b, "└%s\n", line)
 	return b.String()
