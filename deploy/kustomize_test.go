@@ -86,45 +86,42 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := r.GetName()
-		into := func(obj any) {
-			if err := yaml.UnmarshalStrict(data, obj); err != nil {
-				t.Errorf("%s %s/%s does not decode strictly: %v", dir, r.GetKind(), name, err)
-			}
-		}
-		switch api := r.GetApiVersion() + " " + r.GetKind(); api {
+		name, api := r.GetName(), r.GetApiVersion()+" "+r.GetKind()
+		var err2 error
+		switch api {
 		case "apps/v1 Deployment":
-			out.deployments[name] = &appsv1.Deployment{}
-			into(out.deployments[name])
+			err2 = decode(out.deployments, name, data)
 		case "v1 Service":
-			out.services[name] = &corev1.Service{}
-			into(out.services[name])
+			err2 = decode(out.services, name, data)
 		case "v1 ConfigMap":
-			out.configMaps[name] = &corev1.ConfigMap{}
-			into(out.configMaps[name])
+			err2 = decode(out.configMaps, name, data)
 		case "v1 ServiceAccount":
-			out.accounts[name] = &corev1.ServiceAccount{}
-			into(out.accounts[name])
+			err2 = decode(out.accounts, name, data)
 		case "rbac.authorization.k8s.io/v1 Role":
-			out.roles[name] = &rbacv1.Role{}
-			into(out.roles[name])
+			err2 = decode(out.roles, name, data)
 		case "rbac.authorization.k8s.io/v1 RoleBinding":
-			out.bindings[name] = &rbacv1.RoleBinding{}
-			into(out.bindings[name])
+			err2 = decode(out.bindings, name, data)
 		case "policy/v1 PodDisruptionBudget":
-			out.budgets[name] = &policyv1.PodDisruptionBudget{}
-			into(out.budgets[name])
+			err2 = decode(out.budgets, name, data)
 		case "networking.k8s.io/v1 NetworkPolicy":
-			out.policies[name] = &networkingv1.NetworkPolicy{}
-			into(out.policies[name])
+			err2 = decode(out.policies, name, data)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
-			out.monitors[name] = &serviceMonitor{}
-			into(out.monitors[name])
+			err2 = decode(out.monitors, name, data)
 		default:
 			t.Errorf("%s renders %s %s, which this test does not check", dir, api, name)
 		}
+		if err2 != nil {
+			t.Errorf("%s %s/%s does not decode strictly: %v", dir, api, name, err2)
+		}
 	}
 	return out
+}
+
+// decode decodes one rendered object strictly into a new T kept under name.
+func decode[T any](into map[string]*T, name string, data []byte) error {
+	obj := new(T)
+	into[name] = obj
+	return yaml.UnmarshalStrict(data, obj)
 }
 
 var overlays = []struct {

@@ -506,8 +506,12 @@ func (s *stack) awaitAllowed(ip string) {
 }
 
 // metric reads one sample from the daemon's /metrics.
-func (s *stack) metric(name string) float64 {
-	resp, err := http.Get("http://" + s.daemonAt + "/metrics")
+func (s *stack) metric(name string) float64 { return metricAt(s.daemonAt, name) }
+
+// metricAt reads one sample from a daemon's /metrics at addr; -1 when it
+// does not answer.
+func metricAt(addr, name string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return -1
 	}

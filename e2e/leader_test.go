@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,24 +120,6 @@ contexts: [{name: fake, context: {cluster: fake, user: authguard}}]
 current-context: fake
 `, server)), 0o600)
 	return path
-}
-
-// metricAt reads one sample from a daemon's /metrics.
-func metricAt(addr, name string) float64 {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + ` ([0-9.e+]+)$`)
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			v, _ := strconv.ParseFloat(m[1], 64)
-			return v
-		}
-	}
-	return 0
 }
 
 // Two daemons elect a leader through a Lease: exactly one acts (one block

@@ -135,10 +135,7 @@ func (n *Notifier) showButton(ctx context.Context, b *buttonOutcome) {
 	}
 	n.mu.Unlock()
 	if inc != nil {
-		if err := n.retry(ctx, func() error {
-			_, _, _, err := n.api.UpdateMessageContext(ctx, b.channel, b.ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
-			return err
-		}); err != nil {
+		if err := n.update(ctx, b.channel, b.ts, m); err != nil {
 			n.giveUp(err, inc.action)
 		} else {
 			n.metrics.sent.WithLabelValues("update").Inc()

@@ -496,10 +496,7 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 		n.mu.Lock()
 		m := Render(a, n.pageOf(inc))
 		n.mu.Unlock()
-		if err := n.retry(ctx, func() error {
-			_, _, _, err := n.api.UpdateMessageContext(ctx, inc.channel, inc.ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
-			return err
-		}); err != nil {
+		if err := n.update(ctx, inc.channel, inc.ts, m); err != nil {
 			n.giveUp(err, a)
 			return
 		}
@@ -601,10 +598,7 @@ func (n *Notifier) showStatus(ctx context.Context, inc *incident, status string)
 	n.mu.Lock()
 	m := Render(inc.action, n.pageOf(inc))
 	n.mu.Unlock()
-	if err := n.retry(ctx, func() error {
-		_, _, _, err := n.api.UpdateMessageContext(ctx, inc.channel, inc.ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
-		return err
-	}); err != nil {
+	if err := n.update(ctx, inc.channel, inc.ts, m); err != nil {
 		n.giveUp(err, inc.action)
 		return
 	}
@@ -714,10 +708,7 @@ func (n *Notifier) postSummary(ctx context.Context, rule string, now time.Time) 
 			return
 		}
 		channel, ts = ch, newTS
-	} else if err := n.retry(ctx, func() error {
-		_, _, _, err := n.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
-		return err
-	}); err != nil {
+	} else if err := n.update(ctx, channel, ts, m); err != nil {
 		n.giveUp(err, responder.Action{})
 		return
 	}
@@ -766,6 +757,14 @@ func (n *Notifier) post(ctx context.Context, channel, text string, m Message, th
 		return err
 	})
 	return ch, ts, err
+}
+
+// update replaces a posted message with m (chat.update), with retries.
+func (n *Notifier) update(ctx context.Context, channel, ts string, m Message) error {
+	return n.retry(ctx, func() error {
+		_, _, _, err := n.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
+		return err
+	})
 }
 
 // retry calls op until it succeeds, Slack refuses it for good, or ctx ends.
