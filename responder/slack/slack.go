@@ -120,13 +120,21 @@ type incident struct {
 }
 
 // storm is a burst of one rule's incidents paged as one summary.
+//
+// Its size does not grow with the burst: an attacker spraying addresses
+// adds to counters and, at most, to the top offenders.
 type storm struct {
-	channel, ts string
-	first, last time.Time // first incident start, last update
-	keys        map[string]responder.Action
-	blocked     int
-	severity    string
+	channel, ts   string
+	first, last   time.Time // the first incident's start, the last update
+	latest        time.Time // the newest event seen in any incident
+	keys, blocked int
+	severity      string
+	top           []responder.Action // the most attempts first, at most topOffenders
+	pending       []responder.Action // joined since the summary was last sent
 }
+
+// topOffenders is how many offenders a summary names.
+const topOffenders = 10
 
 type job struct {
 	action *responder.Action
@@ -243,6 +251,10 @@ func (n *Notifier) Notify(ctx context.Context, a responder.Action) error {
 	return nil
 }
 
+// maxBatch bounds the pages one coalescing window gathers; a storm beyond
+// it is sent in several batches (joining the same summary).
+const maxBatch = 10_000
+
 // shutdownGrace bounds how long queued pages are still sent after Run's
 // context ends.
 const shutdownGrace = 5 * time.Second
@@ -280,7 +292,7 @@ func (n *Notifier) Run(ctx context.Context) {
 		if batch[0].action != nil && n.opts.Coalesce > 0 {
 			t := time.NewTimer(n.opts.Coalesce)
 		collect:
-			for {
+			for len(batch) < maxBatch {
 				select {
 				case j := <-n.jobs:
 					batch = append(batch, j)
@@ -651,19 +663,31 @@ func (n *Notifier) join(rule string, a responder.Action, now time.Time) {
 	defer n.mu.Unlock()
 	st := n.storms[rule]
 	if st == nil || now.Sub(st.last) >= n.opts.StormHold {
-		st = &storm{first: a.Decision.FirstSeen, keys: map[string]responder.Action{}}
+		st = &storm{first: a.Decision.FirstSeen}
 		n.storms[rule] = st
 	}
-	if _, ok := st.keys[a.Decision.Key]; !ok && a.Blocked {
+	d := a.Decision
+	st.keys++
+	if a.Blocked {
 		st.blocked++
 	}
-	st.keys[a.Decision.Key] = a
-	if a.Decision.FirstSeen.Before(st.first) {
-		st.first = a.Decision.FirstSeen
+	if d.FirstSeen.Before(st.first) {
+		st.first = d.FirstSeen
 	}
-	if rank(a.Decision.Severity) < rank(st.severity) {
-		st.severity = a.Decision.Severity
+	st.latest = maxTime(st.latest, d.LastSeen)
+	if rank(d.Severity) < rank(st.severity) {
+		st.severity = d.Severity
 	}
+	// Keep the offenders with the most attempts, most first.
+	i := sort.Search(len(st.top), func(i int) bool {
+		t := st.top[i].Decision
+		return t.Count < d.Count || (t.Count == d.Count && t.Key > d.Key)
+	})
+	if i < topOffenders {
+		st.top = append(st.top[:i], append([]responder.Action{a}, st.top[i:]...)...)
+		st.top = st.top[:min(len(st.top), topOffenders)]
+	}
+	st.pending = append(st.pending, a)
 	st.last = now
 	n.metrics.coalesced.Inc()
 }
@@ -680,20 +704,12 @@ func rank(sev string) int {
 func (n *Notifier) postSummary(ctx context.Context, rule string, now time.Time) {
 	n.mu.Lock()
 	st := n.storms[rule]
-	s := Summary{Rule: rule, Severity: st.severity, Keys: len(st.keys), Blocked: st.blocked}
-	var latest time.Time
-	for _, a := range st.keys {
-		s.Top = append(s.Top, a)
-		latest = maxTime(latest, a.Decision.LastSeen)
-	}
-	s.Span = latest.Sub(st.first)
-	sort.Slice(s.Top, func(i, j int) bool {
-		if s.Top[i].Decision.Count != s.Top[j].Decision.Count {
-			return s.Top[i].Decision.Count > s.Top[j].Decision.Count
-		}
-		return s.Top[i].Decision.Key < s.Top[j].Decision.Key
-	})
-	s.Top = s.Top[:min(len(s.Top), 10)]
+	s := Summary{Rule: rule, Severity: st.severity, Keys: st.keys, Blocked: st.blocked, Span: st.latest.Sub(st.first),
+		Top: append([]responder.Action(nil), st.top...)}
+	// Taken now, so that a summary Slack refuses for good does not hold
+	// them (and let them pile up) for the next.
+	pending := st.pending
+	st.pending = nil
 	channel, ts := st.channel, st.ts
 	n.mu.Unlock()
 	m := RenderSummary(s)
@@ -716,7 +732,7 @@ func (n *Notifier) postSummary(ctx context.Context, rule string, now time.Time) 
 	n.mu.Lock()
 	st.channel, st.ts = channel, ts
 	var members []*incident
-	for _, a := range st.keys {
+	for _, a := range pending {
 		if n.incidents[incidentKey(a)] == nil {
 			members = append(members, &incident{key: incidentKey(a), channel: channel, ts: ts, summary: true, action: a})
 		}
