@@ -379,6 +379,9 @@ func (o storeOperator) Extend(ctx context.Context, ip netip.Addr, ttl time.Durat
 // or, with leader election, while this replica holds the Lease.
 func (d *daemon) run(ctx context.Context) error {
 	defer d.close()
+	if d.elect == nil {
+		d.leading.Store(true) // before the listeners: pushes are taken at once
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	mux := http.NewServeMux()
@@ -419,7 +422,6 @@ func (d *daemon) run(ctx context.Context) error {
 	d.log.Info("authguard running", "admin", d.listener.Addr().String(), "leader_election", d.elect != nil)
 	var err error
 	if d.elect == nil {
-		d.leading.Store(true)
 		err = d.loop(ctx)
 	} else {
 		var loopErr error

@@ -630,7 +630,8 @@ func (n *Notifier) watchExpiry(inc *incident) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	heap.Push(&n.expiries, expiry{inc.action.Expires, inc.key})
-	// Bounded like the incidents: the soonest-ending entries stay.
+	// Bounded like the incidents; past the bound an entry is dropped, and
+	// its page does not say when its block ended.
 	for len(n.expiries) > 2*n.opts.Remember {
 		n.expiries = n.expiries[:len(n.expiries)-1]
 		heap.Init(&n.expiries)
