@@ -65,6 +65,7 @@ type runCmd struct {
 	SlackMention           map[string]string `help:"Text put before new pages of a severity." default:"P1=<!here>" placeholder:"SEV=TEXT;..."`
 	SlackCoalesce          time.Duration     `help:"How long pages wait for others; 3 or more new incidents of one rule in that time become one summary (0: no waiting)." default:"2s"`
 	SlackMaskUsernames     bool              `help:"Hide usernames in the log lines shown on pages."`
+	SlackRefresh           time.Duration     `help:"How often pages of open incidents are redrawn with the attempts that came since (0: never)." default:"1m"`
 	SlackSigningSecretFile string            `help:"File holding the Slack app's signing secret: adds Unblock and Extend buttons, served on POST /slack/interactions at --listen." placeholder:"FILE"`
 	GrafanaURL             string            `help:"Grafana base URL: pages link each incident's lines in Explore." placeholder:"URL"`
 	GrafanaLokiDatasource  string            `help:"UID of the Loki data source in Grafana, for the Explore link." placeholder:"UID"`
@@ -338,6 +339,9 @@ func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Reg
 		Buttons: signing != "", Attempts: attempts, Log: log, Registry: reg}
 	if opts.Coalesce <= 0 {
 		opts.Coalesce = -1 // the flag's 0 is the notifier's "no waiting"
+	}
+	if opts.Refresh = c.SlackRefresh; opts.Refresh <= 0 {
+		opts.Refresh = -1 // the flag's 0 is the notifier's "never"
 	}
 	if c.GrafanaURL != "" {
 		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}

@@ -74,6 +74,10 @@ type Options struct {
 	// Remember bounds the incidents whose messages are kept for updates
 	// (default 10,000; the oldest are forgotten first).
 	Remember int
+	// Refresh is how often open incidents' pages are redrawn with their
+	// attempts per minute when more attempts came (default 1m; negative:
+	// never). Each round redraws at most refreshPerRound pages.
+	Refresh time.Duration
 
 	Log      *slog.Logger
 	Registry prometheus.Registerer
@@ -117,6 +121,7 @@ type incident struct {
 	samples     []string
 	status      string
 	perMinute   []int
+	drawn       time.Time // when perMinute was last asked for, by a refresh
 }
 
 // storm is a burst of one rule's incidents paged as one summary.
@@ -189,6 +194,9 @@ func New(opts Options) (*Notifier, error) {
 	}
 	if opts.Remember <= 0 {
 		opts.Remember = 10_000
+	}
+	if opts.Refresh == 0 {
+		opts.Refresh = time.Minute
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -268,6 +276,12 @@ func (n *Notifier) Run(ctx context.Context) {
 	}
 	expiry := time.NewTimer(time.Hour)
 	defer expiry.Stop()
+	var refresh <-chan time.Time
+	if n.opts.Refresh > 0 && n.opts.Attempts != nil && n.api != nil {
+		t := time.NewTicker(n.opts.Refresh)
+		defer t.Stop()
+		refresh = t.C
+	}
 	for {
 		n.mu.Lock()
 		next := time.Hour
@@ -283,6 +297,9 @@ func (n *Notifier) Run(ctx context.Context) {
 			return
 		case <-expiry.C:
 			n.expire(ctx, n.opts.Now())
+			continue
+		case <-refresh:
+			n.redraw(ctx, n.opts.Now())
 			continue
 		case j := <-n.jobs:
 			batch = append(batch, j)
@@ -620,6 +637,61 @@ func (n *Notifier) showStatus(ctx context.Context, inc *incident, status string)
 		return
 	}
 	n.metrics.sent.WithLabelValues("reply").Inc()
+}
+
+// refreshPerRound bounds the pages one refresh round redraws, to stay far
+// below Slack's rate limit for chat.update.
+const refreshPerRound = 20
+
+// redraw refreshes the attempts per minute of open incidents and updates
+// the pages of those that had more attempts since they were drawn: a
+// dry-run or alert-only incident goes on, and its page shows it. Blocked
+// attackers are refused by the gateway and add nothing, so their pages
+// stay as they are.
+func (n *Notifier) redraw(ctx context.Context, now time.Time) {
+	n.mu.Lock()
+	var open []*incident
+	for _, key := range n.order {
+		inc := n.incidents[key]
+		if inc == nil || inc.summary || inc.ts == "" || inc.status != "" || inc.perMinute == nil {
+			continue
+		}
+		if a := inc.action; (a.Blocked && a.Expires.After(now)) || (!a.Blocked && now.Sub(a.Decision.LastSeen) < time.Hour) {
+			open = append(open, inc)
+		}
+	}
+	n.mu.Unlock()
+	// The least recently drawn first.
+	sort.SliceStable(open, func(i, j int) bool { return open[i].drawn.Before(open[j].drawn) })
+	for _, inc := range open[:min(len(open), refreshPerRound)] {
+		n.mu.Lock()
+		a := inc.action
+		before := sum(inc.perMinute)
+		inc.drawn = now
+		n.mu.Unlock()
+		a.Decision.LastSeen = now
+		counts := n.attempts(ctx, a)
+		if counts == nil || sum(counts) <= before {
+			continue
+		}
+		n.mu.Lock()
+		inc.perMinute = counts
+		m := Render(inc.action, n.pageOf(inc))
+		n.mu.Unlock()
+		if err := n.update(ctx, inc.channel, inc.ts, m); err != nil {
+			n.giveUp(err, a)
+			continue
+		}
+		n.metrics.sent.WithLabelValues("update").Inc()
+	}
+}
+
+func sum(counts []int) int {
+	total := 0
+	for _, c := range counts {
+		total += c
+	}
+	return total
 }
 
 // watchExpiry notes when a paged block ends, so its page can say so.

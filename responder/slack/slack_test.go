@@ -526,6 +526,45 @@ func TestPagesDrawAttemptsPerMinute(t *testing.T) {
 	}
 }
 
+// growing answers more attempts every time it is asked about 198.51.100.9,
+// and the same for everyone else.
+type growing struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (g *growing) AttemptsPerMinute(_ context.Context, key string, _, _ time.Time) ([]int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if key != "198.51.100.9" {
+		return []int{5}, nil
+	}
+	g.calls++
+	return []int{5, 10 * g.calls}, nil
+}
+
+// An incident that goes on (here a dry run: nothing blocks the attacker)
+// has its page redrawn with the attempts that came since; a page whose
+// attempts stopped is left alone.
+func TestOpenIncidentsAreRedrawnAsAttemptsGrow(t *testing.T) {
+	f := newFakeSlack(t, nil)
+	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1,
+		Attempts: &growing{}, Refresh: 20 * time.Millisecond})
+	dry := ipAction("198.51.100.9", "P3", 5)
+	dry.Blocked, dry.What = false, "dry-run"
+	n.Notify(context.Background(), blockAction("P3")) // stands, attempts stopped
+	n.Notify(context.Background(), dry)
+	calls := f.await(t, 4)
+	for _, c := range calls[2:] {
+		if c.method != "chat.update" || c.form.Get("ts") != "1700000000.000002" {
+			t.Fatalf("redrew %s %v, want only the dry run's page", c.method, c.form.Get("ts"))
+		}
+	}
+	if !strings.Contains(calls[3].form.Get("attachments"), "peak 30 over 2 min") {
+		t.Errorf("the redrawn page does not show the new attempts: %s", calls[3].form.Get("attachments"))
+	}
+}
+
 func TestSparkline(t *testing.T) {
 	for _, tt := range []struct {
 		counts []int
