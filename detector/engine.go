@@ -86,6 +86,10 @@ var DefaultSeverity = []SeverityLevel{{"P1", 100}, {"P2", 49}, {"P3", 0}}
 // DefaultMaxKeys bounds the keys one rule tracks when Config.MaxKeys is zero.
 const DefaultMaxKeys = 1 << 20
 
+// MaxKeysLimit is the largest Config.MaxKeys: 67,108,864 keys per rule
+// (about 8 GiB of state for the runbook rule).
+const MaxKeysLimit = 1 << 26
+
 // Config is everything an Engine needs.
 type Config struct {
 	Rules []Rule
@@ -168,6 +172,9 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 	maxKeys := cfg.MaxKeys
 	if maxKeys <= 0 {
 		maxKeys = DefaultMaxKeys
+	}
+	if maxKeys > MaxKeysLimit {
+		return nil, fmt.Errorf("max keys %d: at most %d per rule", maxKeys, MaxKeysLimit)
 	}
 	seen := map[string]bool{}
 	for _, r := range cfg.Rules {

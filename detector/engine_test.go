@@ -205,6 +205,12 @@ func TestMemoryIsCappedAndHotKeysSurvive(t *testing.T) {
 	}
 }
 
+func TestTheKeyCapHasALimit(t *testing.T) {
+	if _, err := New(Config{Rules: []Rule{sec010()}, MaxKeys: MaxKeysLimit + 1}); err == nil {
+		t.Error("accepted a cap beyond the index's reach")
+	}
+}
+
 // TestEngineMatchesBruteForceOracle compares the engine with a recount from
 // scratch over random in-order streams.
 func TestEngineMatchesBruteForceOracle(t *testing.T) {

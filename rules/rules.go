@@ -240,8 +240,8 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 	cfg := &set.Config
 	cfg.MaxKeys = f.MaxTrackedKeys
 	cfg.Tolerance = time.Duration(f.OutOfOrderTolerance)
-	if f.MaxTrackedKeys < 0 {
-		p.errorf(field(doc, "max_tracked_keys"), "max_tracked_keys must not be negative")
+	if f.MaxTrackedKeys < 0 || f.MaxTrackedKeys > detector.MaxKeysLimit {
+		p.errorf(field(doc, "max_tracked_keys"), "max_tracked_keys %d: want 0 (the default, %d) to %d", f.MaxTrackedKeys, detector.DefaultMaxKeys, detector.MaxKeysLimit)
 	}
 	rulesNode := field(doc, "rules")
 	if len(f.Rules) == 0 {
