@@ -41,7 +41,7 @@ func (l *ledger) lead(id string) func(context.Context) {
 func TestOneLeaderAndHandoverWithinTheLeaseDuration(t *testing.T) {
 	client := fake.NewClientset()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := Config{Namespace: "security", Name: "authguard", LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond}
+	cfg := Config{Namespace: "security", Name: "authguard", LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
 	l := &ledger{t: t, starts: make(chan string, 10), posts: map[string]int{}}
 	type replica struct {
 		cancel context.CancelFunc
@@ -66,7 +66,7 @@ func TestOneLeaderAndHandoverWithinTheLeaseDuration(t *testing.T) {
 	select {
 	case id := <-l.starts:
 		t.Fatalf("%s leads too", id)
-	case <-time.After(3 * cfg.LeaseDuration):
+	case <-time.After(2 * cfg.LeaseDuration):
 	}
 	lease, err := client.CoordinationV1().Leases("security").Get(context.Background(), "authguard", metav1.GetOptions{})
 	if err != nil || *lease.Spec.HolderIdentity != first {
