@@ -370,3 +370,38 @@ func evidenceField(m redis.XMessage, name string) string {
 	json.Unmarshal([]byte(fmt.Sprint(m.Values["record"])), &rec)
 	return fmt.Sprint(rec[name])
 }
+
+// Where an incident's Slack page is, is kept with the block: found again
+// for that incident only, and gone with the block's metadata.
+func TestPageLocationIsKeptWithTheBlock(t *testing.T) {
+	rdb := startRedisServer(t).client()
+	store := redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{})
+	ctx := context.Background()
+	ip := netip.MustParseAddr("203.0.113.160")
+	res, err := store.Write(ctx, []responder.Request{blockRequest(ip.String(), 1, time.Now())}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	incident := res[0].Incident
+	if err := store.SaveMessage(ctx, ip, "another-incident", "C1", "1.1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ts, _ := store.LoadMessage(ctx, ip, incident); ts != "" {
+		t.Fatalf("a page of another incident was kept for this one: %q", ts)
+	}
+	if err := store.SaveMessage(ctx, ip, incident, "C1", "1700000000.000100"); err != nil {
+		t.Fatal(err)
+	}
+	if ch, ts, err := store.LoadMessage(ctx, ip, incident); err != nil || ch != "C1" || ts != "1700000000.000100" {
+		t.Fatalf("loaded %q %q %v", ch, ts, err)
+	}
+	if ttl := rdb.PTTL(ctx, "authguard:block:"+ip.String()).Val(); ttl <= 0 || ttl > 10*time.Minute {
+		t.Errorf("the metadata lost its expiry: %v", ttl)
+	}
+	if _, err := store.Unblock(ctx, ip, "alice", "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ts, _ := store.LoadMessage(ctx, ip, incident); ts != "" {
+		t.Errorf("the page outlived the block: %q", ts)
+	}
+}

@@ -256,7 +256,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if d.tail != nil {
 		attempts = d.tail
 	}
-	if d.notifier, err = c.notifier(stdout, log, reg, attempts); err != nil {
+	if d.notifier, err = c.notifier(stdout, log, reg, attempts, store); err != nil {
 		rdb.Close()
 		ln.Close()
 		return nil, err
@@ -284,7 +284,7 @@ func (c *runCmd) check(e *env) error {
 		return err
 	}
 	rdb.Close()
-	if _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil); err != nil {
+	if _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
 		return err
 	}
 	if _, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET"); err != nil {
@@ -329,14 +329,14 @@ func (c *runCmd) lokiTLS() (*tls.Config, error) {
 	return conf, nil
 }
 
-func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts) (*slack.Notifier, error) {
+func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts, messages slack.Messages) (*slack.Notifier, error) {
 	signing, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET")
 	if err != nil {
 		return nil, err
 	}
 	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout,
 		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
-		Buttons: signing != "", Attempts: attempts, Log: log, Registry: reg}
+		Buttons: signing != "", Attempts: attempts, Messages: messages, Log: log, Registry: reg}
 	if opts.Coalesce <= 0 {
 		opts.Coalesce = -1 // the flag's 0 is the notifier's "no waiting"
 	}

@@ -548,6 +548,42 @@ func (s *Store) Incident(ctx context.Context, id string) ([]Record, error) {
 	return out, nil
 }
 
+// saveMessageScript records where an incident's page is, in the block's
+// metadata hash (so it expires with the block), only while that hash still
+// belongs to the incident.
+//
+// KEYS: meta. ARGV: incident, channel, ts.
+var saveMessageScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'incident') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'slack_channel', ARGV[2], 'slack_ts', ARGV[3])
+return 1
+`)
+
+// SaveMessage records the Slack message of ip's incident, so that a
+// restarted daemon updates that message instead of posting another. It
+// does nothing when ip's block belongs to another incident or has ended.
+func (s *Store) SaveMessage(ctx context.Context, ip netip.Addr, incident, channel, ts string) error {
+	if err := saveMessageScript.Run(ctx, s.rdb, []string{s.keys.Meta + ip.String()}, incident, channel, ts).Err(); err != nil {
+		return fmt.Errorf("save the page of %s: %w", ip, err)
+	}
+	return nil
+}
+
+// LoadMessage returns the Slack message recorded for ip's incident, or ""s
+// when there is none.
+func (s *Store) LoadMessage(ctx context.Context, ip netip.Addr, incident string) (channel, ts string, err error) {
+	v, err := s.rdb.HMGet(ctx, s.keys.Meta+ip.String(), "incident", "slack_channel", "slack_ts").Result()
+	if err != nil {
+		return "", "", fmt.Errorf("load the page of %s: %w", ip, err)
+	}
+	if inc, _ := v[0].(string); inc != incident {
+		return "", "", nil
+	}
+	channel, _ = v[1].(string)
+	ts, _ = v[2].(string)
+	return channel, ts, nil
+}
+
 // BlockedNow looks one IP up: whether ip_block:<ip> exists and when it
 // expires (the zero time when it has no TTL). One round trip.
 func (s *Store) BlockedNow(ctx context.Context, ip netip.Addr) (bool, time.Time, error) {

@@ -68,6 +68,8 @@ type Options struct {
 	// Attempts, when set, draws each incident's attempts per minute (from
 	// Loki) on its page.
 	Attempts Attempts
+	// Messages, when set, keeps where pages are across restarts.
+	Messages Messages
 	// RetryBase and RetryMax bound the backoff between failed sends
 	// (defaults 1s and 1m); a 429's Retry-After wins over them.
 	RetryBase, RetryMax time.Duration
@@ -84,6 +86,14 @@ type Options struct {
 	// Now is the wall clock (time.Now when nil): when blocks end, the
 	// times shown on pages.
 	Now func() time.Time
+}
+
+// Messages keeps where each incident's page is beyond this process, so
+// that after a restart an escalation updates the page instead of posting
+// another. The daemon keeps them with the block in Redis.
+type Messages interface {
+	SaveMessage(ctx context.Context, ip netip.Addr, incident, channel, ts string) error
+	LoadMessage(ctx context.Context, ip netip.Addr, incident string) (channel, ts string, err error)
 }
 
 // Attempts counts an incident's attempts per minute: key is the address
@@ -398,6 +408,10 @@ func (n *Notifier) send(ctx context.Context, batch []job) {
 			n.follow(ctx, inc, a)
 			continue
 		}
+		if inc := n.recall(ctx, a); inc != nil {
+			n.follow(ctx, inc, a)
+			continue
+		}
 		n.mu.Lock()
 		st := n.storms[rule]
 		open := st != nil && now.Sub(st.last) < n.opts.StormHold
@@ -495,6 +509,29 @@ func (n *Notifier) page(ctx context.Context, a responder.Action) {
 	inc.channel, inc.ts = ch, ts
 	n.remember(inc)
 	n.watchExpiry(inc)
+	if n.opts.Messages != nil && a.Incident != "" && a.Decision.IP.IsValid() && ts != "" {
+		if err := n.opts.Messages.SaveMessage(ctx, a.Decision.IP, a.Incident, ch, ts); err != nil {
+			n.opts.Log.Warn("page location not kept; after a restart its escalations are posted anew", "err", err)
+		}
+	}
+}
+
+// recall finds the page of an incident paged before this process started:
+// a later page about it (an escalation) then updates that page.
+func (n *Notifier) recall(ctx context.Context, a responder.Action) *incident {
+	if n.opts.Messages == nil || n.api == nil || a.Incident == "" || !a.Decision.IP.IsValid() || !a.Decision.Escalation {
+		return nil
+	}
+	channel, ts, err := n.opts.Messages.LoadMessage(ctx, a.Decision.IP, a.Incident)
+	if err != nil || ts == "" {
+		return nil
+	}
+	prev := a
+	prev.Decision.Escalation = false
+	prev.Decision.Severity = "" // not known any more
+	inc := &incident{key: incidentKey(a), channel: channel, ts: ts, action: prev}
+	n.remember(inc)
+	return inc
 }
 
 // follow shows a later page about a known incident: its message updated in
@@ -535,6 +572,9 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 	reply := fmt.Sprintf("%s: %s, %d failed attempts (%.1f/min); %s", d.Severity, IncidentType(d), d.Count, d.RatePerMinute, actionText(a))
 	if d.Escalation {
 		reply = fmt.Sprintf("Escalated %s → %s: %d failed attempts, %.1f/min", prev, d.Severity, d.Count, d.RatePerMinute)
+		if prev == "" {
+			reply = fmt.Sprintf("Escalated to %s: %d failed attempts, %.1f/min", d.Severity, d.Count, d.RatePerMinute)
+		}
 		if inc.summary {
 			reply = fmt.Sprintf("`%s` escalated to %s: %d failed attempts, %.1f/min", d.Key, d.Severity, d.Count, d.RatePerMinute)
 		}

@@ -253,6 +253,63 @@ func TestBlockExpiryAndUnblockAreRepliedInTheThread(t *testing.T) {
 	}
 }
 
+// kept is a Messages that outlives notifiers, like Redis does.
+type kept struct {
+	mu    sync.Mutex
+	ats   map[string][2]string // ip/incident -> channel, ts
+	saved chan struct{}
+}
+
+func (k *kept) SaveMessage(_ context.Context, ip netip.Addr, incident, channel, ts string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ats[ip.String()+"/"+incident] = [2]string{channel, ts}
+	k.saved <- struct{}{}
+	return nil
+}
+
+func (k *kept) LoadMessage(_ context.Context, ip netip.Addr, incident string) (string, string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	at := k.ats[ip.String()+"/"+incident]
+	return at[0], at[1], nil
+}
+
+// After a restart (a new notifier), an escalation of an incident paged
+// before updates that page and replies in its thread: still one message.
+func TestAnEscalationAfterARestartUpdatesThePage(t *testing.T) {
+	f := newFakeSlack(t, nil)
+	store := &kept{ats: map[string][2]string{}, saved: make(chan struct{}, 1)}
+	opts := Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Messages: store,
+		Now: func() time.Time { return at }}
+	first, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { first.Run(ctx); close(done) }()
+	first.Notify(ctx, ipAction("203.0.113.7", "P3", 5))
+	<-store.saved // the page is posted and where it is kept
+	cancel()
+	<-done
+
+	restarted := start(t, opts)
+	esc := ipAction("203.0.113.7", "P2", 60)
+	esc.Decision.Escalation, esc.Decision.Renewal = true, true
+	restarted.Notify(context.Background(), esc)
+	calls := f.await(t, 3)
+	if len(topLevel(calls)) != 1 {
+		t.Fatalf("%d top-level messages, want the one from before the restart", len(topLevel(calls)))
+	}
+	if calls[1].method != "chat.update" || calls[1].form.Get("ts") != "1700000000.000001" {
+		t.Errorf("after the restart: %s of ts %q, want an update of the first page", calls[1].method, calls[1].form.Get("ts"))
+	}
+	if r := calls[2].form; r.Get("thread_ts") != "1700000000.000001" || !strings.HasPrefix(r.Get("text"), "Escalated to P2") {
+		t.Errorf("reply %v", r)
+	}
+}
+
 // Must show 2: a thousand IPs blocked in a burst are a summary that names
 // the count, posted once and updated as the burst grows.
 func TestABurstOfBlocksIsCoalescedIntoOneSummary(t *testing.T) {
