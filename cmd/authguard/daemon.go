@@ -244,11 +244,12 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if c.LokiURL != "" {
 		// Without a file, the Loki credentials may come from the
 		// environment (read once; a file is re-read on every connection).
-		lokiPassword, lokiToken := os.Getenv("AUTHGUARD_LOKI_PASSWORD"), os.Getenv("AUTHGUARD_LOKI_BEARER_TOKEN")
+		lokiPassword, _ := secret.Read("", "AUTHGUARD_LOKI_PASSWORD")
+		lokiToken, _ := secret.Read("", "AUTHGUARD_LOKI_BEARER_TOKEN")
 		d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor,
 			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
 			Username: c.LokiUsername, PasswordFile: c.LokiPasswordFile, BearerTokenFile: c.LokiBearerTokenFile,
-			Password: strings.TrimSpace(lokiPassword), BearerToken: strings.TrimSpace(lokiToken),
+			Password: lokiPassword, BearerToken: lokiToken,
 			Headers: c.LokiHeaders, TLS: tlsConf}, parser, log, lokiMetrics)
 	}
 	// Pages draw each incident's attempts per minute from Loki.
