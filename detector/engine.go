@@ -152,7 +152,29 @@ func sameCounting(a, b Rule) bool {
 		a.MinSuccessRatio == b.MinSuccessRatio
 }
 
+// Validate checks cfg as New does, without building an engine (whose
+// tables take megabytes): for checking a rules file that is not run yet.
+func Validate(cfg Config) error {
+	if cfg.MaxKeys > MaxKeysLimit {
+		return fmt.Errorf("max keys %d: at most %d per rule", cfg.MaxKeys, MaxKeysLimit)
+	}
+	seen := map[string]bool{}
+	for _, r := range cfg.Rules {
+		if err := r.validate(); err != nil {
+			return err
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("rule %q: duplicate name", r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return nil
+}
+
 func build(cfg Config, old *Engine) (*Engine, error) {
+	if err := Validate(cfg); err != nil {
+		return nil, err
+	}
 	seed := maphash.MakeSeed()
 	if old != nil {
 		seed = old.seed // distinct values are hashed with it
@@ -173,18 +195,7 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 	if maxKeys <= 0 {
 		maxKeys = DefaultMaxKeys
 	}
-	if maxKeys > MaxKeysLimit {
-		return nil, fmt.Errorf("max keys %d: at most %d per rule", maxKeys, MaxKeysLimit)
-	}
-	seen := map[string]bool{}
 	for _, r := range cfg.Rules {
-		if err := r.validate(); err != nil {
-			return nil, err
-		}
-		if seen[r.Name] {
-			return nil, fmt.Errorf("rule %q: duplicate name", r.Name)
-		}
-		seen[r.Name] = true
 		if r.IPv4Prefix == 0 {
 			r.IPv4Prefix = 32
 		}

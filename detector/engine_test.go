@@ -205,6 +205,19 @@ func TestMemoryIsCappedAndHotKeysSurvive(t *testing.T) {
 	}
 }
 
+func TestValidateChecksWhatNewChecks(t *testing.T) {
+	dup := Config{Rules: []Rule{sec010(), sec010()}}
+	if err := Validate(dup); err == nil {
+		t.Error("Validate accepted two rules of one name")
+	}
+	if _, err := New(dup); err == nil {
+		t.Error("New accepted two rules of one name")
+	}
+	if err := Validate(Config{Rules: []Rule{sec010()}}); err != nil {
+		t.Errorf("Validate refused the runbook rule: %v", err)
+	}
+}
+
 func TestTheKeyCapHasALimit(t *testing.T) {
 	if _, err := New(Config{Rules: []Rule{sec010()}, MaxKeys: MaxKeysLimit + 1}); err == nil {
 		t.Error("accepted a cap beyond the index's reach")

@@ -55,7 +55,7 @@ func (r *reloader) reload(ctx context.Context, d *daemon, why string) error {
 	if err == nil && !d.leading.Load() {
 		// A standby runs no engine: the file is checked now and read
 		// again when this replica takes over.
-		if _, err = detector.New(set.Config); err == nil {
+		if err = detector.Validate(set.Config); err == nil {
 			r.reloads.WithLabelValues("success").Inc()
 			d.log.Info("rules checked; a standby applies them when it takes over", "trigger", why, "file", r.path)
 			return nil
