@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/slack-go/slack"
+
+	"github.com/authguard/authguard/responder"
 )
 
 // Operator carries out what the buttons ask, as an operator at a terminal
@@ -133,18 +135,15 @@ func (n *Notifier) showButton(ctx context.Context, b *buttonOutcome) {
 		p.Status = b.status
 		m = Render(inc.action, p)
 	}
+	var a responder.Action
+	if inc != nil {
+		a = inc.action
+	}
 	n.mu.Unlock()
 	if inc != nil {
-		if err := n.update(ctx, b.channel, b.ts, m); err != nil {
-			n.giveUp(err, inc.action)
-		} else {
-			n.metrics.sent.WithLabelValues("update").Inc()
-		}
+		n.updated(ctx, b.channel, b.ts, m, a)
 	}
-	if _, _, err := n.post(ctx, b.channel, b.status, Message{}, b.ts); err != nil {
-		n.opts.Log.Error("slack thread reply not delivered", "err", err, "status", b.status)
-		n.metrics.failed.Inc()
-		return
-	}
-	n.metrics.sent.WithLabelValues("reply").Inc()
+	// The reply goes out even if the page could not be updated: it says
+	// who did what.
+	n.replied(ctx, b.channel, b.ts, b.status, a)
 }

@@ -253,7 +253,7 @@ func New(opts Options) (*Notifier, error) {
 // Notify queues a page; it never waits for Slack. Without a Slack
 // destination the page is written to the terminal at once.
 func (n *Notifier) Notify(ctx context.Context, a responder.Action) error {
-	if n.api == nil && n.opts.WebhookURL == "" {
+	if n.toTerminal() {
 		n.termMu.Lock()
 		defer n.termMu.Unlock()
 		p := Page{Samples: samples(nil, a.Decision.Sample), MaskUsernames: n.opts.MaskUsernames, PerMinute: n.attempts(ctx, a)}
@@ -269,6 +269,9 @@ func (n *Notifier) Notify(ctx context.Context, a responder.Action) error {
 	return nil
 }
 
+// toTerminal says pages go to the terminal: no Slack destination is set.
+func (n *Notifier) toTerminal() bool { return n.api == nil && n.opts.WebhookURL == "" }
+
 // maxBatch bounds the pages one coalescing window gathers; a storm beyond
 // it is sent in several batches (joining the same summary).
 const maxBatch = 10_000
@@ -281,7 +284,7 @@ const shutdownGrace = 5 * time.Second
 // within a short grace. It returns at once when there is no Slack
 // destination (Notify writes to the terminal itself).
 func (n *Notifier) Run(ctx context.Context) {
-	if n.api == nil && n.opts.WebhookURL == "" {
+	if n.toTerminal() {
 		return
 	}
 	expiry := time.NewTimer(time.Hour)
@@ -303,7 +306,7 @@ func (n *Notifier) Run(ctx context.Context) {
 		var batch []job
 		select {
 		case <-ctx.Done():
-			n.drain()
+			n.flush(nil)
 			return
 		case <-expiry.C:
 			n.expire(ctx, n.opts.Now())
@@ -332,30 +335,19 @@ func (n *Notifier) Run(ctx context.Context) {
 			}
 		}
 		if ctx.Err() != nil {
-			batch = append(batch, n.take()...)
-			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-			n.send(ctx, batch)
-			cancel()
+			n.flush(batch)
 			return
 		}
 		n.send(ctx, batch)
 	}
 }
 
-func (n *Notifier) take() []job {
-	var out []job
-	for {
-		select {
-		case j := <-n.jobs:
-			out = append(out, j)
-		default:
-			return out
-		}
+// flush sends batch and whatever is still queued, within shutdownGrace:
+// Run's context has ended.
+func (n *Notifier) flush(batch []job) {
+	for len(n.jobs) > 0 { // Run is the only receiver: this never waits
+		batch = append(batch, <-n.jobs)
 	}
-}
-
-func (n *Notifier) drain() {
-	batch := n.take()
 	if len(batch) == 0 {
 		return
 	}
@@ -494,26 +486,61 @@ func (n *Notifier) attempts(ctx context.Context, a responder.Action) []int {
 // page posts a new incident's message.
 func (n *Notifier) page(ctx context.Context, a responder.Action) {
 	inc := &incident{key: incidentKey(a), action: a, samples: samples(nil, a.Decision.Sample), perMinute: n.attempts(ctx, a)}
-	m := Render(a, n.pageOf(inc))
-	channel := n.channelFor(a.Decision.Severity)
-	text := m.Text
-	if mention := n.opts.Mentions[a.Decision.Severity]; mention != "" {
-		text = mention + " " + text
-	}
-	ch, ts, err := n.post(ctx, channel, text, m, "")
-	if err != nil {
-		n.giveUp(err, a)
+	if !n.open(ctx, inc, n.channelFor(a.Decision.Severity)) {
 		return
+	}
+	n.watchExpiry(inc)
+	if n.opts.Messages != nil && a.Incident != "" && a.Decision.IP.IsValid() && inc.ts != "" {
+		if err := n.opts.Messages.SaveMessage(ctx, a.Decision.IP, a.Incident, inc.channel, inc.ts); err != nil {
+			n.opts.Log.Warn("page location not kept; after a restart its escalations are posted anew", "err", err)
+		}
+	}
+}
+
+// open posts inc's page as a new message in channel, with the mention of
+// its severity, and remembers where it is. inc must not be shared yet.
+func (n *Notifier) open(ctx context.Context, inc *incident, channel string) bool {
+	m := Render(inc.action, n.pageOf(inc))
+	ch, ts, err := n.post(ctx, channel, n.mention(inc.action.Decision.Severity, m.Text), m, "")
+	if err != nil {
+		n.giveUp(err, inc.action)
+		return false
 	}
 	n.metrics.sent.WithLabelValues("post").Inc()
 	inc.channel, inc.ts = ch, ts
 	n.remember(inc)
-	n.watchExpiry(inc)
-	if n.opts.Messages != nil && a.Incident != "" && a.Decision.IP.IsValid() && ts != "" {
-		if err := n.opts.Messages.SaveMessage(ctx, a.Decision.IP, a.Incident, ch, ts); err != nil {
-			n.opts.Log.Warn("page location not kept; after a restart its escalations are posted anew", "err", err)
-		}
+	return true
+}
+
+// mention puts the severity's mention (e.g. <!here>) before a new page's
+// text.
+func (n *Notifier) mention(severity, text string) string {
+	if m := n.opts.Mentions[severity]; m != "" {
+		return m + " " + text
 	}
+	return text
+}
+
+// updated replaces a posted page with m and counts it; on failure it gives
+// up (logged, counted) and says so.
+func (n *Notifier) updated(ctx context.Context, channel, ts string, m Message, a responder.Action) bool {
+	if err := n.update(ctx, channel, ts, m); err != nil {
+		n.giveUp(err, a)
+		return false
+	}
+	n.metrics.sent.WithLabelValues("update").Inc()
+	return true
+}
+
+// replied posts text in a page's thread and counts it; on failure it gives
+// up (logged, counted) and says so.
+func (n *Notifier) replied(ctx context.Context, channel, ts, text string, a responder.Action) bool {
+	if _, _, err := n.post(ctx, channel, text, Message{}, ts); err != nil {
+		n.giveUp(err, a)
+		return false
+	}
+	n.metrics.sent.WithLabelValues("reply").Inc()
+	return true
 }
 
 // recall finds the page of an incident paged before this process started:
@@ -541,67 +568,45 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 		n.page(ctx, a)
 		return
 	}
-	n.mu.Lock()
-	prev := inc.action.Decision.Severity
-	n.mu.Unlock()
 	var perMinute []int
 	if !inc.summary {
-		perMinute = n.attempts(ctx, a)
+		perMinute = n.attempts(ctx, a) // a Loki query: outside the lock
 	}
 	n.mu.Lock()
+	prev := inc.action.Decision.Severity
+	var m Message
 	if !inc.summary {
 		inc.action = a
 		inc.samples = samples(inc.samples, a.Decision.Sample)
 		if perMinute != nil {
 			inc.perMinute = perMinute
 		}
+		m = Render(a, n.pageOf(inc))
 	}
 	n.mu.Unlock()
 	n.watchExpiry(inc)
-	if !inc.summary {
-		n.mu.Lock()
-		m := Render(a, n.pageOf(inc))
-		n.mu.Unlock()
-		if err := n.update(ctx, inc.channel, inc.ts, m); err != nil {
-			n.giveUp(err, a)
-			return
-		}
-		n.metrics.sent.WithLabelValues("update").Inc()
+	if !inc.summary && !n.updated(ctx, inc.channel, inc.ts, m, a) {
+		return
 	}
 	d := a.Decision
 	reply := fmt.Sprintf("%s: %s, %d failed attempts (%.1f/min); %s", d.Severity, IncidentType(d), d.Count, d.RatePerMinute, actionText(a))
-	if d.Escalation {
+	switch {
+	case d.Escalation && inc.summary:
+		reply = fmt.Sprintf("`%s` escalated to %s: %d failed attempts, %.1f/min", d.Key, d.Severity, d.Count, d.RatePerMinute)
+	case d.Escalation && prev == "":
+		reply = fmt.Sprintf("Escalated to %s: %d failed attempts, %.1f/min", d.Severity, d.Count, d.RatePerMinute)
+	case d.Escalation:
 		reply = fmt.Sprintf("Escalated %s → %s: %d failed attempts, %.1f/min", prev, d.Severity, d.Count, d.RatePerMinute)
-		if prev == "" {
-			reply = fmt.Sprintf("Escalated to %s: %d failed attempts, %.1f/min", d.Severity, d.Count, d.RatePerMinute)
-		}
-		if inc.summary {
-			reply = fmt.Sprintf("`%s` escalated to %s: %d failed attempts, %.1f/min", d.Key, d.Severity, d.Count, d.RatePerMinute)
-		}
 	}
-	if _, _, err := n.post(ctx, inc.channel, reply, Message{}, inc.ts); err != nil {
-		n.giveUp(err, a)
+	if !n.replied(ctx, inc.channel, inc.ts, reply, a) {
 		return
 	}
-	n.metrics.sent.WithLabelValues("reply").Inc()
 	// An escalation into a severity routed elsewhere is paged there too.
 	if to := n.channelFor(d.Severity); d.Escalation && !inc.summary && to != n.channelFor(prev) {
 		n.mu.Lock()
 		fresh := &incident{key: inc.key, action: a, samples: inc.samples, perMinute: inc.perMinute}
 		n.mu.Unlock()
-		m := Render(a, n.pageOf(fresh))
-		text := m.Text
-		if mention := n.opts.Mentions[d.Severity]; mention != "" {
-			text = mention + " " + text
-		}
-		ch, ts, err := n.post(ctx, to, text, m, "")
-		if err != nil {
-			n.giveUp(err, a)
-			return
-		}
-		n.metrics.sent.WithLabelValues("post").Inc()
-		fresh.channel, fresh.ts = ch, ts
-		n.remember(fresh)
+		n.open(ctx, fresh, to)
 	}
 }
 
@@ -666,17 +671,11 @@ func (n *Notifier) expire(ctx context.Context, now time.Time) {
 func (n *Notifier) showStatus(ctx context.Context, inc *incident, status string) {
 	n.mu.Lock()
 	m := Render(inc.action, n.pageOf(inc))
+	a := inc.action
 	n.mu.Unlock()
-	if err := n.update(ctx, inc.channel, inc.ts, m); err != nil {
-		n.giveUp(err, inc.action)
-		return
+	if n.updated(ctx, inc.channel, inc.ts, m, a) {
+		n.replied(ctx, inc.channel, inc.ts, status, a)
 	}
-	n.metrics.sent.WithLabelValues("update").Inc()
-	if _, _, err := n.post(ctx, inc.channel, status, Message{}, inc.ts); err != nil {
-		n.giveUp(err, inc.action)
-		return
-	}
-	n.metrics.sent.WithLabelValues("reply").Inc()
 }
 
 // refreshPerRound bounds the pages one refresh round redraws, to stay far
@@ -718,11 +717,7 @@ func (n *Notifier) redraw(ctx context.Context, now time.Time) {
 		inc.perMinute = counts
 		m := Render(inc.action, n.pageOf(inc))
 		n.mu.Unlock()
-		if err := n.update(ctx, inc.channel, inc.ts, m); err != nil {
-			n.giveUp(err, a)
-			continue
-		}
-		n.metrics.sent.WithLabelValues("update").Inc()
+		n.updated(ctx, inc.channel, inc.ts, m, a)
 	}
 }
 
@@ -827,11 +822,7 @@ func (n *Notifier) postSummary(ctx context.Context, rule string, now time.Time) 
 	n.mu.Unlock()
 	m := RenderSummary(s)
 	if ts == "" || n.api == nil {
-		text := m.Text
-		if mention := n.opts.Mentions[s.Severity]; mention != "" {
-			text = mention + " " + text
-		}
-		ch, newTS, err := n.post(ctx, n.channelFor(s.Severity), text, m, "")
+		ch, newTS, err := n.post(ctx, n.channelFor(s.Severity), n.mention(s.Severity, m.Text), m, "")
 		if err != nil {
 			n.giveUp(err, responder.Action{})
 			return
