@@ -9,7 +9,6 @@ package lokitest
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -476,6 +475,18 @@ func metricQuery(q string) (inner string, window time.Duration, ok bool) {
 	return strings.TrimSpace(body[:i]), d, true
 }
 
+// parseStep reads a query step as Loki does: seconds ("60") or a
+// duration ("1m"); it must be positive.
+func parseStep(s string) (time.Duration, error) {
+	if secs, err := strconv.ParseFloat(s, 64); err == nil && secs > 0 {
+		return time.Duration(secs * float64(time.Second)), nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, fmt.Errorf("invalid step %q: a metric query needs a positive step", s)
+}
+
 // metricRange answers sum(count_over_time(q [window])) as Loki does: a
 // matrix with one series, a sample at each step from start to end whose
 // window (t-window, t] holds entries, none where it holds none.
@@ -490,18 +501,19 @@ func (s *Server) metricRange(w http.ResponseWriter, r *http.Request, inner strin
 		return
 	}
 	v := r.URL.Query()
-	now := time.Now().UnixNano()
-	end, err := parseTime(v.Get("end"), now)
-	if err == nil && v.Get("step") == "" {
-		err = errors.New("a metric query needs step")
+	end, err := parseTime(v.Get("end"), time.Now().UnixNano())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
-	start, err2 := parseTime(v.Get("start"), end-int64(time.Hour))
-	step, err3 := time.ParseDuration(v.Get("step"))
-	if secs, perr := strconv.ParseFloat(v.Get("step"), 64); perr == nil {
-		step, err3 = time.Duration(secs*float64(time.Second)), nil
+	start, err := parseTime(v.Get("start"), end-int64(time.Hour))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
-	if err = errors.Join(err, err2, err3); err != nil || step <= 0 {
-		http.Error(w, fmt.Sprintf("invalid metric query range: %v", err), http.StatusBadRequest)
+	step, err := parseStep(v.Get("step"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	s.mu.Lock()
