@@ -320,7 +320,8 @@ func newSlack(t *testing.T) *slackPosts {
 // stack is the whole loop: login app, gateway, daemon, Redis, Loki, Slack.
 type stack struct {
 	t          *testing.T
-	rdb        *redis.Client
+	rdb        redis.UniversalClient
+	keyPrefix  string // before the runbook's key names: "{authguard}" under Cluster
 	redis      *redisServer
 	loki       lokiTarget
 	slack      *slackPosts
@@ -553,7 +554,7 @@ func (s *stack) expectCleanSlate(ip, how string) {
 	}
 	s.login(ip, "guess")
 	s.awaitBlocked(ip)
-	if v, _ := s.rdb.Get(context.Background(), "login_fail:"+ip).Result(); v != "5" {
+	if v, _ := s.rdb.Get(context.Background(), s.keyPrefix+"login_fail:"+ip).Result(); v != "5" {
 		s.t.Errorf("login_fail = %q after %s and five failures, want 5", v, how)
 	}
 }
