@@ -222,11 +222,6 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		}
 		return 0
 	}))
-	if d.signingSecret, err = secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET"); err != nil {
-		rdb.Close()
-		ln.Close()
-		return nil, err
-	}
 	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
 	// The engine belongs to the detect loop; it publishes its counters here
 	// every second for scrapes to read.
@@ -257,7 +252,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if d.tail != nil {
 		attempts = d.tail
 	}
-	if d.notifier, err = c.notifier(stdout, log, reg, attempts, store); err != nil {
+	if d.notifier, d.signingSecret, err = c.notifier(stdout, log, reg, attempts, store); err != nil {
 		rdb.Close()
 		ln.Close()
 		return nil, err
@@ -285,10 +280,7 @@ func (c *runCmd) check(e *env) error {
 		return err
 	}
 	rdb.Close()
-	if _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
-		return err
-	}
-	if _, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET"); err != nil {
+	if _, _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
 		return err
 	}
 	if _, err := net.ResolveTCPAddr("tcp", c.Listen); err != nil {
@@ -330,10 +322,13 @@ func (c *runCmd) lokiTLS() (*tls.Config, error) {
 	return conf, nil
 }
 
-func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts, messages slack.Messages) (*slack.Notifier, error) {
+// notifier builds the pager from the Slack settings, reading its secrets
+// once; it also returns the signing secret the buttons' endpoint checks
+// ("" when there are no buttons).
+func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts, messages slack.Messages) (*slack.Notifier, string, error) {
 	signing, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout,
 		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
@@ -348,12 +343,13 @@ func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Reg
 		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}
 	}
 	if opts.Token, err = secret.Read(c.SlackTokenFile, "AUTHGUARD_SLACK_TOKEN"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if opts.WebhookURL, err = secret.Read(c.SlackWebhookURLFile, "AUTHGUARD_SLACK_WEBHOOK_URL"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return slack.New(opts)
+	n, err := slack.New(opts)
+	return n, signing, err
 }
 
 // streamSelector is the {...} part of a LogQL query.
