@@ -17,7 +17,6 @@ import (
 type keyIndex struct {
 	s0, s1   uint64   // secret per-table seeds
 	cells    []uint32 // tag<<slotBits | slot+1; 0 is empty
-	size     uint64
 	slotBits uint
 	n        int
 }
@@ -31,7 +30,7 @@ func newKeyIndex(max int) keyIndex {
 	size := uint64(max)*4/3 + 16
 	seed := maphash.MakeSeed()
 	return keyIndex{s0: maphash.Comparable(seed, 0) | 1, s1: maphash.Comparable(seed, 1) | 1,
-		cells: make([]uint32, size), size: size, slotBits: slotBits}
+		cells: make([]uint32, size), slotBits: slotBits}
 }
 
 // hash mixes the key's two halves with the secret seeds through 128-bit
@@ -46,7 +45,7 @@ func (x *keyIndex) hash(k [16]byte) (pos uint64, tag uint32) {
 	h := hi ^ lo
 	hi, lo = bits.Mul64(h^x.s0, 0xBF58476D1CE4E5B9)
 	h = hi ^ lo
-	pos, _ = bits.Mul64(h, x.size)
+	pos, _ = bits.Mul64(h, uint64(len(x.cells)))
 	tag = uint32(h) << x.slotBits
 	if tag == 0 {
 		tag = 1 << x.slotBits
@@ -56,7 +55,7 @@ func (x *keyIndex) hash(k [16]byte) (pos uint64, tag uint32) {
 
 func (x *keyIndex) next(pos uint64) uint64 {
 	pos++
-	if pos == x.size {
+	if pos == uint64(len(x.cells)) {
 		return 0
 	}
 	return pos
