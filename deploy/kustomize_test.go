@@ -380,7 +380,7 @@ func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Cont
 		run = append(run, f+"="+addr)
 	}
 	cmd := exec.Command(binary, run...)
-	out := &lockedBuffer{}
+	out := &lockedBuffer{written: make(chan struct{}, 1)}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -388,24 +388,26 @@ func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Cont
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	defer func() { cmd.Process.Kill(); <-exited }()
+	// Both binaries log "... running" once their listeners are bound.
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(out.String(), " running") {
+		select {
+		case <-out.written:
+		case <-exited:
+			t.Errorf("%s exited before it served its probes:\n%s", name, out.String())
+			return
+		case <-deadline:
+			t.Errorf("%s did not start within 20 s:\n%s", name, out.String())
+			return
+		}
+	}
 	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
 		port := containerPort(c, p.HTTPGet.Port.String())
 		url := "http://" + local[fmt.Sprint(port)] + p.HTTPGet.Path
 		var status int
-		deadline := time.Now().Add(20 * time.Second)
-	poll:
-		for time.Now().Before(deadline) {
-			resp, err := http.Get(url)
-			if err == nil {
-				status = resp.StatusCode
-				resp.Body.Close()
-				break
-			}
-			select {
-			case <-exited:
-				break poll
-			case <-time.After(50 * time.Millisecond): // a port has no event to await
-			}
+		if resp, err := http.Get(url); err == nil {
+			status = resp.StatusCode
+			resp.Body.Close()
 		}
 		switch {
 		case status == 0:
@@ -418,15 +420,21 @@ func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Cont
 	}
 }
 
-// lockedBuffer is a process's output, safe to read while it runs.
+// lockedBuffer is a process's output, safe to read while it runs; written
+// signals each write.
 type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{}
 }
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	select {
+	case b.written <- struct{}{}:
+	default: // a signal is already waiting
+	}
 	return b.buf.Write(p)
 }
 
