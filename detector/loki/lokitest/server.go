@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -425,13 +426,7 @@ func (s *Server) queryRange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := r.URL.Query()
-	now := time.Now().UnixNano()
-	end, err := parseTime(v.Get("end"), now)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	start, err := parseTime(v.Get("start"), end-int64(time.Hour))
+	start, end, err := timeRange(v)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -475,6 +470,16 @@ func metricQuery(q string) (inner string, window time.Duration, ok bool) {
 	return strings.TrimSpace(body[:i]), d, true
 }
 
+// timeRange reads a query's start and end as Loki does: end defaults to
+// now, start to an hour before end.
+func timeRange(v url.Values) (start, end int64, err error) {
+	if end, err = parseTime(v.Get("end"), time.Now().UnixNano()); err != nil {
+		return 0, 0, err
+	}
+	start, err = parseTime(v.Get("start"), end-int64(time.Hour))
+	return start, end, err
+}
+
 // parseStep reads a query step as Loki does: seconds ("60") or a
 // duration ("1m"); it must be positive.
 func parseStep(s string) (time.Duration, error) {
@@ -501,12 +506,7 @@ func (s *Server) metricRange(w http.ResponseWriter, r *http.Request, inner strin
 		return
 	}
 	v := r.URL.Query()
-	end, err := parseTime(v.Get("end"), time.Now().UnixNano())
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	start, err := parseTime(v.Get("start"), end-int64(time.Hour))
+	start, end, err := timeRange(v)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
