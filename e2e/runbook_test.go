@@ -15,6 +15,7 @@ import (
 func TestRunbookBurstBlocksUntilTheTTLEnds(t *testing.T) {
 	s := newStack(t, stackOptions{ttl: "2s"})
 	attacker, bystander := "203.0.113.10", "198.51.100.20"
+	began := time.Now()
 	for i := range 4 {
 		if a := s.login(attacker, "guess"); a.status != http.StatusUnauthorized {
 			t.Fatalf("wrong login %d: %d %s", i+1, a.status, a.body)
@@ -55,6 +56,14 @@ func TestRunbookBurstBlocksUntilTheTTLEnds(t *testing.T) {
 	}
 	if v, _ := s.rdb.Get(ctx, "login_fail:"+attacker).Result(); v != "5" {
 		t.Errorf("login_fail = %q, want 5", v)
+	}
+	// The metadata says what blocked the IP and when it was seen.
+	meta := s.rdb.HGetAll(ctx, "authguard:block:"+attacker).Val()
+	first, ferr := time.Parse(time.RFC3339Nano, meta["first_seen"])
+	last, lerr := time.Parse(time.RFC3339Nano, meta["last_seen"])
+	if meta["rule"] != "failed-login-burst" || meta["count"] != "5" || meta["severity"] == "" || meta["incident"] == "" ||
+		ferr != nil || lerr != nil || first.Before(began.Add(-time.Second)) || last.Before(first) || last.After(time.Now()) {
+		t.Errorf("metadata %v", meta)
 	}
 	// The TTL runs out on its own; the IP then logs in.
 	eventually(t, 10*time.Second, "the block to expire in Redis", func() bool { return !s.exists("ip_block:" + attacker) })

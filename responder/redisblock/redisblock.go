@@ -98,8 +98,11 @@ func (s *Store) Keys() Keys { return s.keys }
 //
 // KEYS: index, evidence, then per block: ip_block, login_fail, meta, offences.
 // ARGV: channel, now ms, evidence max length, offence memory ms, then per
-// block: request ID, ttl ms, count, renewal, expires ms, ip, event, manual,
-// record, rule, severity, expires at, reason, offence number.
+// block: request ID, ttl ms, count, mode (b block, r renewal, m manual),
+// expires ms, ip, record, rule, severity, first seen, last seen, expires at,
+// reason, offence number. The event is made here from the IP (which has
+// no zone, so nothing to escape) and the expiry: every argument costs Redis
+// a copy in and out of Lua.
 // Returns code and incident per block: 0 written, 1 already written, 2 cleared.
 var blockScript = redis.NewScript(`
 local out = {}
@@ -108,28 +111,28 @@ local n = (#KEYS - 2) / 4
 for j = 0, n - 1 do
   local kb, kf, meta, ko = KEYS[3 + 4*j], KEYS[4 + 4*j], KEYS[5 + 4*j], KEYS[6 + 4*j]
   local a = 4 + 14*j
-  local id, ttl, count, renewal, expires, ip, event, manual, record = ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6], ARGV[a+7], ARGV[a+8], ARGV[a+9]
+  local id, ttl, count, mode, expires, ip = ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6]
   local cur = redis.call('HMGET', meta, 'request', 'incident')
   if cur[1] == id then
     out[#out+1] = 1; out[#out+1] = cur[2] or ''
-  elseif renewal == '1' and redis.call('EXISTS', kf) == 0 then
+  elseif mode == 'r' and redis.call('EXISTS', kf) == 0 then
     out[#out+1] = 2; out[#out+1] = ''
   else
     local incident = cur[2]
-    local eid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'incident', incident or '', 'record', record)
+    local eid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'incident', incident or '', 'record', ARGV[a+7])
     if not incident then incident = eid end
     redis.call('SET', kb, '1', 'PX', ttl)
-    if manual ~= '1' then
+    if mode ~= 'm' then
       redis.call('SET', kf, count, 'PX', ttl)
     end
     index[#index+1] = expires; index[#index+1] = ip
-    redis.call('HSET', meta, 'request', id, 'incident', incident, 'rule', ARGV[a+10], 'severity', ARGV[a+11],
-      'count', count, 'expires_at', ARGV[a+12], 'reason', ARGV[a+13])
+    redis.call('HSET', meta, 'request', id, 'incident', incident, 'rule', ARGV[a+8], 'severity', ARGV[a+9], 'count', count,
+      'first_seen', ARGV[a+10], 'last_seen', ARGV[a+11], 'expires_at', ARGV[a+12], 'reason', ARGV[a+13])
     redis.call('PEXPIRE', meta, ttl)
-    if renewal ~= '1' and manual ~= '1' then
+    if mode == 'b' then
       redis.call('SET', ko, ARGV[a+14], 'PX', ARGV[4])
     end
-    redis.call('PUBLISH', ARGV[1], event)
+    redis.call('PUBLISH', ARGV[1], '{"op":"block","ip":"' .. ip .. '","expires_ms":' .. expires .. '}')
     out[#out+1] = 0; out[#out+1] = incident
   end
 end
@@ -293,8 +296,10 @@ func truncate(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "")
 }
 
-// maxRun bounds the blocks one script call writes.
-const maxRun = 64
+// maxRun bounds the blocks one script call writes: long enough that a
+// call's fixed cost and the round trip are small against its work (about
+// 2 ms of Redis time), short enough that other clients wait little.
+const maxRun = 128
 
 // pendingBlock is one block for blockScript.
 type pendingBlock struct {
@@ -307,10 +312,11 @@ type pendingBlock struct {
 	record          record
 }
 
-// Write carries out a batch of requests in one pipelined round trip: runs
-// of blocks through blockScript, everything else as evidence records, all
-// in request order. A block runs from its DecidedAt; one that would already
-// have ended is only recorded.
+// Write carries out a batch of requests, in request order: runs of blocks
+// through blockScript, everything else as evidence records. A block runs
+// from its DecidedAt; one that would already have ended is only recorded.
+// The batch goes in segments of up to maxRun blocks, one pipelined round
+// trip each; the next segment is encoded while Redis runs the current one.
 func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Time) ([]responder.Result, error) {
 	// In a pipeline EVALSHA cannot fall back to EVAL, so the script is
 	// loaded first: once, and again after a Redis restart emptied the cache.
@@ -321,68 +327,96 @@ func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Ti
 		s.loaded.Store(true)
 	}
 	results := make([]responder.Result, len(reqs))
-	type run struct {
-		cmd   redis.Cmder
-		index []int // request index of each block in the run
+	seg := s.encode(ctx, reqs, 0, now, results)
+	for {
+		var ahead chan segment
+		if seg.end < len(reqs) {
+			ahead = make(chan segment, 1)
+			go func(from int) { ahead <- s.encode(ctx, reqs, from, now, results) }(seg.end)
+		}
+		err := s.exec(ctx, seg, results)
+		if ahead == nil {
+			if err != nil {
+				return nil, err
+			}
+			return results, nil
+		}
+		next := <-ahead
+		if err != nil {
+			return nil, err
+		}
+		seg = next
 	}
-	var runs []run
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		var blocks []pendingBlock
-		var index []int
-		flush := func() {
-			if len(blocks) > 0 {
-				runs = append(runs, run{s.runBlocks(ctx, p, blocks, now), index})
-				blocks, index = nil, nil
-			}
+}
+
+// segment is a part of a batch queued in one pipeline: up to maxRun blocks
+// (one script call) and the evidence records among them.
+type segment struct {
+	pipe  redis.Pipeliner
+	run   redis.Cmder // nil without blocks
+	index []int       // request index of each block in run
+	end   int         // the next segment's first request
+}
+
+// encode queues reqs[from:] into a pipeline, up to the maxRun-th block. It
+// sets the results that need no reply (expired blocks).
+func (s *Store) encode(ctx context.Context, reqs []responder.Request, from int, now time.Time, results []responder.Result) segment {
+	seg := segment{pipe: s.rdb.Pipeline(), end: len(reqs)}
+	var blocks []pendingBlock
+	for i := from; i < len(reqs); i++ {
+		req := reqs[i]
+		d := req.Decision
+		expires := req.DecidedAt.Add(d.TTL)
+		left := expires.Sub(now)
+		switch {
+		case req.Do != responder.DoBlock || !d.IP.IsValid():
+			rec := decisionRecord(req, now, time.Time{})
+			s.xadd(ctx, seg.pipe, &rec)
+		case left <= 0:
+			results[i].Outcome = responder.Expired
+			rec := decisionRecord(req, now, expires)
+			rec.Action = "block expired before it could be written"
+			s.xadd(ctx, seg.pipe, &rec)
+		default:
+			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
+			seg.index = append(seg.index, i)
 		}
-		for i, req := range reqs {
-			d := req.Decision
-			expires := req.DecidedAt.Add(d.TTL)
-			left := expires.Sub(now)
-			switch {
-			case req.Do != responder.DoBlock || !d.IP.IsValid():
-				flush()
-				rec := decisionRecord(req, now, time.Time{})
-				s.xadd(ctx, p, &rec)
-			case left <= 0:
-				flush()
-				results[i].Outcome = responder.Expired
-				rec := decisionRecord(req, now, expires)
-				rec.Action = "block expired before it could be written"
-				s.xadd(ctx, p, &rec)
-			default:
-				blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
-				index = append(index, i)
-				if len(blocks) == maxRun {
-					flush()
-				}
-			}
+		if len(blocks) == maxRun {
+			seg.end = i + 1
+			break
 		}
-		flush()
-		return nil
-	})
-	if err != nil {
+	}
+	if len(blocks) > 0 {
+		seg.run = s.runBlocks(ctx, seg.pipe, blocks, now)
+	}
+	return seg
+}
+
+// exec sends a segment and reads what its blocks became into results.
+func (s *Store) exec(ctx context.Context, seg segment, results []responder.Result) error {
+	if _, err := seg.pipe.Exec(ctx); err != nil {
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
 			s.loaded.Store(false)
 		}
-		return nil, fmt.Errorf("write %d decisions: %w", len(reqs), err)
+		return fmt.Errorf("write decisions: %w", err)
 	}
-	for _, r := range runs {
-		codes, err := scriptResults(r.cmd, len(r.index))
-		if err != nil {
-			return nil, fmt.Errorf("write blocks: %w", err)
-		}
-		for k, i := range r.index {
-			results[i].Incident = codes[k].incident
-			switch codes[k].code {
-			case 1:
-				results[i].Outcome = responder.AlreadyWritten
-			case 2:
-				results[i].Outcome = responder.Cleared
-			}
+	if seg.run == nil {
+		return nil
+	}
+	codes, err := scriptResults(seg.run, len(seg.index))
+	if err != nil {
+		return fmt.Errorf("write blocks: %w", err)
+	}
+	for k, i := range seg.index {
+		results[i].Incident = codes[k].incident
+		switch codes[k].code {
+		case 1:
+			results[i].Outcome = responder.AlreadyWritten
+		case 2:
+			results[i].Outcome = responder.Cleared
 		}
 	}
-	return results, nil
+	return nil
 }
 
 func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r *record) redis.Cmder {
@@ -397,10 +431,9 @@ func (s *Store) runBlocks(ctx context.Context, p redis.Scripter, bs []pendingBlo
 	args = append(args, s.keys.Channel, now.UnixMilli(), s.opts.EvidenceMaxLen, s.opts.RememberOffences.Milliseconds())
 	for _, b := range bs {
 		ip := b.ip.String()
-		ev := `{"op":"block","ip":"` + ip + `","expires_ms":` + strconv.FormatInt(b.expires.UnixMilli(), 10) + `}`
 		keys = append(keys, s.keys.Block+ip, s.keys.Fail+ip, s.keys.Meta+ip, s.keys.Offenses+ip)
-		args = append(args, b.id, max(b.left.Milliseconds(), 1), b.count, flag(b.renewal), b.expires.UnixMilli(), ip, ev, flag(b.manual),
-			b.record.json(), b.record.Rule, b.record.Severity, b.record.ExpiresAt, b.record.why(), b.record.Offence)
+		args = append(args, b.id, max(b.left.Milliseconds(), 1), b.count, b.mode(), b.expires.UnixMilli(), ip,
+			b.record.json(), b.record.Rule, b.record.Severity, b.record.FirstSeen, b.record.LastSeen, b.record.ExpiresAt, b.record.why(), b.record.Offence)
 	}
 	return blockScript.Run(ctx, p, keys, args...)
 }
@@ -426,11 +459,15 @@ func scriptResults(c redis.Cmder, n int) ([]scriptCode, error) {
 	return out, nil
 }
 
-func flag(b bool) string {
-	if b {
-		return "1"
+// mode is the block's kind for blockScript.
+func (b *pendingBlock) mode() string {
+	switch {
+	case b.manual:
+		return "m"
+	case b.renewal:
+		return "r"
 	}
-	return "0"
+	return "b"
 }
 
 // Manual blocks ip for ttl on an operator's word, as runbook SEC-010 §2.2's
