@@ -23,8 +23,15 @@ import (
 // order, one batch per round trip. Writing the same request twice (a retry
 // after a lost reply) has no further effect.
 type Store interface {
-	Write(ctx context.Context, reqs []Request, now time.Time) ([]Result, error)
+	// Prepare encodes a batch for Send without any I/O, its TTLs counted
+	// at now, so that the next batch is ready when Redis finishes one.
+	Prepare(reqs []Request, now time.Time) Batch
+	// Send writes a prepared batch, once: to retry, prepare it again.
+	Send(ctx context.Context, b Batch) ([]Result, error)
 }
+
+// Batch is a batch of requests as a Store encoded it.
+type Batch any
 
 // Notifier pages people about an action.
 type Notifier interface {
@@ -244,40 +251,103 @@ func (r *Responder) TakeCleared() []ClearedDecision {
 	return c
 }
 
+// runBlocks carries out queued decisions in three stages, so that Redis is
+// kept waiting for neither the encoding of the next batch nor the evidence
+// and pages of the last: this goroutine takes a batch from the queue and
+// prepares it, a writer sends it (retrying until Redis takes it), a
+// finisher writes its evidence to the log and queues its pages. Once ctx
+// ends, what is queued is still written within ShutdownGrace.
 func (r *Responder) runBlocks(ctx context.Context) {
-	batch := make([]item, 0, maxBatch)
-	reqs := make([]Request, 0, maxBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case <-ctx.Done():
-			r.flush()
-			return
-		case it := <-r.blocks:
-			batch = append(batch, it)
-		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case it := <-r.blocks:
-				batch = append(batch, it)
-			default:
-				break drain
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	context.AfterFunc(ctx, func() { time.AfterFunc(r.opts.ShutdownGrace, cancel) })
+	jobs := make(chan job)
+	written := make(chan job, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for j := range written {
+			for i, it := range j.batch {
+				r.done(it, j.reqs[i], j.results[i])
 			}
 		}
-		r.metrics.queue.Set(float64(len(r.blocks)))
-		reqs = reqs[:0]
-		for _, it := range batch {
-			reqs = append(reqs, r.request(it))
-		}
-		results, ok := r.write(ctx, reqs)
-		if !ok {
+	}()
+	go func() {
+		defer close(written)
+		r.writer(wctx, jobs, written)
+	}()
+	for {
+		var batch []item
+		select {
+		case <-ctx.Done():
+			// The rest of the queue, without waiting for more.
+			for batch = r.drain(nil); len(batch) > 0; batch = r.drain(nil) {
+				jobs <- r.prepare(batch)
+			}
+			close(jobs)
+			<-finished
 			return
+		case it := <-r.blocks:
+			batch = r.drain(append(make([]item, 0, maxBatch), it))
 		}
-		for i, it := range batch {
-			r.done(it, reqs[i], results[i])
+		jobs <- r.prepare(batch)
+	}
+}
+
+// job is a batch of decisions on its way through the stages.
+type job struct {
+	batch    []item
+	reqs     []Request
+	prepared Batch
+	results  []Result
+}
+
+func (r *Responder) prepare(batch []item) job {
+	reqs := make([]Request, len(batch))
+	for i, it := range batch {
+		reqs[i] = r.request(it)
+	}
+	j := job{batch: batch, reqs: reqs}
+	if r.opts.Store != nil {
+		j.prepared = r.opts.Store.Prepare(reqs, r.opts.Now())
+	}
+	return j
+}
+
+// writer sends each job, retrying with backoff until the store takes it,
+// and passes it on. When ctx ends (the shutdown grace ran out) what was not
+// written is counted and logged.
+func (r *Responder) writer(ctx context.Context, jobs <-chan job, written chan<- job) {
+	lost := 0
+	for j := range jobs {
+		if lost > 0 {
+			lost += len(j.batch)
+			continue
+		}
+		if !r.send(ctx, &j) {
+			lost = len(j.batch)
+			continue
+		}
+		written <- j
+	}
+	if lost > 0 {
+		r.metrics.unwritten.Add(float64(lost))
+		r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", lost)
+	}
+}
+
+// drain adds queued decisions to batch, up to maxBatch, without waiting.
+func (r *Responder) drain(batch []item) []item {
+	defer func() { r.metrics.queue.Set(float64(len(r.blocks))) }()
+	for len(batch) < maxBatch {
+		select {
+		case it := <-r.blocks:
+			batch = append(batch, it)
+		default:
+			return batch
 		}
 	}
+	return batch
 }
 
 // request says what to do about a decision.
@@ -303,25 +373,28 @@ func (r *Responder) request(it item) Request {
 	return req
 }
 
-// write hands a batch to the store, retrying with backoff until it is
-// taken or ctx ends.
-func (r *Responder) write(ctx context.Context, reqs []Request) ([]Result, bool) {
+// send hands a job to the store, retrying with backoff (each time
+// prepared anew, for the TTLs left) until it is taken or ctx ends.
+func (r *Responder) send(ctx context.Context, j *job) bool {
 	if r.opts.Store == nil {
-		return make([]Result, len(reqs)), true
+		j.results = make([]Result, len(j.reqs))
+		return true
 	}
 	for attempt := 0; ; attempt++ {
-		results, err := r.opts.Store.Write(ctx, reqs, r.opts.Now())
+		results, err := r.opts.Store.Send(ctx, j.prepared)
 		if err == nil {
-			return results, true
+			j.results = results
+			return true
 		}
 		r.metrics.blockErrors.Inc()
 		wait := Backoff(attempt, 100*time.Millisecond, 5*time.Second)
-		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
+		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(j.reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			return nil, false
+			return false
 		case <-time.After(wait):
 		}
+		j.prepared = r.opts.Store.Prepare(j.reqs, r.opts.Now())
 	}
 }
 
@@ -372,43 +445,6 @@ func contains(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// flush writes what is still queued at shutdown, within ShutdownGrace, so
-// that stopping authguard (a rollout, SIGTERM) loses no decision that Redis
-// can take; what it cannot write in time is counted and logged.
-func (r *Responder) flush() {
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.ShutdownGrace)
-	defer cancel()
-	for {
-		var batch []item
-	take:
-		for len(batch) < maxBatch {
-			select {
-			case it := <-r.blocks:
-				batch = append(batch, it)
-			default:
-				break take
-			}
-		}
-		if len(batch) == 0 {
-			return
-		}
-		reqs := make([]Request, len(batch))
-		for i, it := range batch {
-			reqs[i] = r.request(it)
-		}
-		results, ok := r.write(ctx, reqs)
-		if !ok {
-			lost := len(batch) + len(r.blocks)
-			r.metrics.unwritten.Add(float64(lost))
-			r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", lost)
-			return
-		}
-		for i, it := range batch {
-			r.done(it, reqs[i], results[i])
-		}
-	}
 }
 
 func (r *Responder) runNotify(ctx context.Context) {

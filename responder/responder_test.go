@@ -21,11 +21,21 @@ type fakeStore struct {
 	actions  []string
 	clear    map[string]bool
 	done     chan struct{}
+	tried    chan struct{} // told of each call, when not nil
 }
 
-func (f *fakeStore) Write(_ context.Context, reqs []Request, _ time.Time) ([]Result, error) {
+func (f *fakeStore) Prepare(reqs []Request, _ time.Time) Batch { return reqs }
+
+func (f *fakeStore) Send(_ context.Context, b Batch) ([]Result, error) {
+	reqs := b.([]Request)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.tried != nil {
+		select {
+		case f.tried <- struct{}{}:
+		default:
+		}
+	}
 	if f.failures > 0 {
 		f.failures--
 		return nil, errors.New("redis: connection refused")
@@ -146,5 +156,23 @@ func TestQueuedDecisionsAreWrittenAtShutdown(t *testing.T) {
 	defer b.mu.Unlock()
 	if len(b.written) != 20 {
 		t.Errorf("%d of 20 queued decisions written at shutdown", len(b.written))
+	}
+}
+
+// A batch that Redis refused when the daemon was told to stop is not
+// dropped: it is written within the shutdown grace once Redis takes it.
+func TestABatchFailingAtShutdownIsStillWritten(t *testing.T) {
+	b := &fakeStore{failures: 2, done: make(chan struct{}, 10), tried: make(chan struct{}, 1)}
+	r := New(Options{Store: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := r.Start(ctx)
+	r.Submit(ctx, block("192.0.2.7", false), detector.Event{}, 1)
+	<-b.tried // the first write failed; the responder waits to retry
+	cancel()
+	wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.written) != 1 {
+		t.Errorf("the batch being retried at shutdown was dropped: written %v", b.written)
 	}
 }

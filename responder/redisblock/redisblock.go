@@ -297,8 +297,9 @@ func truncate(s string, n int) string {
 }
 
 // maxRun bounds the blocks one script call writes: long enough that a
-// call's fixed cost and the round trip are small against its work (about
-// 2 ms of Redis time), short enough that other clients wait little.
+// call's fixed cost is small against its work, short enough that other
+// clients wait little (about 2 ms of Redis time), and a batch of 256 is two
+// calls, so that Redis runs the first while the second is being sent.
 const maxRun = 128
 
 // pendingBlock is one block for blockScript.
@@ -312,12 +313,68 @@ type pendingBlock struct {
 	record          record
 }
 
-// Write carries out a batch of requests, in request order: runs of blocks
-// through blockScript, everything else as evidence records. A block runs
-// from its DecidedAt; one that would already have ended is only recorded.
-// The batch goes in segments of up to maxRun blocks, one pipelined round
-// trip each; the next segment is encoded while Redis runs the current one.
-func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Time) ([]responder.Result, error) {
+// Batch is a batch of requests encoded for Send: one pipeline of evidence
+// records and runs of up to maxRun blocks (one script call each), in
+// request order. Redis starts on the first run while the rest is still
+// being sent.
+type Batch struct {
+	pipe    redis.Pipeliner
+	runs    []run
+	results []responder.Result
+}
+
+type run struct {
+	cmd   redis.Cmder
+	index []int // request index of each block in the run
+}
+
+// Prepare encodes reqs for Send without any I/O, so the responder prepares
+// the next batch while Redis runs the current one. A block runs from its
+// DecidedAt: its TTL is what is left of it at now, and one that would
+// already have ended is only recorded.
+func (s *Store) Prepare(reqs []responder.Request, now time.Time) responder.Batch {
+	ctx := context.Background() // queued commands carry none; Send's is used
+	b := &Batch{pipe: s.rdb.Pipeline(), results: make([]responder.Result, len(reqs))}
+	var blocks []pendingBlock
+	var index []int
+	flush := func() {
+		if len(blocks) > 0 {
+			b.runs = append(b.runs, run{s.runBlocks(ctx, b.pipe, blocks, now), index})
+			blocks, index = nil, nil
+		}
+	}
+	for i, req := range reqs {
+		d := req.Decision
+		expires := req.DecidedAt.Add(d.TTL)
+		left := expires.Sub(now)
+		switch {
+		case req.Do != responder.DoBlock || !d.IP.IsValid():
+			flush()
+			rec := decisionRecord(req, now, time.Time{})
+			s.xadd(ctx, b.pipe, &rec)
+		case left <= 0:
+			flush()
+			b.results[i].Outcome = responder.Expired
+			rec := decisionRecord(req, now, expires)
+			rec.Action = "block expired before it could be written"
+			s.xadd(ctx, b.pipe, &rec)
+		default:
+			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
+			index = append(index, i)
+			if len(blocks) == maxRun {
+				flush()
+			}
+		}
+	}
+	flush()
+	return b
+}
+
+// Send writes a prepared batch in one pipelined round trip and says what
+// became of each request. A batch is sent once: after an error, prepare
+// it again.
+func (s *Store) Send(ctx context.Context, batch responder.Batch) ([]responder.Result, error) {
+	b := batch.(*Batch)
 	// In a pipeline EVALSHA cannot fall back to EVAL, so the script is
 	// loaded first: once, and again after a Redis restart emptied the cache.
 	if !s.loaded.Load() {
@@ -326,97 +383,33 @@ func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Ti
 		}
 		s.loaded.Store(true)
 	}
-	results := make([]responder.Result, len(reqs))
-	seg := s.encode(ctx, reqs, 0, now, results)
-	for {
-		var ahead chan segment
-		if seg.end < len(reqs) {
-			ahead = make(chan segment, 1)
-			go func(from int) { ahead <- s.encode(ctx, reqs, from, now, results) }(seg.end)
-		}
-		err := s.exec(ctx, seg, results)
-		if ahead == nil {
-			if err != nil {
-				return nil, err
-			}
-			return results, nil
-		}
-		next := <-ahead
-		if err != nil {
-			return nil, err
-		}
-		seg = next
-	}
-}
-
-// segment is a part of a batch queued in one pipeline: up to maxRun blocks
-// (one script call) and the evidence records among them.
-type segment struct {
-	pipe  redis.Pipeliner
-	run   redis.Cmder // nil without blocks
-	index []int       // request index of each block in run
-	end   int         // the next segment's first request
-}
-
-// encode queues reqs[from:] into a pipeline, up to the maxRun-th block. It
-// sets the results that need no reply (expired blocks).
-func (s *Store) encode(ctx context.Context, reqs []responder.Request, from int, now time.Time, results []responder.Result) segment {
-	seg := segment{pipe: s.rdb.Pipeline(), end: len(reqs)}
-	var blocks []pendingBlock
-	for i := from; i < len(reqs); i++ {
-		req := reqs[i]
-		d := req.Decision
-		expires := req.DecidedAt.Add(d.TTL)
-		left := expires.Sub(now)
-		switch {
-		case req.Do != responder.DoBlock || !d.IP.IsValid():
-			rec := decisionRecord(req, now, time.Time{})
-			s.xadd(ctx, seg.pipe, &rec)
-		case left <= 0:
-			results[i].Outcome = responder.Expired
-			rec := decisionRecord(req, now, expires)
-			rec.Action = "block expired before it could be written"
-			s.xadd(ctx, seg.pipe, &rec)
-		default:
-			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
-			seg.index = append(seg.index, i)
-		}
-		if len(blocks) == maxRun {
-			seg.end = i + 1
-			break
-		}
-	}
-	if len(blocks) > 0 {
-		seg.run = s.runBlocks(ctx, seg.pipe, blocks, now)
-	}
-	return seg
-}
-
-// exec sends a segment and reads what its blocks became into results.
-func (s *Store) exec(ctx context.Context, seg segment, results []responder.Result) error {
-	if _, err := seg.pipe.Exec(ctx); err != nil {
+	if _, err := b.pipe.Exec(ctx); err != nil {
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
 			s.loaded.Store(false)
 		}
-		return fmt.Errorf("write decisions: %w", err)
+		return nil, fmt.Errorf("write %d decisions: %w", len(b.results), err)
 	}
-	if seg.run == nil {
-		return nil
-	}
-	codes, err := scriptResults(seg.run, len(seg.index))
-	if err != nil {
-		return fmt.Errorf("write blocks: %w", err)
-	}
-	for k, i := range seg.index {
-		results[i].Incident = codes[k].incident
-		switch codes[k].code {
-		case 1:
-			results[i].Outcome = responder.AlreadyWritten
-		case 2:
-			results[i].Outcome = responder.Cleared
+	for _, r := range b.runs {
+		codes, err := scriptResults(r.cmd, len(r.index))
+		if err != nil {
+			return nil, fmt.Errorf("write blocks: %w", err)
+		}
+		for k, i := range r.index {
+			b.results[i].Incident = codes[k].incident
+			switch codes[k].code {
+			case 1:
+				b.results[i].Outcome = responder.AlreadyWritten
+			case 2:
+				b.results[i].Outcome = responder.Cleared
+			}
 		}
 	}
-	return nil
+	return b.results, nil
+}
+
+// Write prepares and sends a batch of requests.
+func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Time) ([]responder.Result, error) {
+	return s.Send(ctx, s.Prepare(reqs, now))
 }
 
 func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r *record) redis.Cmder {
