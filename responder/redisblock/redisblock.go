@@ -298,8 +298,8 @@ func truncate(s string, n int) string {
 
 // maxRun bounds the blocks one script call writes: long enough that a
 // call's fixed cost is small against its work, short enough that other
-// clients wait little (about 2 ms of Redis time), and a batch of 256 is two
-// calls, so that Redis runs the first while the second is being sent.
+// clients wait little (about 2 ms of Redis time), and a batch is several
+// calls, so that Redis runs the first while the rest is being sent.
 const maxRun = 128
 
 // pendingBlock is one block for blockScript.
