@@ -288,7 +288,7 @@ func (r *Responder) runBlocks(ctx context.Context) {
 			<-finished
 			return
 		case it := <-r.blocks:
-			batch = r.drain(append(make([]item, 0, maxBatch), it))
+			batch = r.drain(append(make([]item, 0, min(1+len(r.blocks), maxBatch)), it))
 		}
 		jobs <- r.prepare(batch)
 	}
