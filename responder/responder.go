@@ -296,11 +296,17 @@ func (r *Responder) runBlocks(ctx context.Context) {
 
 // job is a batch of decisions on its way through the stages.
 type job struct {
-	batch    []item
-	reqs     []Request
-	prepared Batch
-	results  []Result
+	batch      []item
+	reqs       []Request
+	prepared   Batch
+	preparedAt time.Time // zero: to be prepared again
+	results    []Result
 }
+
+// maxStale is how long a prepared batch may wait for the writer before it
+// is prepared again: its TTLs were counted when it was prepared, and a block
+// must not outlast its decision by more than this.
+const maxStale = 100 * time.Millisecond
 
 func (r *Responder) prepare(batch []item) job {
 	reqs := make([]Request, len(batch))
@@ -309,7 +315,8 @@ func (r *Responder) prepare(batch []item) job {
 	}
 	j := job{batch: batch, reqs: reqs}
 	if r.opts.Store != nil {
-		j.prepared = r.opts.Store.Prepare(reqs, r.opts.Now())
+		j.preparedAt = r.opts.Now()
+		j.prepared = r.opts.Store.Prepare(reqs, j.preparedAt)
 	}
 	return j
 }
@@ -373,19 +380,24 @@ func (r *Responder) request(it item) Request {
 	return req
 }
 
-// send hands a job to the store, retrying with backoff (each time
-// prepared anew, for the TTLs left) until it is taken or ctx ends.
+// send hands a job to the store, retrying with backoff until it is taken or
+// ctx ends. A job that waited (behind an outage, say) or failed is prepared
+// anew, for the TTLs left.
 func (r *Responder) send(ctx context.Context, j *job) bool {
 	if r.opts.Store == nil {
 		j.results = make([]Result, len(j.reqs))
 		return true
 	}
 	for attempt := 0; ; attempt++ {
+		if now := r.opts.Now(); j.preparedAt.IsZero() || now.Sub(j.preparedAt) > maxStale {
+			j.prepared, j.preparedAt = r.opts.Store.Prepare(j.reqs, now), now
+		}
 		results, err := r.opts.Store.Send(ctx, j.prepared)
 		if err == nil {
 			j.results = results
 			return true
 		}
+		j.preparedAt = time.Time{} // a batch is sent once
 		r.metrics.blockErrors.Inc()
 		wait := Backoff(attempt, 100*time.Millisecond, 5*time.Second)
 		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(j.reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -394,7 +406,6 @@ func (r *Responder) send(ctx context.Context, j *job) bool {
 			return false
 		case <-time.After(wait):
 		}
-		j.prepared = r.opts.Store.Prepare(j.reqs, r.opts.Now())
 	}
 }
 

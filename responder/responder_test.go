@@ -22,12 +22,35 @@ type fakeStore struct {
 	clear    map[string]bool
 	done     chan struct{}
 	tried    chan struct{} // told of each call, when not nil
+
+	down     bool             // fail every call while set
+	prepared chan []string    // told the keys of each batch prepared, when not nil
+	clock    func() time.Time // when set, age records how old each batch written was
+	age      map[string]time.Duration
 }
 
-func (f *fakeStore) Prepare(reqs []Request, _ time.Time) Batch { return reqs }
+// fakeBatch is a batch as fakeStore prepares it: the requests and when.
+type fakeBatch struct {
+	reqs []Request
+	now  time.Time
+}
+
+func (f *fakeStore) Prepare(reqs []Request, now time.Time) Batch {
+	if f.prepared != nil {
+		var keys []string
+		for _, r := range reqs {
+			keys = append(keys, r.Decision.Key)
+		}
+		select {
+		case f.prepared <- keys:
+		default:
+		}
+	}
+	return fakeBatch{reqs, now}
+}
 
 func (f *fakeStore) Send(_ context.Context, b Batch) ([]Result, error) {
-	reqs := b.([]Request)
+	reqs := b.(fakeBatch).reqs
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.tried != nil {
@@ -36,9 +59,17 @@ func (f *fakeStore) Send(_ context.Context, b Batch) ([]Result, error) {
 		default:
 		}
 	}
+	if f.down {
+		return nil, errors.New("redis: connection refused")
+	}
 	if f.failures > 0 {
 		f.failures--
 		return nil, errors.New("redis: connection refused")
+	}
+	if f.clock != nil {
+		for _, r := range reqs {
+			f.age[r.Decision.Key] = f.clock().Sub(b.(fakeBatch).now)
+		}
 	}
 	out := make([]Result, len(reqs))
 	for i, r := range reqs {
@@ -174,5 +205,46 @@ func TestABatchFailingAtShutdownIsStillWritten(t *testing.T) {
 	defer b.mu.Unlock()
 	if len(b.written) != 1 {
 		t.Errorf("the batch being retried at shutdown was dropped: written %v", b.written)
+	}
+}
+
+// A batch prepared while Redis was down, and kept waiting behind the one
+// being retried, is prepared again before it is sent: its TTLs are counted
+// from when it is written, not from before the outage.
+func TestABatchKeptWaitingIsPreparedAgain(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	b := &fakeStore{down: true, done: make(chan struct{}, 10), tried: make(chan struct{}, 1),
+		prepared: make(chan []string, 100), clock: clock, age: map[string]time.Duration{}}
+	r := New(Options{Store: b, Now: clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer r.Start(ctx)()
+	defer cancel()
+	r.Submit(ctx, block("192.0.2.1", false), detector.Event{}, 1)
+	<-b.tried // the first batch is being retried
+	r.Submit(ctx, block("192.0.2.2", false), detector.Event{}, 2)
+	for keys := range b.prepared {
+		if len(keys) == 1 && keys[0] == "192.0.2.2" {
+			break // the second batch is prepared and waits for the writer
+		}
+	}
+	mu.Lock()
+	now = now.Add(30 * time.Second) // the outage lasts
+	mu.Unlock()
+	b.mu.Lock()
+	b.down = false
+	b.mu.Unlock()
+	<-b.done
+	<-b.done
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ip, age := range b.age {
+		if age > maxStale {
+			t.Errorf("%s was written from a batch prepared %v before: its TTL would outlast the decision", ip, age)
+		}
+	}
+	if len(b.age) != 2 {
+		t.Errorf("written %v", b.age)
 	}
 }
