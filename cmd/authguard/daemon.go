@@ -470,7 +470,11 @@ func (d *daemon) takeOver() error {
 func (d *daemon) loop(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	waitResp := d.resp.Start(ctx)
+	// The responder stops after the detector, so that every decision
+	// submitted is in its queue when it flushes.
+	respCtx, stopResp := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopResp()
+	waitResp := d.resp.Start(respCtx)
 	events := d.events
 	tailDone := make(chan struct{})
 	if d.tail != nil {
@@ -497,6 +501,7 @@ func (d *daemon) loop(ctx context.Context) error {
 	err := d.detect(ctx, events, unblocks)
 	cancel()
 	<-tailDone
+	stopResp()
 	waitResp()
 	return err
 }
