@@ -453,15 +453,26 @@ func (d *daemon) takeOver() error {
 		return nil
 	}
 	set, err := rules.Load(d.rules)
+	if err == nil {
+		err = d.apply(set.Config)
+	}
 	if err != nil {
 		return fmt.Errorf("taking over: %w", err)
 	}
-	next, err := d.engine.Reload(set.Config)
+	return nil
+}
+
+// apply replaces the engine with one running cfg, carrying the windows
+// over (detector.Engine.Reload), and keeps the eviction count going.
+func (d *daemon) apply(cfg detector.Config) error {
+	before := d.engine.Stats().Evictions
+	next, err := d.engine.Reload(cfg)
 	if err != nil {
-		return fmt.Errorf("taking over: %w", err)
+		return err
 	}
+	d.evictedBefore += before - next.Stats().Evictions
 	d.engine = next
-	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
+	d.reloader.loaded.Set(float64(len(cfg.Rules)))
 	return nil
 }
 
@@ -544,14 +555,7 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblo
 			d.evictions.Store(d.evictedBefore + st.Evictions)
 			d.late.Store(st.Late)
 		case req := <-d.reloader.requests:
-			before := d.engine.Stats().Evictions
-			next, err := d.engine.Reload(req.set.Config)
-			if err == nil {
-				d.evictedBefore += before - next.Stats().Evictions
-				d.engine = next
-				d.reloader.loaded.Set(float64(len(req.set.Config.Rules)))
-			}
-			req.done <- err
+			req.done <- d.apply(req.set.Config)
 		case <-d.resp.ClearedSignal():
 			for _, c := range d.resp.TakeCleared() {
 				ip := c.Decision.IP
