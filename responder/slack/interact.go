@@ -104,12 +104,7 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 			}
 			n.metrics.interaction.WithLabelValues(act.ActionID, "done").Inc()
 			n.opts.Log.Info("slack button", "action", act.ActionID, "ip", ip, "operator", operator)
-			select {
-			case n.jobs <- job{button: out}:
-			default:
-				n.metrics.dropped.Inc()
-				n.opts.Log.Error("slack queue full: button outcome not shown", "ip", ip)
-			}
+			n.enqueue(job{button: out}, "button outcome not shown", "ip", ip)
 		}
 		w.WriteHeader(http.StatusOK)
 	})
@@ -124,6 +119,7 @@ func (n *Notifier) showButton(ctx context.Context, b *buttonOutcome) {
 	n.mu.Lock()
 	inc := n.byTS[b.channel+"/"+b.ts]
 	var m Message
+	var a responder.Action
 	if inc != nil {
 		if b.unblocked {
 			inc.status = b.status
@@ -133,11 +129,7 @@ func (n *Notifier) showButton(ctx context.Context, b *buttonOutcome) {
 		}
 		p := n.pageOf(inc)
 		p.Status = b.status
-		m = Render(inc.action, p)
-	}
-	var a responder.Action
-	if inc != nil {
-		a = inc.action
+		m, a = Render(inc.action, p), inc.action
 	}
 	n.mu.Unlock()
 	if inc != nil {

@@ -260,13 +260,19 @@ func (n *Notifier) Notify(ctx context.Context, a responder.Action) error {
 		_, err := io.WriteString(n.opts.Terminal, Render(a, p).Terminal())
 		return err
 	}
+	n.enqueue(job{action: &a}, "page dropped", "rule", a.Decision.Rule, "key", a.Decision.Key, "severity", a.Decision.Severity)
+	return nil
+}
+
+// enqueue queues j for Run without waiting; when the queue is full j is
+// dropped, counted and logged as lost (with attrs).
+func (n *Notifier) enqueue(j job, lost string, attrs ...any) {
 	select {
-	case n.jobs <- job{action: &a}:
+	case n.jobs <- j:
 	default:
 		n.metrics.dropped.Inc()
-		n.opts.Log.Error("slack queue full: page dropped", "rule", a.Decision.Rule, "key", a.Decision.Key, "severity", a.Decision.Severity)
+		n.opts.Log.Error("slack queue full: "+lost, attrs...)
 	}
-	return nil
 }
 
 // toTerminal says pages go to the terminal: no Slack destination is set.
@@ -617,12 +623,7 @@ func (n *Notifier) Unblocked(ip netip.Addr, by string) {
 	if n.api == nil {
 		return
 	}
-	select {
-	case n.jobs <- job{lifted: &lifted{ip, by}}:
-	default:
-		n.metrics.dropped.Inc()
-		n.opts.Log.Error("slack queue full: unblock not shown", "ip", ip)
-	}
+	n.enqueue(job{lifted: &lifted{ip, by}}, "unblock not shown", "ip", ip)
 }
 
 // lift shows an unblock on the pages of the IP's standing blocks.
@@ -738,10 +739,10 @@ func (n *Notifier) watchExpiry(inc *incident) {
 	defer n.mu.Unlock()
 	heap.Push(&n.expiries, expiry{inc.action.Expires, inc.key})
 	// Bounded like the incidents; past the bound an entry is dropped, and
-	// its page does not say when its block ended.
-	for len(n.expiries) > 2*n.opts.Remember {
-		n.expiries = n.expiries[:len(n.expiries)-1]
-		heap.Init(&n.expiries)
+	// its page does not say when its block ended. The dropped one is a
+	// leaf: what is left is still a heap.
+	if bound := 2 * n.opts.Remember; len(n.expiries) > bound {
+		n.expiries = n.expiries[:bound]
 	}
 }
 
