@@ -136,8 +136,18 @@ func topLevel(calls []call) []call {
 	return out
 }
 
-// start runs a notifier whose clock stands at the fixtures' time.
+// start runs a notifier whose clock stands at the fixtures' time, until the
+// test ends.
 func start(t *testing.T, opts Options) *Notifier {
+	t.Helper()
+	n, stop := run(t, opts)
+	t.Cleanup(stop)
+	return n
+}
+
+// run runs a notifier whose clock stands at the fixtures' time; stop ends
+// it and waits for it.
+func run(t *testing.T, opts Options) (n *Notifier, stop func()) {
 	t.Helper()
 	opts.Now = func() time.Time { return at }
 	n, err := New(opts)
@@ -147,8 +157,7 @@ func start(t *testing.T, opts Options) *Notifier {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { n.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return n
+	return n, func() { cancel(); <-done }
 }
 
 func attachment(t *testing.T, form url.Values) slack.Attachment {
@@ -280,19 +289,11 @@ func (k *kept) LoadMessage(_ context.Context, ip netip.Addr, incident string) (s
 func TestAnEscalationAfterARestartUpdatesThePage(t *testing.T) {
 	f := newFakeSlack(t, nil)
 	store := &kept{ats: map[string][2]string{}, saved: make(chan struct{}, 1)}
-	opts := Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Messages: store,
-		Now: func() time.Time { return at }}
-	first, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { first.Run(ctx); close(done) }()
-	first.Notify(ctx, ipAction("203.0.113.7", "P3", 5))
+	opts := Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Messages: store}
+	first, stop := run(t, opts)
+	first.Notify(context.Background(), ipAction("203.0.113.7", "P3", 5))
 	<-store.saved // the page is posted and where it is kept
-	cancel()
-	<-done
+	stop()
 
 	restarted := start(t, opts)
 	esc := ipAction("203.0.113.7", "P2", 60)
