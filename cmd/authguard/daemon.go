@@ -37,12 +37,16 @@ type runCmd struct {
 	Rules string `help:"Rules file (YAML). Empty: the embedded default rules (runbook SEC-010)." placeholder:"FILE"`
 
 	LokiURL             string            `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --listen." placeholder:"URL"`
-	LokiQuery           string            `help:"LogQL query selecting the audit events." default:"${loki_query}"`
+	LokiQuery           string            `help:"LogQL query selecting the audit events. Loki is sent its stream selector and line filters; authguard checks | json and label filters itself (Loki's tail loses entries with them)." default:"${loki_query}"`
 	LokiTenant          string            `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
 	LokiDelayFor        int               `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
 	LokiBackfillMax     time.Duration     `help:"At start, re-read Loki as far back as the longest rule window, but no further than this (0: no backfill)." default:"24h"`
 	LokiDedupWindow     time.Duration     `help:"How far back repeats are recognised and gaps are re-read after a reconnect." default:"1m"`
 	LokiSettle          time.Duration     `help:"How long a new tail runs before the catch-up query behind it (Loki registers tails on its ingesters asynchronously)." default:"2s"`
+	LokiSweepInterval   time.Duration     `help:"How often the sweeper re-reads the recent past with query_range behind the live tail, and how often the reader polls when it reads by query_range alone." default:"1s"`
+	LokiSweepDelay      time.Duration     `help:"How long after its timestamp an entry is expected to be in Loki (shipper batching); sweeps read up to now minus this." default:"2s"`
+	LokiTailMaxRate     int               `help:"Entries per second above which the reader stops tailing and polls query_range alone (a Loki tail carries about 2,000/s)." default:"1500"`
+	LokiMaxLag          time.Duration     `help:"/readyz fails when the reader is known complete only up to longer ago than this." default:"30s"`
 	LokiUsername        string            `help:"Basic-auth user." placeholder:"USER"`
 	LokiPasswordFile    string            `help:"File holding the basic-auth password." placeholder:"FILE"`
 	LokiBearerTokenFile string            `help:"File holding a bearer token (re-read on every connection)." placeholder:"FILE"`
@@ -165,6 +169,11 @@ func (c *runCmd) settings() (*settings, error) {
 	if c.LokiDelayFor < 0 || c.LokiDelayFor > 5 {
 		return nil, fmt.Errorf("--loki-delay-for %d: Loki accepts 0 to 5 seconds", c.LokiDelayFor)
 	}
+	if c.LokiURL != "" {
+		if _, err := loki.ParseQuery(c.LokiQuery); err != nil {
+			return nil, err
+		}
+	}
 	neverBlock, err := rules.ParsePrefixes(c.NeverBlock)
 	if err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
@@ -241,11 +250,17 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		// environment (read once; a file is re-read on every connection).
 		lokiPassword, _ := secret.Read("", "AUTHGUARD_LOKI_PASSWORD")
 		lokiToken, _ := secret.Read("", "AUTHGUARD_LOKI_BEARER_TOKEN")
-		d.tail = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor,
+		d.tail, err = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor,
 			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
+			SweepInterval: c.LokiSweepInterval, SweepDelay: c.LokiSweepDelay, TailMaxRate: c.LokiTailMaxRate, MaxLag: c.LokiMaxLag,
 			Username: c.LokiUsername, PasswordFile: c.LokiPasswordFile, BearerTokenFile: c.LokiBearerTokenFile,
 			Password: lokiPassword, BearerToken: lokiToken,
 			Headers: c.LokiHeaders, TLS: tlsConf}, parser, log, lokiMetrics)
+		if err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
 	}
 	// Pages draw each incident's attempts per minute from Loki.
 	var attempts slack.Attempts
@@ -354,8 +369,8 @@ func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Reg
 
 // streamSelector is the {...} part of a LogQL query.
 func streamSelector(query string) string {
-	if i := strings.IndexByte(query, '}'); strings.HasPrefix(strings.TrimSpace(query), "{") && i > 0 {
-		return strings.TrimSpace(query[:i+1])
+	if q, err := loki.ParseQuery(query); err == nil {
+		return q.Selector
 	}
 	return `{service="audit"}`
 }
@@ -404,8 +419,8 @@ func (d *daemon) run(ctx context.Context) error {
 		switch {
 		case !d.leading.Load():
 			fmt.Fprintln(w, "ready: standby, another replica holds the lease")
-		case d.tail != nil && !d.tail.Connected():
-			http.Error(w, "not ready: not tailing loki", http.StatusServiceUnavailable)
+		case d.tail != nil && d.tail.Ready(time.Now()) != nil:
+			http.Error(w, "not ready: "+d.tail.Ready(time.Now()).Error(), http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "ready")
 		}

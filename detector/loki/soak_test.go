@@ -36,7 +36,7 @@ func TestSoak(t *testing.T) {
 	srv := lokitest.New(lokitest.Options{})
 	defer srv.Close()
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: `{service="audit"}`, DedupWindow: 10 * time.Second},
+	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, DedupWindow: 10 * time.Second},
 		loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

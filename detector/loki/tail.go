@@ -27,14 +27,13 @@ import (
 	"github.com/authguard/authguard/detector"
 )
 
-// DefaultQuery selects the audit events of runbook SEC-010.
-const DefaultQuery = `{service="audit"} | json | action="auth_failed"`
-
 // Config says where and what to read.
 type Config struct {
 	// URL is Loki's base URL, e.g. http://loki:3100.
 	URL string
-	// Query is the LogQL query; DefaultQuery when empty.
+	// Query is the LogQL query; DefaultQuery when empty. Loki is sent its
+	// stream selector and line filters; the stages after them are checked
+	// here (see Query).
 	Query string
 	// DelayFor asks Loki to hold lines back this many seconds (0 to 5).
 	DelayFor int
@@ -55,6 +54,25 @@ type Config struct {
 	// must be asked after that; the live lines wait meanwhile, to keep
 	// each stream in order.
 	Settle time.Duration
+	// SweepInterval is how often the sweeper re-reads the recent past with
+	// query_range behind the live tail (default 1s), and how often the
+	// reader polls when it reads by query_range alone.
+	SweepInterval time.Duration
+	// SweepDelay is how long after its timestamp an entry is expected to be
+	// in Loki (push batching and retries; default 2s): each sweep reads up
+	// to now minus this, and a poll re-reads this much of the past.
+	SweepDelay time.Duration
+	// NoSweep turns the sweeper off, leaving the live tail alone between
+	// reconnects (tests use it to show what a tail loses).
+	NoSweep bool
+	// TailMaxRate is the rate, in entries per second, above which the reader
+	// stops tailing and polls query_range alone (default 1500; a Loki tail
+	// carries about 2,000 entries/s at most). It tails again once the rate
+	// has stayed below half of it for 30 s.
+	TailMaxRate int
+	// MaxLag is how far behind now the reader may be known complete before
+	// Ready reports it (default 30s).
+	MaxLag time.Duration
 
 	// Tenant is sent as X-Scope-OrgID when set.
 	Tenant string
@@ -73,12 +91,18 @@ type Config struct {
 type Metrics struct {
 	Lines        prometheus.Counter
 	Skipped      *prometheus.CounterVec
+	Filtered     prometheus.Counter
 	Duplicates   prometheus.Counter
 	Reconnects   prometheus.Counter
 	CatchUpPages prometheus.Counter
 	Dropped      prometheus.Counter
+	Recovered    prometheus.Counter
+	Sweeps       *prometheus.CounterVec
 	Lag          prometheus.Gauge
+	SweepLag     prometheus.Gauge
+	ReadDelay    prometheus.Histogram
 	Connected    prometheus.Gauge
+	Polling      prometheus.Gauge
 }
 
 // NewMetrics registers the source's metrics with reg.
@@ -86,26 +110,41 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Lines:        prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_lines_total", Help: "Audit lines read from Loki and turned into events."}),
 		Skipped:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_loki_lines_skipped_total", Help: "Lines read from Loki and skipped, by reason."}, []string{"reason"}),
-		Duplicates:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_duplicates_total", Help: "Entries read twice (catch-up overlapping the tail) and delivered once."}),
+		Filtered:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_lines_filtered_total", Help: "Lines Loki sent that the query's own stages (| json, label filters), checked by authguard, leave out."}),
+		Duplicates:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_duplicates_total", Help: "Entries read twice (catch-up or sweep overlapping the tail) and delivered once."}),
 		Reconnects:   prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_reconnects_total", Help: "Tail connections re-established after a close or error."}),
-		CatchUpPages: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_catchup_pages_total", Help: "query_range pages read to catch up after a gap or at start."}),
+		CatchUpPages: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_catchup_pages_total", Help: "query_range pages read to catch up, sweep or poll."}),
 		Dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_dropped_entries_total", Help: "Entries Loki reported as dropped for this tail (each gap is caught up)."}),
-		Lag:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_lag_seconds", Help: "Now minus the newest event time read."}),
-		Connected:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_tail_connected", Help: "1 while the websocket tail is open."}),
+		Recovered:    prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_loki_recovered_lines_total", Help: "Entries the live tail never delivered that the sweeper read with query_range."}),
+		Sweeps:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_loki_sweeps_total", Help: "query_range sweeps behind the tail (and polls), by result."}, []string{"result"}),
+		Lag:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_lag_seconds", Help: "Now minus the newest entry time read."}),
+		SweepLag:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_sweep_lag_seconds", Help: "Now minus the time up to which every entry in Loki is known to have been read."}),
+		ReadDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "authguard_loki_read_delay_seconds", Help: "Time from an entry's timestamp to its reading (start-up backfill not included).",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300}}),
+		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_tail_connected", Help: "1 while the websocket tail is open."}),
+		Polling:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_polling", Help: "1 while the reader polls query_range alone because the rate is above what a tail carries."}),
 	}
 	for _, r := range []string{SkipTooLong, SkipNotJSON, SkipNoAction, SkipNoClientIP, SkipBadClientIP, SkipBadTime} {
 		m.Skipped.WithLabelValues(r)
 	}
-	reg.MustRegister(m.Lines, m.Skipped, m.Duplicates, m.Reconnects, m.CatchUpPages, m.Dropped, m.Lag, m.Connected)
+	for _, r := range []string{"success", "failure"} {
+		m.Sweeps.WithLabelValues(r)
+	}
+	reg.MustRegister(m.Lines, m.Skipped, m.Filtered, m.Duplicates, m.Reconnects, m.CatchUpPages, m.Dropped, m.Recovered, m.Sweeps,
+		m.Lag, m.SweepLag, m.ReadDelay, m.Connected, m.Polling)
 	return m
 }
 
 // Tail reads every matching entry once. It tails Loki over the websocket
 // API and, before every tail (at start and after any close, error or
-// dropped entries), catches up with query_range from where it left off, so
-// that reconnects lose nothing; entries seen twice are delivered once.
+// dropped entries), catches up with query_range from where it left off.
+// Behind the live tail a sweeper re-reads the recent past with query_range
+// every SweepInterval and delivers what the tail missed (Loki's tail drops
+// entries under load without saying so); above TailMaxRate it polls
+// query_range alone. Entries seen twice are delivered once.
 type Tail struct {
 	cfg     Config
+	query   *Query
 	parser  *Parser
 	log     *slog.Logger
 	metrics *Metrics
@@ -113,14 +152,25 @@ type Tail struct {
 	client  *http.Client
 
 	connected atomic.Bool
-	dedup     *dedup
-	skips     skipLog
+	polling   atomic.Bool
+	// sweptUntil: every entry with a timestamp before it that was in Loki
+	// SweepDelay after that timestamp has been delivered.
+	sweptUntil atomic.Int64
+	newest     int64 // newest entry time delivered (reader goroutine only)
+	dedup      *dedup
+	skips      skipLog
+	recovered  rateLog
 }
 
-// NewTail returns a source. cfg.URL must be set.
-func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) *Tail {
+// NewTail returns a source. cfg.URL must be set; a query that cannot be
+// split (see ParseQuery) is an error.
+func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) (*Tail, error) {
 	if cfg.Query == "" {
 		cfg.Query = DefaultQuery
+	}
+	q, err := ParseQuery(cfg.Query)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.DedupWindow <= 0 {
 		cfg.DedupWindow = time.Minute
@@ -131,41 +181,101 @@ func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) *Tail {
 	if cfg.Settle <= 0 {
 		cfg.Settle = 2 * time.Second
 	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = time.Second
+	}
+	if cfg.SweepDelay <= 0 {
+		cfg.SweepDelay = 2 * time.Second
+	}
+	if cfg.TailMaxRate <= 0 {
+		cfg.TailMaxRate = 1500
+	}
+	if cfg.MaxLag <= 0 {
+		cfg.MaxLag = 30 * time.Second
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = cfg.TLS
-	return &Tail{cfg: cfg, parser: p, log: log, metrics: m,
+	return &Tail{cfg: cfg, query: q, parser: p, log: log, metrics: m,
 		dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: cfg.TLS, Proxy: http.ProxyFromEnvironment},
 		client: &http.Client{Transport: tr, Timeout: time.Minute},
-		dedup:  newDedup(int64(cfg.DedupWindow), 1<<20), skips: skipLog{log: log, metrics: m}}
+		dedup:  newDedup(int64(cfg.DedupWindow), 1<<20), skips: skipLog{log: log, metrics: m},
+		recovered: rateLog{log: log, every: 10 * time.Second}}, nil
 }
 
 // Connected reports whether the websocket tail is open now.
 func (t *Tail) Connected() bool { return t.connected.Load() }
 
+// Ready says why the reader is not ready, or nil: it must be tailing (or
+// polling) and known complete up to MaxLag ago.
+func (t *Tail) Ready(now time.Time) error {
+	if !t.connected.Load() && !t.polling.Load() {
+		return errors.New("not reading loki: the tail is not open")
+	}
+	if t.cfg.NoSweep {
+		return nil
+	}
+	if lag := now.Sub(time.Unix(0, t.sweptUntil.Load())); lag > t.cfg.MaxLag {
+		return fmt.Errorf("loki reader is %s behind (bound %s)", lag.Round(time.Second), t.cfg.MaxLag)
+	}
+	return nil
+}
+
+// errSwitch ends a session to change between tailing and polling.
+var errSwitch = errors.New("switching between tailing and polling")
+
 // Run delivers events to out until ctx ends. It returns only ctx's error.
 func (t *Tail) Run(ctx context.Context, out chan<- detector.Event) error {
-	from := time.Now().Add(-t.cfg.Backfill).UnixNano()
+	t.sweptUntil.Store(time.Now().Add(-t.cfg.Backfill).UnixNano())
 	backoff := 0
 	for {
-		err := t.session(ctx, from, out, func() { backoff = 0 })
+		var err error
+		if t.polling.Load() {
+			err = t.poll(ctx, out, func() { backoff = 0 })
+		} else {
+			err = t.session(ctx, out, func() { backoff = 0 })
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if r := t.dedup.resumeFrom(); r > 0 {
-			from = r
+		if errors.Is(err, errSwitch) {
+			continue
 		}
 		wait := retryDelay(backoff)
 		if errors.Is(err, errTooManyTails) {
 			wait = max(wait, 30*time.Second) // every retry would take a slot again
 		}
 		backoff++
-		t.log.Warn("loki tail interrupted; catching up and reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		t.log.Warn("loki read interrupted; catching up and reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(wait):
 		}
 		t.metrics.Reconnects.Inc()
+	}
+}
+
+// resumeFrom is where a catch-up starts: where the sweeper is complete, or
+// further back, the de-duplication window behind the newest entry, so that
+// entries that reached Loki late are read too.
+func (t *Tail) resumeFrom() int64 {
+	from := t.sweptUntil.Load()
+	if r := t.dedup.resumeFrom(); r > 0 && r < from {
+		from = r
+	}
+	return from
+}
+
+// advance moves the sweeper's mark to until (never back) and publishes the
+// lag.
+func (t *Tail) advance(until int64) {
+	if until > t.sweptUntil.Load() {
+		t.sweptUntil.Store(until)
+	}
+	now := time.Now()
+	t.metrics.SweepLag.Set(now.Sub(time.Unix(0, t.sweptUntil.Load())).Seconds())
+	if t.newest > 0 {
+		t.metrics.Lag.Set(now.Sub(time.Unix(0, t.newest)).Seconds())
 	}
 }
 
@@ -260,8 +370,25 @@ type frame struct {
 	} `json:"dropped_entries"`
 }
 
-// session runs one websocket tail, after catching up from from.
-func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Event, connected func()) error {
+// source says how an entry was read.
+type source int
+
+const (
+	fromTail    source = iota
+	fromCatchUp        // the catch-up before a tail, or the backfill at start
+	fromSweep          // the sweeper behind the tail, or a poll
+)
+
+// rateWindow is how long a rate is measured before the reader switches
+// between tailing and polling.
+const (
+	rateWindow    = 5 * time.Second
+	tailAgainCalm = 30 * time.Second
+)
+
+// session runs one websocket tail, after catching up from where the reader
+// left off, with the sweeper behind it.
+func (t *Tail) session(ctx context.Context, out chan<- detector.Event, connected func()) error {
 	h, err := t.header()
 	if err != nil {
 		return err
@@ -269,7 +396,7 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 	// The tail starts now; the catch-up after Settle covers everything
 	// before. Entries in both are delivered once.
 	start := time.Now().UnixNano()
-	q := url.Values{"query": {t.cfg.Query}, "start": {strconv.FormatInt(start, 10)}}
+	q := url.Values{"query": {t.query.Remote}, "start": {strconv.FormatInt(start, 10)}}
 	if t.cfg.DelayFor > 0 {
 		q.Set("delay_for", strconv.Itoa(t.cfg.DelayFor))
 	}
@@ -297,10 +424,12 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
 
-	// Frames are read while the catch-up runs, so Loki does not drop
-	// entries for a slow client meanwhile.
+	// Frames are read while the catch-up and sweeps run, so Loki does not
+	// drop entries for a slow client meanwhile.
 	frames := make(chan frame, 256)
 	readErr := make(chan error, 1)
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
 	go func() {
 		defer close(frames)
 		for {
@@ -308,6 +437,7 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 			if err != nil {
 				var ce *websocket.CloseError
 				switch {
+				case readCtx.Err() != nil:
 				case errors.As(err, &ce) && strings.Contains(ce.Text, "max concurrent tail requests"):
 					readErr <- fmt.Errorf("%w: %s", errTooManyTails, ce.Text)
 				case errors.As(err, &ce):
@@ -325,7 +455,7 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 			}
 			select {
 			case frames <- f:
-			case <-ctx.Done():
+			case <-readCtx.Done():
 				return
 			}
 		}
@@ -341,34 +471,137 @@ func (t *Tail) session(ctx context.Context, from int64, out chan<- detector.Even
 	// creation_grace_period, 10m by default) and written while no tail
 	// was registered would otherwise fall between the catch-up and the
 	// tail.
-	if until := time.Now().Add(futureGrace).UnixNano(); from < until {
-		if err := t.catchUp(ctx, h, from, until, out); err != nil {
-			return err
-		}
+	caughtUpAt := time.Now()
+	if _, err := t.catchUp(ctx, h, t.resumeFrom(), caughtUpAt.Add(futureGrace).UnixNano(), fromCatchUp, out); err != nil {
+		return err
 	}
-	t.log.Info("tailing loki", "url", t.cfg.URL, "query", t.cfg.Query)
+	t.advance(caughtUpAt.Add(-t.cfg.SweepDelay).UnixNano())
+	t.log.Info("tailing loki", "url", t.cfg.URL, "query", t.query.Full, "sent_to_loki", t.query.Remote)
 	t.metrics.Connected.Set(1)
 	t.connected.Store(true)
 	defer func() { t.metrics.Connected.Set(0); t.connected.Store(false) }()
 	connected()
-	for f := range frames {
-		if len(f.DroppedEntries) > 0 {
-			// Re-read the dropped span first, through the frame's own
-			// entries, so that each stream stays in order; the frame's
-			// entries then come again and are dropped as repeats.
-			if err := t.recoverDropped(ctx, h, &f, out); err != nil {
+
+	sweep := time.NewTicker(t.cfg.SweepInterval)
+	defer sweep.Stop()
+	windowStart, received := time.Now(), 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case f, ok := <-frames:
+			if !ok {
+				select {
+				case err := <-readErr:
+					return err
+				default:
+					return ctx.Err()
+				}
+			}
+			if len(f.DroppedEntries) > 0 {
+				// Re-read the dropped span first, through the frame's own
+				// entries; the frame's entries then come again and are
+				// dropped as repeats.
+				if err := t.recoverDropped(ctx, h, &f, out); err != nil {
+					return err
+				}
+			}
+			n, err := t.deliver(ctx, f.Streams, fromTail, out)
+			if err != nil {
 				return err
 			}
-		}
-		if err := t.deliver(ctx, f.Streams, false, out); err != nil {
-			return err
+			received += n
+		case now := <-sweep.C:
+			if !t.cfg.NoSweep {
+				t.sweep(ctx, h, out)
+			}
+			if elapsed := now.Sub(windowStart); elapsed >= rateWindow {
+				rate := float64(received) / elapsed.Seconds()
+				windowStart, received = now, 0
+				if !t.cfg.NoSweep && rate > float64(t.cfg.TailMaxRate) {
+					t.log.Warn("more entries than a loki tail carries; reading by polling query_range alone", "rate_per_s", int(rate), "tail_max_rate", t.cfg.TailMaxRate)
+					t.polling.Store(true)
+					t.metrics.Polling.Set(1)
+					return errSwitch
+				}
+			}
 		}
 	}
-	select {
-	case err := <-readErr:
+}
+
+// sweep re-reads, with query_range, what reached Loki since the last sweep
+// and delivers what the tail missed. A failed sweep is retried from the
+// same place at the next tick; the lag metric shows how far behind it is.
+func (t *Tail) sweep(ctx context.Context, h http.Header, out chan<- detector.Event) {
+	until := time.Now().Add(-t.cfg.SweepDelay).UnixNano()
+	from := t.sweptUntil.Load()
+	if until <= from {
+		return
+	}
+	n, err := t.catchUp(ctx, h, from, until, fromSweep, out)
+	if err != nil {
+		if ctx.Err() == nil {
+			t.metrics.Sweeps.WithLabelValues("failure").Inc()
+			t.recovered.warn("loki sweep failed; retrying at the next one", "err", err.Error())
+		}
+		t.advance(0)
+		return
+	}
+	t.metrics.Sweeps.WithLabelValues("success").Inc()
+	t.advance(until)
+	if n > 0 && !t.polling.Load() {
+		t.metrics.Recovered.Add(float64(n))
+		t.recovered.warn("the live tail missed entries; the sweeper read them with query_range", "entries", n)
+	}
+}
+
+// poll reads by query_range alone, every SweepInterval, while the rate is
+// more than a tail carries. Each poll reads from SweepDelay behind the last
+// one (entries arrive a little after their timestamps) to past now.
+func (t *Tail) poll(ctx context.Context, out chan<- detector.Event, connected func()) error {
+	defer func() {
+		if !t.polling.Load() {
+			t.metrics.Polling.Set(0)
+		}
+	}()
+	h, err := t.header()
+	if err != nil {
 		return err
-	default:
-		return ctx.Err()
+	}
+	tick := time.NewTicker(t.cfg.SweepInterval)
+	defer tick.Stop()
+	windowStart, read := time.Now(), 0
+	calmSince := time.Time{}
+	for {
+		at := time.Now()
+		n, err := t.catchUp(ctx, h, t.sweptUntil.Load(), at.Add(futureGrace).UnixNano(), fromSweep, out)
+		if err != nil {
+			t.metrics.Sweeps.WithLabelValues("failure").Inc()
+			return err
+		}
+		t.metrics.Sweeps.WithLabelValues("success").Inc()
+		t.advance(at.Add(-t.cfg.SweepDelay).UnixNano())
+		connected()
+		read += n
+		if elapsed := at.Sub(windowStart); elapsed >= rateWindow {
+			rate := float64(read) / elapsed.Seconds()
+			windowStart, read = at, 0
+			switch {
+			case rate >= float64(t.cfg.TailMaxRate)/2:
+				calmSince = time.Time{}
+			case calmSince.IsZero():
+				calmSince = at
+			case at.Sub(calmSince) >= tailAgainCalm:
+				t.log.Info("the rate is down to what a loki tail carries; tailing again", "rate_per_s", int(rate))
+				t.polling.Store(false)
+				return errSwitch
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
 }
 
@@ -401,24 +634,30 @@ func (t *Tail) recoverDropped(ctx context.Context, h http.Header, f *frame, out 
 	if lo == 0 {
 		return nil
 	}
-	return t.catchUp(ctx, h, lo, hi+1, out)
+	// Loki lists at most 1,000 dropped entries a frame: the span may be
+	// wider than what it names, so the sweeper's mark is not moved, and
+	// the next sweep reads the rest.
+	_, err := t.catchUp(ctx, h, lo, hi+1, fromSweep, out)
+	return err
 }
 
 // catchUp delivers every entry in [from, until) with query_range, oldest
-// first, a page at a time. Each page starts at the last timestamp of the one
-// before (start is inclusive), so entries sharing that nanosecond are read
-// again and dropped as repeats rather than skipped.
-func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, out chan<- detector.Event) error {
+// first, a page at a time, and returns how many were new. Each page starts
+// at the last timestamp of the one before (start is inclusive), so entries
+// sharing that nanosecond are read again and dropped as repeats rather than
+// skipped.
+func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, src source, out chan<- detector.Event) (int, error) {
+	delivered := 0
 	for from < until {
-		q := url.Values{"query": {t.cfg.Query}, "start": {strconv.FormatInt(from, 10)}, "end": {strconv.FormatInt(until, 10)},
+		q := url.Values{"query": {t.query.Remote}, "start": {strconv.FormatInt(from, 10)}, "end": {strconv.FormatInt(until, 10)},
 			"limit": {strconv.Itoa(t.cfg.PageLimit)}, "direction": {"forward"}}
 		body, err := t.queryRange(ctx, h, q, "catch-up query")
 		if err != nil {
-			return err
+			return delivered, err
 		}
 		status, result, err := decodeQueryResult(body)
 		if err != nil || status != "success" {
-			return fmt.Errorf("catch up from %s: undecodable answer (status %q): %v", t.cfg.URL, status, err)
+			return delivered, fmt.Errorf("catch up from %s: undecodable answer (status %q): %v", t.cfg.URL, status, err)
 		}
 		t.metrics.CatchUpPages.Inc()
 		n, last := 0, from
@@ -430,11 +669,13 @@ func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, ou
 				}
 			}
 		}
-		if err := t.deliver(ctx, result, true, out); err != nil {
-			return err
+		k, err := t.deliver(ctx, result, src, out)
+		delivered += k
+		if err != nil {
+			return delivered, err
 		}
 		if n < t.cfg.PageLimit {
-			return nil
+			return delivered, nil
 		}
 		if last == from {
 			// A whole page at one nanosecond: more than PageLimit entries
@@ -444,7 +685,7 @@ func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, ou
 		}
 		from = last
 	}
-	return nil
+	return delivered, nil
 }
 
 // queryRange asks Loki's query_range with the headers h and returns the
@@ -484,8 +725,11 @@ const maxSeriesMinutes = 60
 // answers it as sum(count_over_time(QUERY | client_ip="KEY" [1m])) with a
 // one-minute step. Keys that are prefixes are not counted.
 func (t *Tail) AttemptsPerMinute(ctx context.Context, key string, from, to time.Time) ([]int, error) {
-	query := t.cfg.Query
+	query := t.query.Full
 	if key != "" {
+		if !t.query.parses() {
+			query += " | json"
+		}
 		addr, err := netip.ParseAddr(key)
 		if err != nil {
 			return nil, fmt.Errorf("attempts per minute: %q is not a single address", key)
@@ -542,8 +786,9 @@ func (t *Tail) AttemptsPerMinute(ctx context.Context, key string, from, to time.
 }
 
 type tsLine struct {
-	ts   int64
-	line string
+	ts     int64
+	line   string
+	labels map[string]string
 }
 
 // mergeEntries flattens streams into one time-ordered list (stable, so a
@@ -564,7 +809,7 @@ func mergeEntries(streams []wireStream, skips *skipLog) []tsLine {
 				}
 				continue
 			}
-			entries = append(entries, tsLine{ts, v[1]})
+			entries = append(entries, tsLine{ts, v[1], s.Stream})
 		}
 	}
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].ts < entries[j].ts })
@@ -572,12 +817,26 @@ func mergeEntries(streams []wireStream, skips *skipLog) []tsLine {
 }
 
 // deliver merges streams into time order (Loki groups entries per stream,
-// and each distinct label set is its own stream), drops repeats, parses and
-// sends the rest. Catch-up entries are marked as such.
-func (t *Tail) deliver(ctx context.Context, streams []wireStream, catchUp bool, out chan<- detector.Event) error {
+// and each distinct label set is its own stream), drops repeats, checks the
+// query's own stages, parses and sends the rest; it returns how many
+// entries were new. Entries not read live are marked as caught up.
+func (t *Tail) deliver(ctx context.Context, streams []wireStream, src source, out chan<- detector.Event) (int, error) {
+	fresh := 0
+	now := time.Now()
 	for _, e := range mergeEntries(streams, &t.skips) {
 		if !t.dedup.first(e.ts, e.line) {
 			t.metrics.Duplicates.Inc()
+			continue
+		}
+		fresh++
+		if e.ts > t.newest {
+			t.newest = e.ts
+		}
+		if src != fromCatchUp || t.sweptUntil.Load() > now.Add(-t.cfg.MaxLag).UnixNano() {
+			t.metrics.ReadDelay.Observe(now.Sub(time.Unix(0, e.ts)).Seconds())
+		}
+		if !t.query.Keep(e.labels, e.line) {
+			t.metrics.Filtered.Inc()
 			continue
 		}
 		ev, err := t.parser.Parse(time.Unix(0, e.ts).UTC(), e.line)
@@ -585,16 +844,39 @@ func (t *Tail) deliver(ctx context.Context, streams []wireStream, catchUp bool, 
 			t.skips.skip(err, e.line)
 			continue
 		}
-		ev.CatchUp = catchUp
+		ev.CatchUp = src != fromTail
 		t.metrics.Lines.Inc()
-		t.metrics.Lag.Set(time.Since(ev.Time).Seconds())
 		select {
 		case out <- ev:
 		case <-ctx.Done():
-			return ctx.Err()
+			return fresh, ctx.Err()
 		}
 	}
-	return nil
+	if t.newest > 0 {
+		t.metrics.Lag.Set(time.Since(time.Unix(0, t.newest)).Seconds())
+	}
+	return fresh, nil
+}
+
+// rateLog logs a warning at most every `every`, so a condition that goes
+// on does not flood the log.
+type rateLog struct {
+	log   *slog.Logger
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+}
+
+func (l *rateLog) warn(msg string, args ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.last) < l.every {
+		l.mu.Unlock()
+		return
+	}
+	l.last = now
+	l.mu.Unlock()
+	l.log.Warn(msg, args...)
 }
 
 // skipLog counts skipped lines and logs a sample of them at most every 10 s

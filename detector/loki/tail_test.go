@@ -28,7 +28,7 @@ import (
 func newTail(t *testing.T, srv *lokitest.Server, query string) (*loki.Tail, *loki.Metrics, chan detector.Event) {
 	t.Helper()
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: query, Settle: 100 * time.Millisecond}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	tl := mustTail(t, loki.Config{URL: srv.URL, Query: query, Settle: 100 * time.Millisecond}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})
@@ -208,7 +208,7 @@ func TestEveryLineOnceAcrossATCPReset(t *testing.T) {
 }
 
 func TestEveryLineOnceAcrossALokiRestart(t *testing.T) {
-	streamScenario(t, lokitest.Options{}, func(srv *lokitest.Server) { srv.Restart() })
+	streamScenario(t, lokitest.Options{StoppingFor: 500 * time.Millisecond, NotReadyFor: 2 * time.Second}, func(srv *lokitest.Server) { srv.Restart() })
 }
 
 func TestEveryLineOnceWhenLokiDropsEntries(t *testing.T) {
@@ -233,7 +233,7 @@ func TestCatchUpPagesThroughMoreThanOnePage(t *testing.T) {
 		srv.Push("fake", map[string]string{"service": "audit"}, ts, fmt.Sprintf(`{"action":"auth_failed","client_ip":"192.0.2.1","username":"u%d"}`, i))
 	}
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: `{service="audit"}`, Backfill: 2 * time.Minute, PageLimit: 50, Settle: 100 * time.Millisecond},
+	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, Backfill: 2 * time.Minute, PageLimit: 50, Settle: 100 * time.Millisecond},
 		loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 200)
@@ -269,7 +269,7 @@ func TestRefusalsSayWhatToChange(t *testing.T) {
 		hint string
 	}{
 		{"multi-tenant Loki without a tenant", lokitest.Options{MultiTenant: true}, loki.Config{Query: `{service="audit"}`}, "set --loki-tenant"},
-		{"a query that does not parse", lokitest.Options{}, loki.Config{Query: `{service="audit"`}, "check --loki-query"},
+		{"a query Loki refuses", lokitest.Options{}, loki.Config{Query: `{service!="audit"}`}, "check --loki-query"},
 		{"delay_for above 5", lokitest.Options{}, loki.Config{Query: `{service="audit"}`, DelayFor: 6}, "delay_for can't be greater than 5"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,7 +277,7 @@ func TestRefusalsSayWhatToChange(t *testing.T) {
 			defer srv.Close()
 			var logs syncBuffer
 			tt.cfg.URL = srv.URL
-			tl := loki.NewTail(tt.cfg, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), loki.NewMetrics(prometheus.NewRegistry()))
+			tl := mustTail(t, tt.cfg, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), loki.NewMetrics(prometheus.NewRegistry()))
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { tl.Run(ctx, make(chan detector.Event)); close(done) }()
@@ -325,7 +325,7 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	tl := loki.NewTail(loki.Config{URL: srv.URL, Query: `{service="audit"}`, Settle: 100 * time.Millisecond,
+	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, Settle: 100 * time.Millisecond,
 		BearerTokenFile: tokenFile, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
@@ -343,4 +343,13 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 			t.Fatalf("after rotation got %v", ev.IP)
 		}
 	}
+}
+
+func mustTail(t testing.TB, cfg loki.Config, p *loki.Parser, log *slog.Logger, m *loki.Metrics) *loki.Tail {
+	t.Helper()
+	tl, err := loki.NewTail(cfg, p, log, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tl
 }

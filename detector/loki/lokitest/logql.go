@@ -214,6 +214,17 @@ func parseQuery(s string) (*query, error) {
 	}
 }
 
+// lossy reports whether the query has a parser or label-filter stage, with
+// which Loki's tails lose entries.
+func (q *query) lossy() bool {
+	for _, st := range q.stages {
+		if st.kind != "line" {
+			return true
+		}
+	}
+	return false
+}
+
 func hasPositive(ms []matcher) bool {
 	for _, m := range ms {
 		if (m.op == "=" && m.value != "") || (m.op == "=~" && !m.re.MatchString("")) {

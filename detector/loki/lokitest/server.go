@@ -27,18 +27,58 @@ import (
 	"github.com/authguard/authguard/detector/loki"
 )
 
+// Quirk is a behaviour of a real Loki (shared/LOKI-FACTS.md) that the fake
+// reproduces by default; Options.Without turns quirks off, so a test can show
+// what a client would get from a kinder server.
+type Quirk uint
+
+const (
+	// ParserTailLoss: a tail whose query has a parser or label-filter stage
+	// (| json, | x="y") delivers at most 6 entries of each push and reports
+	// no drop, as Loki did (15 pushed, 6 tailed; 100 pushed, 7 tailed).
+	ParserTailLoss Quirk = 1 << iota
+	// LoadDrops: a tail whose backlog of entries not yet sent exceeds
+	// Options.TailBuffer loses whole pushes without dropped_entries, as
+	// Loki's ingester tailer does ("tailer dropped streams is reset").
+	LoadDrops
+	// FrameCaps: a tail frame holds at most 100 entries, and lists at most
+	// 1,000 dropped_entries (the rest of a drop is not reported).
+	FrameCaps
+	// StreamPerEntry: a tail frame holds one stream object per entry, even
+	// when entries share their labels.
+	StreamPerEntry
+	// RestartPhases: Restart closes tails with 1011 "all ingesters closed
+	// the connection", answers pushes 500 "empty ring" while it stops
+	// (StoppingFor), then everything 503 "Ingester not ready" for
+	// NotReadyFor after it starts.
+	RestartPhases
+)
+
+// AllQuirks are every quirk the fake knows.
+const AllQuirks = ParserTailLoss | LoadDrops | FrameCaps | StreamPerEntry | RestartPhases
+
 // Options tune the fake. The zero value behaves like a single-tenant Loki
-// with default limits, except that tail batches are sent every 100 ms so tests
-// run quickly; set BatchInterval to a second to be closer to a real one.
+// with default limits and every quirk of a real one.
 type Options struct {
 	// MultiTenant requires X-Scope-OrgID on every request (auth_enabled).
 	MultiTenant bool
+	// Without turns off the quirks named (none by default).
+	Without Quirk
 	// TailMaxDuration closes tails with 1011 after this long (default 1h).
 	TailMaxDuration time.Duration
 	// MaxConcurrentTails per tenant (default 10).
 	MaxConcurrentTails int
-	// BatchInterval between tail frames (default 100ms).
+	// BatchInterval between tail frames (default 500ms, as Loki).
 	BatchInterval time.Duration
+	// TailCapacity is the most entries a tail sends per second (default
+	// 2000, what one Loki tail carried); the rest wait.
+	TailCapacity int
+	// TailBuffer is the backlog a tail holds before LoadDrops loses pushes
+	// (default 10000).
+	TailBuffer int
+	// StoppingFor and NotReadyFor are the phases of a restart (defaults 2s
+	// and 15s, as Loki).
+	StoppingFor, NotReadyFor time.Duration
 	// PingInterval between websocket pings (default 1s).
 	PingInterval time.Duration
 	// MaxEntriesPerQuery caps query_range's limit (default 5000).
@@ -49,6 +89,15 @@ type Options struct {
 	// front of Loki); refused requests get 401.
 	Authorize func(*http.Request) bool
 }
+
+// Kind is a fake without any quirk: a Loki whose tails never lose, cap or
+// delay anything, for tests about something else.
+func Kind(o Options) Options {
+	o.Without = AllQuirks
+	return o
+}
+
+func (s *Server) has(q Quirk) bool { return s.opts.Without&q == 0 }
 
 // Server is a running fake Loki.
 type Server struct {
@@ -61,7 +110,15 @@ type Server struct {
 	once     sync.Once
 	mux      *http.ServeMux
 	dropNext int // entries to withhold from tails and report as dropped
+	// phase of a restart: 0 serving, phaseStopping, phaseNotReady.
+	phase         int
+	notReadyUntil time.Time
 }
+
+const (
+	phaseStopping = 1 + iota
+	phaseNotReady
+)
 
 type tenant struct {
 	streams map[string]*stream // by label string
@@ -80,6 +137,7 @@ type entry struct {
 
 type tail struct {
 	q       *query
+	lossy   bool // the query has parser or label-filter stages
 	pending []result
 	dropped []result // withheld entries, reported as dropped_entries
 	wake    chan struct{}
@@ -101,7 +159,19 @@ func New(opts Options) *Server {
 		opts.MaxConcurrentTails = 10
 	}
 	if opts.BatchInterval == 0 {
-		opts.BatchInterval = 100 * time.Millisecond
+		opts.BatchInterval = 500 * time.Millisecond
+	}
+	if opts.TailCapacity == 0 {
+		opts.TailCapacity = 2000
+	}
+	if opts.TailBuffer == 0 {
+		opts.TailBuffer = 10000
+	}
+	if opts.StoppingFor == 0 {
+		opts.StoppingFor = 2 * time.Second
+	}
+	if opts.NotReadyFor == 0 {
+		opts.NotReadyFor = 15 * time.Second
 	}
 	if opts.PingInterval == 0 {
 		opts.PingInterval = time.Second
@@ -115,6 +185,7 @@ func New(opts Options) *Server {
 	mux.HandleFunc("GET /loki/api/v1/query_range", s.queryRange)
 	mux.HandleFunc("GET /loki/api/v1/tail", s.tail)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ready\n") })
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {})
 	s.mux = mux
 	s.Server = httptest.NewUnstartedServer(s.handler())
 	s.start()
@@ -125,6 +196,20 @@ func (s *Server) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.opts.Authorize != nil && !s.opts.Authorize(r) {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		s.mu.Lock()
+		phase := s.phase
+		if phase == phaseNotReady && !time.Now().Before(s.notReadyUntil) {
+			s.phase, phase = 0, 0
+		}
+		s.mu.Unlock()
+		switch {
+		case phase == phaseStopping && r.URL.Path == "/loki/api/v1/push":
+			http.Error(w, "empty ring", http.StatusInternalServerError)
+			return
+		case phase == phaseNotReady:
+			http.Error(w, "Ingester not ready: waiting for 15s after being ready", http.StatusServiceUnavailable)
 			return
 		}
 		s.mux.ServeHTTP(w, r)
@@ -166,11 +251,22 @@ func (s *Server) ResetConnections() {
 	}
 }
 
-// Restart stops the server, cutting every connection, and starts it again
-// on the same address with the same stored entries, as a Loki restart would
-// (Loki keeps what it ingested).
+// Restart stops the server and starts it again on the same address with
+// the same stored entries, as a Loki restart would (Loki keeps what it
+// ingested). With RestartPhases (the default) it first closes every tail
+// with 1011 "all ingesters closed the connection" and answers pushes 500
+// "empty ring" for StoppingFor; once it listens again it answers 503
+// "Ingester not ready" for NotReadyFor. Restart returns when it listens
+// again; the not-ready phase runs on after it.
 func (s *Server) Restart() {
 	addr := s.Listener.Addr().String()
+	if s.has(RestartPhases) {
+		s.mu.Lock()
+		s.phase = phaseStopping
+		s.mu.Unlock()
+		s.DropTails("all ingesters closed the connection")
+		time.Sleep(s.opts.StoppingFor) // the fake's own shutdown, not a test's wait
+	}
 	s.ResetConnections()
 	s.Server.Close()
 	ln, err := net.Listen("tcp", addr)
@@ -180,8 +276,22 @@ func (s *Server) Restart() {
 	srv := httptest.NewUnstartedServer(s.handler())
 	srv.Listener.Close()
 	srv.Listener = ln
+	s.mu.Lock()
+	s.phase = 0
+	if s.has(RestartPhases) {
+		s.phase, s.notReadyUntil = phaseNotReady, time.Now().Add(s.opts.NotReadyFor)
+	}
+	s.mu.Unlock()
 	s.Server = srv
 	s.start()
+}
+
+// Ready reports whether the server answers requests (it is not stopping or
+// starting after a Restart).
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phase == 0 || s.phase == phaseNotReady && !time.Now().Before(s.notReadyUntil)
 }
 
 // Close stops the server and ends all tails.
@@ -276,6 +386,12 @@ func (s *Server) store(id string, labels map[string]string, entries []entry) {
 		st = &stream{labels: labels}
 		t.streams[key] = st
 	}
+	// What each tail took of this push, for ParserTailLoss and LoadDrops.
+	took := map[*tail]int{}
+	full := map[*tail]bool{}
+	for tl := range t.tails {
+		full[tl] = s.has(LoadDrops) && len(tl.pending) > s.opts.TailBuffer
+	}
 	for _, e := range entries {
 		i := sort.Search(len(st.entries), func(i int) bool { return st.entries[i].ts > e.ts })
 		dup := false
@@ -294,6 +410,10 @@ func (s *Server) store(id string, labels map[string]string, entries []entry) {
 		for tl := range t.tails {
 			if tl.q.selects(labels) {
 				if out, ok := tl.q.process(withDetected(labels), e.line); ok {
+					if full[tl] || tl.lossy && s.has(ParserTailLoss) && took[tl] >= parserTailKeep {
+						continue // lost without a word, as Loki does
+					}
+					took[tl]++
 					if s.dropNext > 0 {
 						s.dropNext--
 						tl.dropped = append(tl.dropped, result{out, e})
@@ -309,6 +429,17 @@ func (s *Server) store(id string, labels map[string]string, entries []entry) {
 		}
 	}
 }
+
+// parserTailKeep is how many entries of one push a tail with parser stages
+// delivers (LOKI-FACTS.md: 15 pushed, 6 tailed).
+const parserTailKeep = 6
+
+// Frame caps of Loki's querier (maxEntriesPerTailResponse,
+// maxDroppedEntriesPerTailResponse).
+const (
+	maxFrameEntries   = 100
+	maxDroppedEntries = 1000
+)
 
 func withDetected(labels map[string]string) map[string]string {
 	l := cloneLabels(labels)
@@ -539,22 +670,37 @@ func (s *Server) metricRange(w http.ResponseWriter, r *http.Request, inner strin
 	json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]any{"resultType": "matrix", "result": result}})
 }
 
-// sendDropped sends a frame with the entries that made it and the
-// dropped_entries Loki reports for the rest.
-func sendDropped(conn *websocket.Conn, rs, dropped []result) error {
+// frame writes one tail frame in Loki's shape: the entries (one stream
+// object per entry with StreamPerEntry, else grouped per stream) and the
+// dropped_entries Loki reports, at most 1,000 with FrameCaps.
+func (s *Server) frame(conn *websocket.Conn, rs, dropped []result) error {
 	type droppedEntry struct {
 		Labels    map[string]string `json:"labels"`
 		Timestamp string            `json:"timestamp"`
 	}
-	var d []droppedEntry
-	for _, r := range dropped {
-		d = append(d, droppedEntry{r.labels, strconv.FormatInt(r.e.ts, 10)})
+	if s.has(FrameCaps) && len(dropped) > maxDroppedEntries {
+		dropped = dropped[:maxDroppedEntries]
 	}
-	streams := group(rs)
+	var streams []wireStream
+	if s.has(StreamPerEntry) {
+		for _, r := range rs {
+			streams = append(streams, wireStream{Stream: r.labels, Values: [][2]string{{strconv.FormatInt(r.e.ts, 10), r.e.line}}})
+		}
+	} else {
+		streams = group(rs)
+	}
 	if streams == nil {
 		streams = []wireStream{}
 	}
-	return conn.WriteJSON(map[string]any{"streams": streams, "dropped_entries": d})
+	f := map[string]any{"streams": streams}
+	if len(dropped) > 0 {
+		d := make([]droppedEntry, 0, len(dropped))
+		for _, r := range dropped {
+			d = append(d, droppedEntry{r.labels, strconv.FormatInt(r.e.ts, 10)})
+		}
+		f["dropped_entries"] = d
+	}
+	return conn.WriteJSON(f)
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
@@ -584,7 +730,7 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 	}
 	// The tail is registered before the handshake completes, so a client
 	// whose handshake succeeded is counted against the limit.
-	tl := &tail{q: q, wake: make(chan struct{}, 1), kill: make(chan string, 1)}
+	tl := &tail{q: q, lossy: q.lossy(), wake: make(chan struct{}, 1), kill: make(chan string, 1)}
 	s.mu.Lock()
 	t := s.tenantLocked(id)
 	over := len(t.tails) >= s.opts.MaxConcurrentTails
@@ -627,14 +773,10 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	send := func(rs []result) error {
-		if len(rs) == 0 {
-			return nil
+	if len(history) > 0 {
+		if err := s.frame(conn, history, nil); err != nil {
+			return
 		}
-		return conn.WriteJSON(map[string]any{"streams": group(rs)})
-	}
-	if err := send(history); err != nil {
-		return
 	}
 	deadline := time.NewTimer(s.opts.TailMaxDuration)
 	defer deadline.Stop()
@@ -662,19 +804,29 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-batch.C:
+			// A tail sends at most TailCapacity entries a second, in frames
+			// of at most 100 with FrameCaps; the rest wait for the next
+			// batch, in arrival order.
 			s.mu.Lock()
-			rs, dropped := tl.pending, tl.dropped
-			tl.pending, tl.dropped = nil, nil
+			budget := max(1, int(float64(s.opts.TailCapacity)*s.opts.BatchInterval.Seconds()))
+			n := min(budget, len(tl.pending))
+			rs := append([]result(nil), tl.pending[:n]...)
+			tl.pending = append(tl.pending[:0], tl.pending[n:]...)
+			dropped := tl.dropped
+			tl.dropped = nil
 			s.mu.Unlock()
-			sort.SliceStable(rs, func(i, j int) bool { return rs[i].e.ts < rs[j].e.ts })
-			if len(dropped) > 0 {
-				if err := sendDropped(conn, rs, dropped); err != nil {
+			per := len(rs)
+			if s.has(FrameCaps) {
+				per = maxFrameEntries
+			}
+			for len(rs) > 0 || len(dropped) > 0 {
+				k := min(per, len(rs))
+				chunk := rs[:k]
+				sort.SliceStable(chunk, func(i, j int) bool { return chunk[i].e.ts < chunk[j].e.ts })
+				if err := s.frame(conn, chunk, dropped); err != nil {
 					return
 				}
-				continue
-			}
-			if err := send(rs); err != nil {
-				return
+				rs, dropped = rs[k:], nil
 			}
 		}
 	}
