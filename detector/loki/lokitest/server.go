@@ -24,7 +24,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/authguard/authguard/detector/loki"
 )
 
 // Quirk is a behaviour of a real Loki (shared/LOKI-FACTS.md) that the fake
@@ -49,8 +48,8 @@ const (
 	StreamPerEntry
 	// RestartPhases: Restart closes tails with 1011 "all ingesters closed
 	// the connection", answers pushes 500 "empty ring" while it stops
-	// (StoppingFor), then everything 503 "Ingester not ready" for
-	// NotReadyFor after it starts.
+	// (StoppingFor), then /ready answers 503 "Ingester not ready" for
+	// NotReadyFor after it starts (pushes and queries are served).
 	RestartPhases
 )
 
@@ -208,7 +207,9 @@ func (s *Server) handler() http.Handler {
 		case phase == phaseStopping && r.URL.Path == "/loki/api/v1/push":
 			http.Error(w, "empty ring", http.StatusInternalServerError)
 			return
-		case phase == phaseNotReady:
+		case phase == phaseNotReady && r.URL.Path == "/ready":
+			// Pushes and queries are served meanwhile (observed
+			// 2026-12-02); only /ready says not ready.
 			http.Error(w, "Ingester not ready: waiting for 15s after being ready", http.StatusServiceUnavailable)
 			return
 		}
@@ -255,7 +256,7 @@ func (s *Server) ResetConnections() {
 // the same stored entries, as a Loki restart would (Loki keeps what it
 // ingested). With RestartPhases (the default) it first closes every tail
 // with 1011 "all ingesters closed the connection" and answers pushes 500
-// "empty ring" for StoppingFor; once it listens again it answers 503
+// "empty ring" for StoppingFor; once it listens again /ready answers 503
 // "Ingester not ready" for NotReadyFor. Restart returns when it listens
 // again; the not-ready phase runs on after it.
 func (s *Server) Restart() {
@@ -352,17 +353,17 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	streams, err := loki.DecodePush(r.Header.Get("Content-Type"), body)
+	streams, err := decodePush(r.Header.Get("Content-Type"), body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	if len(streams) == 0 {
+		http.Error(w, "error at least one valid stream is required for ingestion", http.StatusUnprocessableEntity)
+		return
+	}
 	for _, st := range streams {
-		entries := make([]entry, len(st.Entries))
-		for i, e := range st.Entries {
-			entries[i] = entry{e.TS, e.Line}
-		}
-		s.store(id, st.Labels, entries)
+		s.store(id, st.labels, st.entries)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -1,0 +1,58 @@
+//go:build real
+
+package lokitest
+
+import (
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// The facts against the real binary (make test-real): the same suite the
+// fake passes.
+func TestRealLokiHonoursEveryFact(t *testing.T) {
+	r, err := StartReal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	facts(t, target{url: r.URL, tenant: r.Tenant, restart: func(t *testing.T, stopping, starting func()) {
+		r.Stopping()
+		tg := target{url: r.URL, tenant: r.Tenant}
+		// While it stops (a few hundred ms here) pushes get 500 "empty ring".
+		awaitStatus(t, func() int { return pushStatus(t, tg, probePush()) }, http.StatusInternalServerError)
+		stopping()
+		r.Wait()
+		if err := r.Launch(); err != nil {
+			t.Fatal(err)
+		}
+		// Listening, not yet ready.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if c, err := net.Dial("tcp", r.URL[len("http://"):]); err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the restarted Loki never listened")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		starting()
+		if err := r.AwaitReady(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("restart: ready again")
+	}})
+	if t.Failed() {
+		t.Logf("loki log (tail):\n%s", lastBytes(r.Log(), 4000))
+	}
+}
+
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
