@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
 )
 
 // Quirk is a behaviour of a real Loki (shared/LOKI-FACTS.md) that the fake
