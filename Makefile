@@ -3,7 +3,7 @@
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test build bench soak lint redis-server
+.PHONY: demo test test-real build bench soak lint redis-server
 
 ## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
 demo: redis-server
@@ -15,6 +15,19 @@ test: redis-server
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+## test-real: the suites that need real servers: the Loki facts, the read
+## soaks and the whole e2e suite against a real Loki that the tests start on
+## loopback from $(AUTHGUARD_TEST_TOOLS)/loki.gz (default ../shared/tools),
+## and the gateway-to-block latency over 100 attacks
+AUTHGUARD_TEST_TOOLS ?= $(abspath ../shared/tools)
+test-real: redis-server
+	@test -f "$(AUTHGUARD_TEST_TOOLS)/loki.gz" || { echo "test-real: no loki.gz in AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS)"; exit 1; }
+	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) AUTHGUARD_SOAK_DURATION=$${AUTHGUARD_SOAK_DURATION:-2m} \
+	  $(GO) test -tags real -count=1 -timeout 20m -run Real -v ./detector/loki/... | grep -E '^(=== RUN|---|ok|FAIL|PASS|panic|\s+\S+_test.go)'
+	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) $(GO) test -tags real -race -count=1 -timeout 20m ./e2e/
+	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) \
+	  $(GO) test -tags real -count=1 -run '^$$' -bench FailedLoginToBlock -benchtime 100x ./e2e/
 
 ## build: static binaries in bin/, as the Dockerfile builds them
 build:

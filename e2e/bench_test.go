@@ -98,3 +98,36 @@ func BenchmarkDecisionToBlockVisible(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 }
+
+// BenchmarkFailedLoginToBlock is the whole loop as an attacker meets it:
+// each iteration is a new address failing five logins through the
+// gateway, and the time measured runs from the fifth 401 to the first 403
+// (the gateway's audit push, Loki, the daemon's tail, the rules, Redis and
+// the gateway's block list). It reports the p50 and p99 over the
+// iterations; make test-real runs it 100 times against a real Loki.
+func BenchmarkFailedLoginToBlock(b *testing.B) {
+	s := newStack(b, stackOptions{ttl: "300s", reconcile: "5s"})
+	var took []time.Duration
+	b.ResetTimer()
+	for k := range b.N {
+		ip := fmt.Sprintf("198.51.%d.%d", 100+k/250, k%250+1)
+		for range 4 {
+			s.login(ip, "guess")
+		}
+		if a := s.login(ip, "guess"); a.status != 401 {
+			b.Fatalf("fifth attempt from %s: %d", ip, a.status)
+		}
+		start := time.Now()
+		for s.request(ip, "GET", "/health", "").status != 403 {
+			if time.Since(start) > 30*time.Second {
+				b.Fatalf("%s not blocked 30 s after its fifth failure", ip)
+			}
+			time.Sleep(2 * time.Millisecond) // the attacker's pace while it waits
+		}
+		took = append(took, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99_ms")
+}

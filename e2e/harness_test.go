@@ -35,6 +35,10 @@ import (
 
 var binDir string
 
+// startRealLoki is set by real_test.go (-tags real): it starts a real Loki
+// and points LOKI_URL and LOKI_TENANT at it.
+var startRealLoki func(dir string) (stop func(), err error)
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "authguard-e2e-")
 	if err != nil {
@@ -50,7 +54,16 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	stopLoki := func() {}
+	if startRealLoki != nil {
+		// make test-real: the whole suite against a real Loki.
+		if stopLoki, err = startRealLoki(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	code := m.Run()
+	stopLoki()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -155,7 +168,7 @@ func (p *process) stop() {
 }
 
 // alive fails the test at once if the process has exited.
-func (p *process) alive(t *testing.T) bool {
+func (p *process) alive(t testing.TB) bool {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -171,7 +184,7 @@ func (p *process) output() string {
 	return p.out.String()
 }
 
-func start(t *testing.T, name string, args ...string) *process {
+func start(t testing.TB, name string, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(filepath.Join(binDir, name), args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
@@ -205,7 +218,7 @@ type lokiTarget struct {
 	fake        *lokitest.Server
 }
 
-func newLoki(t *testing.T) lokiTarget {
+func newLoki(t testing.TB) lokiTarget {
 	if u := os.Getenv("LOKI_URL"); u != "" {
 		return lokiTarget{url: strings.TrimSuffix(u, "/"), tenant: os.Getenv("LOKI_TENANT")}
 	}
@@ -215,7 +228,7 @@ func newLoki(t *testing.T) lokiTarget {
 }
 
 // push sends raw lines to Loki's push API (JSON), as a log shipper would.
-func (l lokiTarget) push(t *testing.T, labels map[string]string, lines ...string) {
+func (l lokiTarget) push(t testing.TB, labels map[string]string, lines ...string) {
 	t.Helper()
 	var values [][2]string
 	now := time.Now().UnixNano()
@@ -246,7 +259,7 @@ type lokiEntry struct {
 
 // entries reads back every entry of a selector from the last hour with
 // query_range (forward, paged), as logcli does.
-func (l lokiTarget) entries(t *testing.T, selector string) []lokiEntry {
+func (l lokiTarget) entries(t testing.TB, selector string) []lokiEntry {
 	t.Helper()
 	var out []lokiEntry
 	start := time.Now().Add(-time.Hour).UnixNano()
@@ -298,7 +311,7 @@ type slackPosts struct {
 	updates chan url.Values
 }
 
-func newSlack(t *testing.T) *slackPosts {
+func newSlack(t testing.TB) *slackPosts {
 	s := &slackPosts{posts: make(chan url.Values, 100), updates: make(chan url.Values, 100)}
 	s.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
 		c.Handle("/chat.postMessage", func(w http.ResponseWriter, r *http.Request) {
@@ -319,7 +332,7 @@ func newSlack(t *testing.T) *slackPosts {
 
 // stack is the whole loop: login app, gateway, daemon, Redis, Loki, Slack.
 type stack struct {
-	t          *testing.T
+	t          testing.TB
 	rdb        redis.UniversalClient
 	keyPrefix  string // before the runbook's key names: "{authguard}" under Cluster
 	redis      *redisServer
@@ -347,13 +360,13 @@ type stackOptions struct {
 	direct bool
 }
 
-func newStack(t *testing.T, o stackOptions) *stack {
+func newStack(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	if o.ttl == "" {
 		o.ttl = "2s"
 	}
 	if o.query == "" {
-		o.query = `%s | json | action="auth_failed"`
+		o.query = `%s |= "auth_failed" | json | action="auth_failed"`
 	}
 	if o.reconcile == "" {
 		o.reconcile = "200ms"

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -117,5 +118,29 @@ func TestReplayDecidesLikeTheLiveRun(t *testing.T) {
 	slices.Sort(replayed)
 	if len(live) != 2 || !slices.Equal(live, replayed) {
 		t.Errorf("live decided %v, replay %v", live, replayed)
+	}
+}
+
+// Twenty addresses fail five logins each, all at once: every one is
+// blocked. With a real Loki and the old default query (a | json stage in
+// the tail) 12 of these 100 lines were read and none was blocked.
+func TestTwentyConcurrentAttackersAreAllBlocked(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	var wg sync.WaitGroup
+	var ips []string
+	for i := range 20 {
+		ip := fmt.Sprintf("203.0.113.%d", 150+i)
+		ips = append(ips, ip)
+		for range 5 {
+			wg.Add(1)
+			go func() { defer wg.Done(); s.login(ip, "guess") }()
+		}
+	}
+	wg.Wait()
+	for _, ip := range ips {
+		s.awaitBlocked(ip)
+	}
+	if n := s.metric("authguard_events_processed_total"); n < 100 {
+		t.Errorf("%v events processed, want all 100", n)
 	}
 }

@@ -382,7 +382,7 @@ const (
 // rateWindow is how long a rate is measured before the reader switches
 // between tailing and polling.
 const (
-	rateWindow    = 5 * time.Second
+	rateWindow    = 3 * time.Second
 	tailAgainCalm = 30 * time.Second
 )
 
@@ -513,7 +513,9 @@ func (t *Tail) session(ctx context.Context, out chan<- detector.Event, connected
 			received += n
 		case now := <-sweep.C:
 			if !t.cfg.NoSweep {
-				t.sweep(ctx, h, out)
+				// What the sweeper finds counts toward the rate too: a
+				// tail that loses most entries carries few.
+				received += t.sweep(ctx, h, out)
 			}
 			if elapsed := now.Sub(windowStart); elapsed >= rateWindow {
 				rate := float64(received) / elapsed.Seconds()
@@ -530,13 +532,13 @@ func (t *Tail) session(ctx context.Context, out chan<- detector.Event, connected
 }
 
 // sweep re-reads, with query_range, what reached Loki since the last sweep
-// and delivers what the tail missed. A failed sweep is retried from the
+// and delivers what the tail missed; it returns how many. A failed sweep is retried from the
 // same place at the next tick; the lag metric shows how far behind it is.
-func (t *Tail) sweep(ctx context.Context, h http.Header, out chan<- detector.Event) {
+func (t *Tail) sweep(ctx context.Context, h http.Header, out chan<- detector.Event) int {
 	until := time.Now().Add(-t.cfg.SweepDelay).UnixNano()
 	from := t.sweptUntil.Load()
 	if until <= from {
-		return
+		return 0
 	}
 	n, err := t.catchUp(ctx, h, from, until, fromSweep, out)
 	if err != nil {
@@ -545,14 +547,15 @@ func (t *Tail) sweep(ctx context.Context, h http.Header, out chan<- detector.Eve
 			t.recovered.warn("loki sweep failed; retrying at the next one", "err", err.Error())
 		}
 		t.advance(0)
-		return
+		return n
 	}
 	t.metrics.Sweeps.WithLabelValues("success").Inc()
 	t.advance(until)
-	if n > 0 && !t.polling.Load() {
+	if n > 0 {
 		t.metrics.Recovered.Add(float64(n))
 		t.recovered.warn("the live tail missed entries; the sweeper read them with query_range", "entries", n)
 	}
+	return n
 }
 
 // poll reads by query_range alone, every SweepInterval, while the rate is

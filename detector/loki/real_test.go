@@ -1,0 +1,32 @@
+//go:build real
+
+package loki_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/authguard/authguard/detector/loki"
+	"github.com/authguard/authguard/detector/loki/lokitest"
+)
+
+// The read soak against a real Loki (make test-real): every line pushed at
+// 200, 2,000 and 20,000 lines/s is read exactly once.
+func TestRealLokiEveryLineOnceAtEveryRate(t *testing.T) {
+	r, err := lokitest.StartReal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	d := soakDuration(t, 30*time.Second)
+	for _, rate := range []int{200, 2000, 20000} {
+		t.Run(strconv.Itoa(rate)+" lines/s", func(t *testing.T) {
+			res := readSoak(t, r.URL, r.Tenant, rate, d, loki.Config{})
+			t.Logf("real Loki, %d lines/s for %v: %v", rate, d, res)
+			if res.lost > 0 || res.duplicated > 0 {
+				t.Errorf("%d lost, %d duplicated", res.lost, res.duplicated)
+			}
+		})
+	}
+}
