@@ -157,6 +157,19 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
+// A query with stages Loki's tail loses entries on is split, and one with
+// stages authguard cannot check itself is refused at start, saying why.
+func TestLokiQueriesAreSplitOrRefusedAtStart(t *testing.T) {
+	out, _, err := runCLI(t, nil, "run", "--check-config", "--loki-url", "http://loki:3100", "--loki-query", `{app="shop"} | json | action="auth_failed"`)
+	if err != nil || !strings.Contains(out, "configuration OK") {
+		t.Errorf("| json and a label filter: %q %v", out, err)
+	}
+	_, _, err = runCLI(t, nil, "run", "--check-config", "--loki-url", "http://loki:3100", "--loki-query", `{app="shop"} | logfmt | action="auth_failed"`)
+	if err == nil || !strings.Contains(err.Error(), `--loki-query col 16: stage "logfmt"`) || !strings.Contains(err.Error(), "Loki's tail silently loses entries") {
+		t.Errorf("| logfmt: %v", err)
+	}
+}
+
 // A secret may come from the environment instead of a file; it is used
 // (a token without a channel is refused) and never printed.
 func TestSecretsFromTheEnvironment(t *testing.T) {
