@@ -225,3 +225,15 @@ func TestWithoutTheSweeperTheTailLosesLines(t *testing.T) {
 		t.Errorf("no line lost without the sweeper at 5,000 lines/s: %v", r)
 	}
 }
+
+// A tail that loses whole pushes without a word below the polling rate:
+// the sweeper reads every line it lost, once.
+func TestTheSweeperReadsWhatTheTailLostSilently(t *testing.T) {
+	srv := lokitest.New(lokitest.Options{TailCapacity: 100, TailBuffer: 50})
+	defer srv.Close()
+	r := readSoak(t, srv.URL, "", 300, 5*time.Second, loki.Config{Settle: 100 * time.Millisecond})
+	t.Logf("fake Loki keeping 100 entries/s of 300: %v", r)
+	if r.lost > 0 || r.duplicated > 0 || r.recovered == 0 || r.polled != 0 {
+		t.Errorf("want every line once, some through the sweeper, still tailing: %v", r)
+	}
+}

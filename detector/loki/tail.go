@@ -485,6 +485,7 @@ func (t *Tail) session(ctx context.Context, out chan<- detector.Event, connected
 	sweep := time.NewTicker(t.cfg.SweepInterval)
 	defer sweep.Stop()
 	windowStart, received := time.Now(), 0
+	var early <-chan time.Time // a sweep sooner than the next tick
 	for {
 		select {
 		case <-ctx.Done():
@@ -511,6 +512,15 @@ func (t *Tail) session(ctx context.Context, out chan<- detector.Event, connected
 				return err
 			}
 			received += n
+			// A frame at Loki's cap or a backlog of frames means the tail
+			// runs at its limit, where Loki drops without saying: sweep
+			// as soon as the troubled entries can be in query_range.
+			if early == nil && !t.cfg.NoSweep && (frameEntries(f) >= maxFrameEntries || len(frames) > cap(frames)/2) {
+				early = time.After(t.cfg.SweepDelay)
+			}
+		case <-early:
+			early = nil
+			received += t.sweep(ctx, h, out)
 		case now := <-sweep.C:
 			if !t.cfg.NoSweep {
 				// What the sweeper finds counts toward the rate too: a
@@ -529,6 +539,18 @@ func (t *Tail) session(ctx context.Context, out chan<- detector.Event, connected
 			}
 		}
 	}
+}
+
+// maxFrameEntries is the most entries Loki puts in one tail frame
+// (LOKI-FACTS.md).
+const maxFrameEntries = 100
+
+func frameEntries(f frame) int {
+	n := 0
+	for _, s := range f.Streams {
+		n += len(s.Values)
+	}
+	return n
 }
 
 // sweep re-reads, with query_range, what reached Loki since the last sweep
