@@ -1,27 +1,33 @@
 package loki
 
-import "hash/maphash"
+import (
+	"container/heap"
+	"hash/maphash"
+)
 
 // dedup remembers the entries delivered recently, so that the same entry
-// read twice (from a catch-up query and the live tail, or from two catch-up
-// pages) is delivered once. An entry is its timestamp and line: Loki itself
-// stores an exact repeat once, so two identical entries are one.
+// read twice (from a catch-up query or a sweep and the live tail, or from
+// two catch-up pages) is delivered once. An entry is its timestamp and line:
+// Loki itself stores an exact repeat once, so two identical entries are one.
 //
-// It remembers entries within window of the newest timestamp seen, and at
-// most max of them; older ones are forgotten in arrival order. Catch-up
-// queries start no earlier than resumeFrom, so a forgotten entry cannot
-// come back through one.
+// Each entry is remembered with a time, at: the reader passes the entry's
+// timestamp, the push receiver the time it arrived. Its owner says how far
+// back entries are needed (forget): the reader never reads before that
+// floor again, so nothing older can come twice. The floor comes from the
+// owner's own clock, never from the newest entry timestamp, which a writer
+// chooses: a line stamped a year ahead must not make every entry before it
+// look old. At most max entries are kept; past that the oldest are
+// forgotten first, and start tells reads where they may begin so that none
+// is delivered twice.
 type dedup struct {
-	seed      maphash.Seed
-	window    int64
-	max       int
-	seen      map[dedupKey]struct{}
-	order     []dedupKey // arrival order, a FIFO over a slice
-	head      int
-	highWater int64
-	// maxPruned is the newest timestamp forgotten so far: every entry after
-	// it is still remembered.
-	maxPruned int64
+	seed  maphash.Seed
+	max   int
+	seen  map[dedupKey]struct{}
+	order keyHeap // the same keys, oldest first
+	// maxEvicted is the newest time forgotten for want of room: every
+	// entry after it is still remembered.
+	maxEvicted int64
+	evicted    uint64
 }
 
 type dedupKey struct {
@@ -29,52 +35,60 @@ type dedupKey struct {
 	h  uint64
 }
 
-func newDedup(window int64, max int) *dedup {
-	return &dedup{seed: maphash.MakeSeed(), window: window, max: max, seen: map[dedupKey]struct{}{}}
+type remembered struct {
+	at  int64
+	key dedupKey
+}
+
+type keyHeap []remembered
+
+func (h keyHeap) Len() int           { return len(h) }
+func (h keyHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *keyHeap) Push(x any)        { *h = append(*h, x.(remembered)) }
+func (h *keyHeap) Pop() any {
+	old := *h
+	k := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return k
+}
+
+func newDedup(max int) *dedup {
+	return &dedup{seed: maphash.MakeSeed(), max: max, seen: map[dedupKey]struct{}{}}
 }
 
 // first reports whether (ts, line) has not been delivered before, and
-// remembers it.
-func (d *dedup) first(ts int64, line string) bool {
+// remembers it as of at.
+func (d *dedup) first(ts int64, line string, at int64) bool {
 	k := dedupKey{ts, maphash.String(d.seed, line)}
 	if _, ok := d.seen[k]; ok {
 		return false
 	}
 	d.seen[k] = struct{}{}
-	d.order = append(d.order, k)
-	if ts > d.highWater {
-		d.highWater = ts
+	heap.Push(&d.order, remembered{at, k})
+	for len(d.order) > d.max {
+		old := heap.Pop(&d.order).(remembered)
+		delete(d.seen, old.key)
+		d.maxEvicted = max(d.maxEvicted, old.at)
+		d.evicted++
 	}
-	d.prune()
 	return true
 }
 
-func (d *dedup) prune() {
-	for d.head < len(d.order) {
-		k := d.order[d.head]
-		if len(d.seen) <= d.max && k.ts > d.highWater-d.window {
-			break
-		}
-		delete(d.seen, k)
-		d.maxPruned = max(d.maxPruned, k.ts)
-		d.head++
-	}
-	// Compact the FIFO once its dead head outweighs the live part.
-	if d.head > 1024 && d.head*2 > len(d.order) {
-		d.order = append(d.order[:0], d.order[d.head:]...)
-		d.head = 0
+// forget drops the entries remembered as of before floor.
+func (d *dedup) forget(floor int64) {
+	for len(d.order) > 0 && d.order[0].at < floor {
+		delete(d.seen, heap.Pop(&d.order).(remembered).key)
 	}
 }
 
-// resumeFrom is where a catch-up after a gap must start: the window behind
-// the newest entry, or later if the size bound already forgot entries there
-// (every entry after maxPruned is still remembered, so none comes twice).
-func (d *dedup) resumeFrom() int64 {
-	if d.highWater == 0 {
-		return 0
+// start is where a read that wants to begin at from may begin without
+// delivering an entry twice: from, or just after the newest entry
+// forgotten for want of room (for owners that remember entries as of
+// their timestamps).
+func (d *dedup) start(from int64) int64 {
+	if d.maxEvicted >= from {
+		return d.maxEvicted + 1
 	}
-	if d.maxPruned > 0 {
-		return max(d.highWater-d.window, d.maxPruned+1)
-	}
-	return d.highWater - d.window
+	return from
 }

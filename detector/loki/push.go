@@ -165,7 +165,7 @@ type Receiver struct {
 // NewReceiver returns a receiver sending events to out. Bodies over
 // maxBytes are refused with 413.
 func NewReceiver(p *Parser, out chan<- detector.Event, maxBytes int64, log *slog.Logger, m *Metrics, reg prometheus.Registerer) *Receiver {
-	r := &Receiver{parser: p, out: out, skips: &skipLog{log: log, metrics: m}, metrics: m, maxBytes: maxBytes, dedup: newDedup(int64(time.Minute), 1<<20),
+	r := &Receiver{parser: p, out: out, skips: &skipLog{log: log, metrics: m}, metrics: m, maxBytes: maxBytes, dedup: newDedup(1 << 20),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_push_requests_total", Help: "Push requests received, by HTTP status answered."}, []string{"code"})}
 	reg.MustRegister(r.pushes)
 	return r
@@ -201,11 +201,19 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) int {
 	return http.StatusNoContent
 }
 
+// receiverMemory is how long the receiver remembers a pushed entry after
+// it arrived, so that a pusher's retry is counted once.
+const receiverMemory = 10 * time.Minute
+
 func (r *Receiver) accept(ctx context.Context, streams []PushedStream) error {
+	now := time.Now().UnixNano()
+	r.mu.Lock()
+	r.dedup.forget(now - int64(receiverMemory))
+	r.mu.Unlock()
 	for _, st := range streams {
 		for _, e := range st.Entries {
 			r.mu.Lock()
-			first := r.dedup.first(e.TS, e.Line)
+			first := r.dedup.first(e.TS, e.Line, now)
 			r.mu.Unlock()
 			if !first {
 				r.metrics.Duplicates.Inc()

@@ -40,10 +40,10 @@ type Config struct {
 	// Backfill is how far back the first catch-up reaches at start, so a
 	// restarted daemon sees the events of its longest window again.
 	Backfill time.Duration
-	// DedupWindow is how far behind the newest entry the source still
-	// recognises repeats, and so how far back it re-reads after a gap
-	// (default 1m). Entries that arrive later than this behind the newest
-	// are still delivered.
+	// DedupWindow is how far behind the sweeper's mark (SweepDelay behind
+	// now) the source still recognises repeats, and so how far back it
+	// re-reads after a gap (default 1m). Entries older than that which
+	// reach Loki late are still delivered by the live tail.
 	DedupWindow time.Duration
 	// PageLimit is query_range's limit per page (default and maximum 5000).
 	PageLimit int
@@ -198,7 +198,7 @@ func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) (*Tail, error)
 	return &Tail{cfg: cfg, query: q, parser: p, log: log, metrics: m,
 		dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: cfg.TLS, Proxy: http.ProxyFromEnvironment},
 		client: &http.Client{Transport: tr, Timeout: time.Minute},
-		dedup:  newDedup(int64(cfg.DedupWindow), 1<<20), skips: skipLog{log: log, metrics: m},
+		dedup:  newDedup(1 << 20), skips: skipLog{log: log, metrics: m},
 		recovered: rateLog{log: log, every: 10 * time.Second}}, nil
 }
 
@@ -255,22 +255,19 @@ func (t *Tail) Run(ctx context.Context, out chan<- detector.Event) error {
 	}
 }
 
-// resumeFrom is where a catch-up starts: where the sweeper is complete, or
-// further back, the de-duplication window behind the newest entry, so that
-// entries that reached Loki late are read too.
+// resumeFrom is where a catch-up starts: the de-duplication window behind
+// where the sweeper is complete, so that entries that reached Loki late
+// are read too.
 func (t *Tail) resumeFrom() int64 {
-	from := t.sweptUntil.Load()
-	if r := t.dedup.resumeFrom(); r > 0 && r < from {
-		from = r
-	}
-	return from
+	return t.dedup.start(t.sweptUntil.Load() - int64(t.cfg.DedupWindow))
 }
 
-// advance moves the sweeper's mark to until (never back) and publishes the
-// lag.
+// advance moves the sweeper's mark to until (never back), forgets the
+// entries no read reaches again, and publishes the lag.
 func (t *Tail) advance(until int64) {
 	if until > t.sweptUntil.Load() {
 		t.sweptUntil.Store(until)
+		t.dedup.forget(until - int64(t.cfg.DedupWindow))
 	}
 	now := time.Now()
 	t.metrics.SweepLag.Set(now.Sub(time.Unix(0, t.sweptUntil.Load())).Seconds())
@@ -558,7 +555,7 @@ func frameEntries(f frame) int {
 // same place at the next tick; the lag metric shows how far behind it is.
 func (t *Tail) sweep(ctx context.Context, h http.Header, out chan<- detector.Event) int {
 	until := time.Now().Add(-t.cfg.SweepDelay).UnixNano()
-	from := t.sweptUntil.Load()
+	from := t.dedup.start(t.sweptUntil.Load())
 	if until <= from {
 		return 0
 	}
@@ -599,7 +596,7 @@ func (t *Tail) poll(ctx context.Context, out chan<- detector.Event, connected fu
 	calmSince := time.Time{}
 	for {
 		at := time.Now()
-		n, err := t.catchUp(ctx, h, t.sweptUntil.Load(), at.Add(futureGrace).UnixNano(), fromSweep, out)
+		n, err := t.catchUp(ctx, h, t.dedup.start(t.sweptUntil.Load()), at.Add(futureGrace).UnixNano(), fromSweep, out)
 		if err != nil {
 			t.metrics.Sweeps.WithLabelValues("failure").Inc()
 			return err
@@ -662,7 +659,7 @@ func (t *Tail) recoverDropped(ctx context.Context, h http.Header, f *frame, out 
 	// Loki lists at most 1,000 dropped entries a frame: the span may be
 	// wider than what it names, so the sweeper's mark is not moved, and
 	// the next sweep reads the rest.
-	_, err := t.catchUp(ctx, h, lo, hi+1, fromSweep, out)
+	_, err := t.catchUp(ctx, h, t.dedup.start(lo), hi+1, fromSweep, out)
 	return err
 }
 
@@ -849,7 +846,7 @@ func (t *Tail) deliver(ctx context.Context, streams []wireStream, src source, ou
 	fresh := 0
 	now := time.Now()
 	for _, e := range mergeEntries(streams, &t.skips) {
-		if !t.dedup.first(e.ts, e.line) {
+		if !t.dedup.first(e.ts, e.line, e.ts) {
 			t.metrics.Duplicates.Inc()
 			continue
 		}

@@ -353,3 +353,38 @@ func mustTail(t testing.TB, cfg loki.Config, p *loki.Parser, log *slog.Logger, m
 	}
 	return tl
 }
+
+// One line stamped minutes ahead (Loki takes it within its creation grace
+// period) must not make the sweeper deliver the lines after it twice.
+func TestALineFromTheFutureMakesNothingCountTwice(t *testing.T) {
+	srv := lokitest.New(lokitest.Options{})
+	defer srv.Close()
+	_, m, out := newTail(t, srv, `{service="audit"}`)
+	waitTail(t, srv, out)
+	audit := map[string]string{"service": "audit"}
+	srv.Push("fake", audit, time.Now().Add(9*time.Minute), `{"action":"auth_failed","client_ip":"192.0.2.66","username":"future"}`)
+	got := map[string]int{}
+	for i := range 30 {
+		srv.Push("fake", audit, time.Now(), fmt.Sprintf(`{"action":"auth_failed","client_ip":"192.0.2.7","username":"u%d"}`, i))
+		time.Sleep(100 * time.Millisecond) // a steady trickle over three sweeps
+	}
+	// Everything is read once the sweeper's mark passes the last line.
+	deadline := time.After(20 * time.Second)
+	for len(got) < 31 || testutil.ToFloat64(m.Sweeps.WithLabelValues("success")) < 5 {
+		select {
+		case ev := <-out:
+			got[ev.Username]++
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("read %d distinct lines, want 31", len(got))
+		}
+	}
+	for len(out) > 0 {
+		got[(<-out).Username]++
+	}
+	for u, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", u, n)
+		}
+	}
+}
