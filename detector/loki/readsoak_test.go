@@ -144,9 +144,17 @@ func readSoak(t *testing.T, url, tenant string, rate int, d time.Duration, cfg l
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	// Repeats would come from a later sweep: give the reader two more
-	// sweeps' time to show one.
-	time.Sleep(3 * time.Second)
+	// Repeats would come from a later sweep or poll: await three more.
+	if !cfg.NoSweep {
+		sweeps := func() float64 { return testutil.ToFloat64(m.Sweeps.WithLabelValues("success")) }
+		deadline := time.Now().Add(30 * time.Second)
+		for until := sweeps() + 3; sweeps() < until; {
+			if time.Now().After(deadline) {
+				t.Fatal("the reader stopped sweeping")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	r := soakResult{pushed: total, recovered: testutil.ToFloat64(m.Recovered), polled: testutil.ToFloat64(m.Polling)}
