@@ -608,15 +608,21 @@ func awaitStatus(t *testing.T, status func() int, want int) {
 
 // Facts only the fake can be made to show on demand: drops and their caps.
 func TestTheFakeDropsLikeLokiUnderLoad(t *testing.T) {
-	t.Run("dropped_entries lists at most 1,000", func(t *testing.T) {
-		s := New(Options{})
-		defer s.Close()
+	// readyTail opens a tail of {service="audit"} on a new fake and waits
+	// until it delivers.
+	readyTail := func(t *testing.T, o Options) (*Server, target, *tailer) {
+		s := New(o)
+		t.Cleanup(s.Close)
 		tgt := tg(s)
 		tl, _, err := tgt.tail(t, `{service="audit"}`, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tl.ready(t, tgt, map[string]string{"service": "audit"})
+		return s, tgt, tl
+	}
+	t.Run("dropped_entries lists at most 1,000", func(t *testing.T) {
+		s, tgt, tl := readyTail(t, Options{})
 		s.DropNext(1500)
 		var lines []string
 		for i := range 1501 {
@@ -635,14 +641,7 @@ func TestTheFakeDropsLikeLokiUnderLoad(t *testing.T) {
 		}
 	})
 	t.Run("a tail behind its backlog loses whole pushes without a word", func(t *testing.T) {
-		s := New(Options{TailCapacity: 100, TailBuffer: 300})
-		defer s.Close()
-		tgt := tg(s)
-		tl, _, err := tgt.tail(t, `{service="audit"}`, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tl.ready(t, tgt, map[string]string{"service": "audit"})
+		_, tgt, tl := readyTail(t, Options{TailCapacity: 100, TailBuffer: 300})
 		for p := range 10 {
 			var lines []string
 			for i := range 100 {
@@ -667,8 +666,8 @@ func TestTheFakeDropsLikeLokiUnderLoad(t *testing.T) {
 		}
 	})
 	t.Run("without the quirks nothing is lost", func(t *testing.T) {
-		s := New(Kind(Options{}))
-		defer s.Close()
+		s := New(Lenient(Options{}))
+		t.Cleanup(s.Close)
 		tgt := tg(s)
 		parsed, _, err := tgt.tail(t, `{service="audit"} | json`, nil)
 		if err != nil {

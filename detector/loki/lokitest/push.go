@@ -102,41 +102,32 @@ func jsonPushError(body []byte) error {
 	return fmt.Errorf("loghttp.PushRequest.ReadObjectCB: expect { or n, but found %s, error found in #%d byte of ...|%s|..., bigger context ...|%s|...", at(i), i+1, ctx, ctx)
 }
 
-// parseLabelSet reads {a="1", b="2"}.
+// parseLabelSet reads {a="1", b="2"}, with strconv.QuotedPrefix for the
+// values.
 func parseLabelSet(s string) (map[string]string, error) {
 	bad := fmt.Errorf("1:2: parse error: unexpected label set %q", s)
-	s = strings.TrimSpace(s)
-	if !strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") {
+	body, ok := strings.CutPrefix(strings.TrimSpace(s), "{")
+	if body, ok = strings.CutSuffix(body, "}"); !ok {
 		return nil, bad
 	}
-	s = strings.TrimSpace(s[1 : len(s)-1])
 	out := map[string]string{}
-	for s != "" {
-		eq := strings.IndexByte(s, '=')
-		if eq <= 0 {
+	for rest := strings.TrimSpace(body); rest != ""; {
+		name, after, found := strings.Cut(rest, "=")
+		if !found || strings.TrimSpace(name) == "" {
 			return nil, bad
 		}
-		name := strings.TrimSpace(s[:eq])
-		rest := strings.TrimSpace(s[eq+1:])
-		if !strings.HasPrefix(rest, `"`) {
-			return nil, bad
-		}
-		end := 1
-		for end < len(rest) && rest[end] != '"' {
-			if rest[end] == '\\' {
-				end++
-			}
-			end++
-		}
-		if end >= len(rest) {
-			return nil, bad
-		}
-		v, err := strconv.Unquote(rest[:end+1])
+		after = strings.TrimSpace(after)
+		quoted, err := strconv.QuotedPrefix(after)
 		if err != nil {
 			return nil, bad
 		}
-		out[name] = v
-		s = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest[end+1:]), ","))
+		value, _ := strconv.Unquote(quoted)
+		out[strings.TrimSpace(name)] = value
+		rest = strings.TrimSpace(after[len(quoted):])
+		if rest, found = strings.CutPrefix(rest, ","); !found && rest != "" {
+			return nil, bad
+		}
+		rest = strings.TrimSpace(rest)
 	}
 	return out, nil
 }

@@ -88,9 +88,9 @@ type Options struct {
 	Authorize func(*http.Request) bool
 }
 
-// Kind is a fake without any quirk: a Loki whose tails never lose, cap or
+// Lenient turns every quirk off: a Loki whose tails never lose, cap or
 // delay anything, for tests about something else.
-func Kind(o Options) Options {
+func Lenient(o Options) Options {
 	o.Without = AllQuirks
 	return o
 }
