@@ -1,10 +1,15 @@
 // Package lokitest is a fake Loki that speaks Loki's real HTTP and websocket
 // protocol: push (JSON and snappy-compressed protobuf), query_range and tail.
 // It reproduces the behaviour listed in shared/LOKI-FACTS.md (answers, close
-// codes, ordering, label rules, de-duplication), for unit and e2e tests, the
-// way slacktest stands in for Slack. Of metric queries it answers the one
-// authguard asks, sum(count_over_time(LOG_QUERY [RANGE])) over query_range
-// with a step, as a Prometheus-style matrix.
+// codes, ordering, label rules, de-duplication), including the unkind parts
+// of a real Loki, each a Quirk on by default: tails with parser stages that
+// keep a few entries of each push, tails that lose whole pushes under load
+// without saying so, frame caps, one stream object per entry, and the phases
+// of a restart. facts_test.go checks each fact on the fake, and under
+// make test-real on the real binary, which StartReal runs on loopback. Of
+// metric queries it answers the one authguard asks,
+// sum(count_over_time(LOG_QUERY [RANGE])) over query_range with a step, as a
+// Prometheus-style matrix.
 package lokitest
 
 import (
