@@ -28,7 +28,7 @@ func BenchmarkSEC010(b *testing.B) {
 	var ds []Decision
 	for i := range evs {
 		evs[i].Time = t0.Add(time.Duration(i))
-		ds = e.Observe(evs[i], ds[:0])
+		ds = observe(e, evs[i], ds[:0])
 	}
 	bytesPerIP := float64(heap()-before) / ips
 	b.ResetTimer()
@@ -36,7 +36,7 @@ func BenchmarkSEC010(b *testing.B) {
 	for i := range b.N {
 		ev := evs[i%ips]
 		ev.Time = t0.Add(time.Second + time.Duration(i))
-		ds = e.Observe(ev, ds[:0])
+		ds = observe(e, ev, ds[:0])
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 	b.ReportMetric(bytesPerIP, "bytes/ip")
@@ -64,7 +64,7 @@ func BenchmarkDefaultRules(b *testing.B) {
 	for i := range b.N {
 		ev := evs[i&(1<<16-1)]
 		ev.Time = t0.Add(time.Duration(i) * time.Microsecond)
-		ds = e.Observe(ev, ds[:0])
+		ds = observe(e, ev, ds[:0])
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 }
@@ -88,7 +88,7 @@ func BenchmarkIPv6SprayMemory(b *testing.B) {
 		a[0], a[1] = 0x20, 0x01
 		for i := range 50_000_000 {
 			a[8], a[9], a[10], a[11] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
-			ds = e.Observe(Event{Time: t0.Add(time.Duration(i)), Action: ActionAuthFailed, IP: netip.AddrFrom16(a)}, ds[:0])
+			ds = observe(e, Event{Time: t0.Add(time.Duration(i)), Action: ActionAuthFailed, IP: netip.AddrFrom16(a)}, ds[:0])
 			if i > 0 && i%10_000_000 == 0 {
 				marks = append(marks, heap())
 			}

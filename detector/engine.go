@@ -104,10 +104,18 @@ type Config struct {
 	// still be counted where it belongs (DefaultTolerance when zero); older
 	// ones are counted in Stats.Late and dropped.
 	Tolerance time.Duration
+	// FutureBound is how far ahead of the clock an event may be stamped
+	// and still count at its own time (DefaultFutureBound when zero);
+	// later stamps count at the clock's time and in Stats.Future.
+	FutureBound time.Duration
 }
 
 // DefaultTolerance is Config.Tolerance's default.
 const DefaultTolerance = 2 * time.Minute
+
+// DefaultFutureBound is Config.FutureBound's default: Loki's
+// creation_grace_period, the furthest ahead Loki accepts an entry.
+const DefaultFutureBound = 10 * time.Minute
 
 // Engine evaluates rules over events. It is not safe for concurrent use: one
 // goroutine owns it and feeds it events in order.
@@ -118,8 +126,10 @@ type Engine struct {
 	seed     maphash.Seed // for distinct values
 
 	tolerance int64 // how far behind the newest event an event still counts
-	watermark int64 // the newest event time seen
+	future    int64 // how far ahead of the clock an event may be stamped
+	watermark int64 // the newest event time seen, never past the clock
 	late      uint64
+	clamped   uint64
 }
 
 type ruleState struct {
@@ -183,8 +193,11 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 	if e.tolerance <= 0 {
 		e.tolerance = int64(DefaultTolerance)
 	}
+	if e.future = int64(cfg.FutureBound); e.future <= 0 {
+		e.future = int64(DefaultFutureBound)
+	}
 	if old != nil {
-		e.watermark, e.late = old.watermark, old.late
+		e.watermark, e.late, e.clamped = old.watermark, old.late, old.clamped
 	}
 	e.severity = append([]SeverityLevel(nil), cfg.Severity...)
 	if len(e.severity) == 0 {
@@ -261,11 +274,18 @@ type Stats struct {
 	// Late counts events dropped for arriving further behind the newest
 	// event than the tolerance.
 	Late uint64
+	// Future counts events stamped further ahead of the clock than
+	// FutureBound, counted at the clock's time instead.
+	Future uint64
 }
+
+// Future is Stats().Future, cheaply: how many events were stamped too far
+// ahead of the clock and counted at its time.
+func (e *Engine) Future() uint64 { return e.clamped }
 
 // Stats returns current counters.
 func (e *Engine) Stats() Stats {
-	s := Stats{Late: e.late}
+	s := Stats{Late: e.late, Future: e.clamped}
 	for _, r := range e.rules {
 		if r.keys != nil {
 			s.TrackedKeys += r.keys.len()
@@ -276,14 +296,21 @@ func (e *Engine) Stats() Stats {
 }
 
 // Observe counts ev in every matching rule and appends the resulting
-// decisions to out.
-func (e *Engine) Observe(ev Event, out []Decision) []Decision {
-	t := ev.Time.UnixNano()
+// decisions to out. now is the clock: the lateness watermark never passes
+// it, so a line stamped ahead (a writer chooses its stamp) cannot make the
+// events after it late, and an event stamped more than FutureBound ahead
+// counts at now.
+func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
+	t, clock := ev.Time.UnixNano(), now.UnixNano()
+	if t > clock+e.future {
+		e.clamped++
+		t, ev.Time = clock, now
+	}
 	if t < e.watermark-e.tolerance {
 		e.late++ // too late to count where it belongs
 		return out
 	}
-	e.watermark = max(e.watermark, t)
+	e.watermark = max(e.watermark, min(t, clock))
 	allowed := e.allowed(ev.IP)
 	for _, r := range e.rules {
 		if r.Match != "" && r.Match != ev.Action {

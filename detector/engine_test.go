@@ -67,7 +67,7 @@ func TestRunbookSEC010(t *testing.T) {
 			e := mustEngine(t, Config{Rules: []Rule{sec010()}})
 			var got []string
 			for _, ev := range tt.events {
-				for _, d := range e.Observe(ev, nil) {
+				for _, d := range observe(e, ev, nil) {
 					got = append(got, fmt.Sprintf("%s %s %s %d %v", d.Rule, d.Key, d.Kind, d.Count, d.Renewal))
 				}
 			}
@@ -82,7 +82,7 @@ func TestBlockDecisionCarriesTTLSeverityAndTimes(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{sec010()}})
 	var ds []Decision
 	for i := range 5 {
-		ds = e.Observe(failed("203.0.113.7", time.Duration(i)*time.Second), ds)
+		ds = observe(e, failed("203.0.113.7", time.Duration(i)*time.Second), ds)
 	}
 	if len(ds) != 1 {
 		t.Fatalf("got %d decisions, want 1", len(ds))
@@ -115,7 +115,7 @@ func TestSeverityFollowsAttemptRate(t *testing.T) {
 			e := mustEngine(t, Config{Rules: []Rule{rule}})
 			var last Decision
 			for i := range tt.perMin {
-				ds := e.Observe(failed("203.0.113.7", time.Duration(i)*time.Minute/time.Duration(tt.perMin)), nil)
+				ds := observe(e, failed("203.0.113.7", time.Duration(i)*time.Minute/time.Duration(tt.perMin)), nil)
 				last = ds[len(ds)-1]
 			}
 			if last.Severity != tt.severity {
@@ -130,14 +130,14 @@ func TestGlobalAlertFiresOncePerIncident(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{rule}})
 	var ds []Decision
 	for i, ip := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"} {
-		ds = e.Observe(failed(ip, time.Duration(i)*time.Second), ds)
+		ds = observe(e, failed(ip, time.Duration(i)*time.Second), ds)
 	}
 	if len(ds) != 1 || ds[0].Kind != KindAlert || ds[0].Key != "" {
 		t.Fatalf("decisions %+v, want one global alert", ds)
 	}
 	// The window drains, then a new surge is a new incident.
 	for i := range 3 {
-		ds = e.Observe(failed("192.0.2.9", time.Hour+time.Duration(i)*time.Second), ds)
+		ds = observe(e, failed("192.0.2.9", time.Hour+time.Duration(i)*time.Second), ds)
 	}
 	if len(ds) != 2 {
 		t.Fatalf("got %d decisions after a second surge, want 2", len(ds))
@@ -148,7 +148,7 @@ func TestAllowlistedAddressesAreNeverBlocked(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{sec010()}, Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	var ds []Decision
 	for i := range 10 {
-		ds = e.Observe(failed("10.1.2.3", time.Duration(i)), ds)
+		ds = observe(e, failed("10.1.2.3", time.Duration(i)), ds)
 	}
 	if len(ds) != 0 {
 		t.Fatalf("allowlisted address got decisions %+v", ds)
@@ -158,17 +158,17 @@ func TestAllowlistedAddressesAreNeverBlocked(t *testing.T) {
 func TestResetGivesACleanSlate(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{sec010()}})
 	for i := range 5 {
-		e.Observe(failed("203.0.113.7", time.Duration(i)), nil)
+		observe(e, failed("203.0.113.7", time.Duration(i)), nil)
 	}
 	e.Reset(netip.MustParseAddr("203.0.113.7"))
 	var ds []Decision
 	for i := range 4 {
-		ds = e.Observe(failed("203.0.113.7", time.Second+time.Duration(i)), ds)
+		ds = observe(e, failed("203.0.113.7", time.Second+time.Duration(i)), ds)
 	}
 	if len(ds) != 0 {
 		t.Fatalf("after reset, 4 failures gave %+v", ds)
 	}
-	if ds = e.Observe(failed("203.0.113.7", 2*time.Second), ds); len(ds) != 1 || ds[0].Renewal {
+	if ds = observe(e, failed("203.0.113.7", 2*time.Second), ds); len(ds) != 1 || ds[0].Renewal {
 		t.Fatalf("fifth failure after reset gave %+v, want one new block", ds)
 	}
 }
@@ -179,7 +179,7 @@ func TestPrefixGrouping(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{rule}})
 	var ds []Decision
 	for i := range 5 {
-		ds = e.Observe(failed(fmt.Sprintf("2001:db8:1:2::%x", i+1), time.Duration(i)), ds)
+		ds = observe(e, failed(fmt.Sprintf("2001:db8:1:2::%x", i+1), time.Duration(i)), ds)
 	}
 	if len(ds) != 1 || ds[0].Key != "2001:db8:1:2::/64" {
 		t.Fatalf("decisions %+v, want one block of the /64", ds)
@@ -190,17 +190,17 @@ func TestMemoryIsCappedAndHotKeysSurvive(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{sec010()}, MaxKeys: 100})
 	// An attacker close to the threshold...
 	for i := range 4 {
-		e.Observe(failed("203.0.113.7", time.Duration(i)), nil)
+		observe(e, failed("203.0.113.7", time.Duration(i)), nil)
 	}
 	// ...hides behind a spray of fresh addresses.
 	for i := range 10000 {
-		e.Observe(failed(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String(), time.Second), nil)
+		observe(e, failed(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String(), time.Second), nil)
 	}
 	st := e.Stats()
 	if st.TrackedKeys > 100 || st.Evictions < 9900 {
 		t.Fatalf("stats %+v: cap not enforced", st)
 	}
-	if ds := e.Observe(failed("203.0.113.7", 2*time.Second), nil); len(ds) != 1 {
+	if ds := observe(e, failed("203.0.113.7", 2*time.Second), nil); len(ds) != 1 {
 		t.Fatalf("the hot key was evicted: fifth failure gave %+v", ds)
 	}
 }
@@ -238,7 +238,7 @@ func TestEngineMatchesBruteForceOracle(t *testing.T) {
 		for i := range 3000 {
 			at += time.Duration(r.IntN(3000)) * time.Millisecond
 			ev := failed(fmt.Sprintf("192.0.2.%d", r.IntN(5)), at)
-			got := e.Observe(ev, nil)
+			got := observe(e, ev, nil)
 			want := o.observe(ev)
 			if fmt.Sprint(summary(got)) != fmt.Sprint(summary(want)) {
 				t.Fatalf("seed %d rule %+v event %d (%v at %v): engine %v, oracle %v", seed, rule, i, ev.IP, at, summary(got), summary(want))
@@ -309,7 +309,7 @@ func TestTriggerReadsLikeTheRunbook(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{sec010()}})
 	var ds []Decision
 	for i := range 5 {
-		ds = e.Observe(failed("203.0.113.7", time.Duration(i)), ds)
+		ds = observe(e, failed("203.0.113.7", time.Duration(i)), ds)
 	}
 	if got, want := ds[0].Trigger(), "5 or more auth_failed events from 203.0.113.7 within 24h"; got != want {
 		t.Errorf("trigger %q, want %q", got, want)
@@ -332,7 +332,7 @@ func TestRepeatOffendersGetEscalatedBlocks(t *testing.T) {
 		var ds []Decision
 		for range 5 {
 			at += time.Second
-			ds = e.Observe(failed("203.0.113.7", at), ds)
+			ds = observe(e, failed("203.0.113.7", at), ds)
 		}
 		if len(ds) != 1 {
 			t.Fatalf("decisions %+v", ds)
@@ -384,7 +384,7 @@ func TestEnumerationCountsDistinctUsernames(t *testing.T) {
 			e := mustEngine(t, Config{Rules: []Rule{enumeration()}})
 			fired := -1
 			for i, ev := range tt.events {
-				if ds := e.Observe(ev, nil); len(ds) > 0 && fired < 0 {
+				if ds := observe(e, ev, nil); len(ds) > 0 && fired < 0 {
 					fired = i
 					if ds[0].Distinct != 3 || !strings.Contains(ds[0].Trigger(), "3 or more distinct usernames") {
 						t.Errorf("decision %+v trigger %q", ds[0], ds[0].Trigger())
@@ -418,7 +418,7 @@ func TestDistinctMatchesBruteForceOracle(t *testing.T) {
 			at += time.Duration(r.IntN(2000)) * time.Millisecond
 			ip := fmt.Sprintf("192.0.2.%d", r.IntN(4))
 			user := fmt.Sprintf("u%d", r.IntN(8))
-			got := len(e.Observe(tried(ip, user, at), nil)) > 0
+			got := len(observe(e, tried(ip, user, at), nil)) > 0
 
 			// Oracle: distinct users with a try in (at-window, at] since the
 			// clean slate (block expiry).
@@ -453,7 +453,7 @@ func TestAGrowingIncidentEscalatesInsteadOfOpeningAnother(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{rule}})
 	var got []string
 	for i := range 150 {
-		for _, d := range e.Observe(failed(fmt.Sprintf("192.0.2.%d", i%200), time.Duration(i)*300*time.Millisecond), nil) {
+		for _, d := range observe(e, failed(fmt.Sprintf("192.0.2.%d", i%200), time.Duration(i)*300*time.Millisecond), nil) {
 			got = append(got, fmt.Sprintf("%s/%v", d.Severity, d.Escalation))
 		}
 	}
@@ -465,7 +465,7 @@ func TestAGrowingIncidentEscalatesInsteadOfOpeningAnother(t *testing.T) {
 func TestReloadKeepsWindowsOfUnchangedRules(t *testing.T) {
 	e := mustEngine(t, Config{Rules: []Rule{sec010(), enumeration()}})
 	for i := range 4 {
-		e.Observe(tried("203.0.113.7", fmt.Sprintf("u%d", i%2), time.Duration(i)), nil)
+		observe(e, tried("203.0.113.7", fmt.Sprintf("u%d", i%2), time.Duration(i)), nil)
 	}
 	longer := sec010()
 	longer.BlockTTL = time.Hour // changed action, same counting
@@ -475,7 +475,7 @@ func TestReloadKeepsWindowsOfUnchangedRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds := e.Observe(tried("203.0.113.7", "u0", 4), nil)
+	ds := observe(e, tried("203.0.113.7", "u0", 4), nil)
 	var got []string
 	for _, d := range ds {
 		got = append(got, fmt.Sprintf("%s/%d/%v", d.Rule, d.Count, d.TTL))
@@ -518,7 +518,7 @@ func TestEngineMatchesOracleOutOfOrder(t *testing.T) {
 				ts -= time.Duration(r.Int64N(int64(2 * tolerance))) // late, sometimes too late
 			}
 			ip := ips[r.IntN(len(ips))]
-			got := e.Observe(Event{Time: t0.Add(ts), Action: ActionAuthFailed, IP: ip}, nil)
+			got := observe(e, Event{Time: t0.Add(ts), Action: ActionAuthFailed, IP: ip}, nil)
 
 			// Oracle.
 			var want []string
@@ -601,11 +601,68 @@ func TestCredentialStuffingNeedsManyAccountsAndSuccesses(t *testing.T) {
 			e := mustEngine(t, Config{Rules: []Rule{rule}})
 			fired := false
 			for _, ev := range tt.events {
-				fired = fired || len(e.Observe(ev, nil)) > 0
+				fired = fired || len(observe(e, ev, nil)) > 0
 			}
 			if fired != tt.fires {
 				t.Errorf("fired %v, want %v", fired, tt.fires)
 			}
 		})
+	}
+}
+
+// observe runs ev with the clock at its own time, as replay does.
+func observe(e *Engine, ev Event, out []Decision) []Decision { return e.Observe(ev, ev.Time, out) }
+
+// A line stamped far ahead of the clock (a writer chooses its stamp, a
+// pod's clock may be skewed) counts at the clock's time and never makes the
+// events after it late.
+func TestALineFromTheFutureCannotMakeOtherEventsLate(t *testing.T) {
+	for _, ahead := range []time.Duration{10*time.Minute + time.Second, time.Hour, 365 * 24 * time.Hour} {
+		t.Run(ahead.String()+" ahead", func(t *testing.T) {
+			e := mustEngine(t, Config{Rules: []Rule{sec010()}})
+			clock := t0
+			future := failed("192.0.2.66", 0)
+			future.Time = clock.Add(ahead)
+			ds := e.Observe(future, clock, nil)
+			if e.Stats().Future != 1 || len(ds) != 0 {
+				t.Fatalf("future %d, decisions %v", e.Stats().Future, ds)
+			}
+			var blocked []Decision
+			for i := range 5 {
+				clock = t0.Add(time.Duration(i+1) * time.Second)
+				blocked = e.Observe(failed("203.0.113.7", time.Duration(i+1)*time.Second), clock, blocked)
+			}
+			if len(blocked) != 1 || blocked[0].Kind != KindBlock || e.Stats().Late != 0 {
+				t.Fatalf("after a line %v ahead: decisions %v, late %d", ahead, blocked, e.Stats().Late)
+			}
+			// The clamped line counted at the clock's time: four more from
+			// its address block it.
+			for i := range 4 {
+				if ds = e.Observe(failed("192.0.2.66", 10*time.Second+time.Duration(i)), t0.Add(10*time.Second+time.Duration(i)), ds[:0]); len(ds) > 0 {
+					if i != 3 || ds[0].Count != 5 {
+						t.Fatalf("decision at the %d-th: %v", i+2, ds)
+					}
+				}
+			}
+			if len(ds) != 1 {
+				t.Errorf("the clamped line did not count: %v", ds)
+			}
+		})
+	}
+}
+
+// Within the bound an event ahead counts at its own time, but the watermark
+// stops at the clock.
+func TestAnEventSlightlyAheadCountsAtItsTimeAndHoldsTheWatermarkAtTheClock(t *testing.T) {
+	e := mustEngine(t, Config{Rules: []Rule{sec010()}, Tolerance: time.Minute})
+	ahead := failed("192.0.2.1", 9*time.Minute)
+	if ds := e.Observe(ahead, t0, nil); len(ds) != 0 || e.Stats().Future != 0 {
+		t.Fatalf("decisions %v, future %d", ds, e.Stats().Future)
+	}
+	// An event at the clock's time is not late, though it is 9 minutes
+	// behind the newest stamp.
+	e.Observe(failed("192.0.2.2", 0), t0, nil)
+	if e.Stats().Late != 0 {
+		t.Errorf("an event at the clock's time was dropped as late behind a stamp 9 minutes ahead")
 	}
 }

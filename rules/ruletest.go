@@ -168,7 +168,7 @@ func runTest(cfg detector.Config, tc RuleTest) ([]string, error) {
 	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
 	var got []detector.Decision
 	for _, ev := range events {
-		got = engine.Observe(ev, got)
+		got = engine.Observe(ev, ev.Time, got)
 	}
 	var failures []string
 	for i, want := range tc.Expect {

@@ -118,7 +118,7 @@ type daemon struct {
 	processed prometheus.Counter
 	reloader  *reloader
 
-	trackedKeys, evictions, late atomic.Uint64
+	trackedKeys, evictions, late, future atomic.Uint64
 	evictedBefore                uint64              // evictions of engines replaced by reloads
 	events                       chan detector.Event // from the tail and the push receiver
 	receiver                     *loki.Receiver
@@ -238,6 +238,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_detector_tracked_keys", Help: "Keys held in the detector's windows."}, func() float64 { return float64(d.trackedKeys.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_evictions_total", Help: "Keys evicted to keep the detector under its memory cap."}, func() float64 { return float64(d.evictions.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_late_events_total", Help: "Events dropped for arriving later than the out-of-order tolerance."}, func() float64 { return float64(d.late.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_future_events_total", Help: "Events stamped more than 10 minutes ahead of the daemon's clock, counted at the clock's time."}, func() float64 { return float64(d.future.Load()) }),
 	)
 	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
 	reg.MustRegister(d.processed)
@@ -542,8 +543,23 @@ func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblo
 	var ds []detector.Decision
 	stats := time.NewTicker(time.Second)
 	defer stats.Stop()
+	var futureLogged time.Time
 	observe := func(ev detector.Event) error {
-		ds = d.engine.Observe(ev, ds[:0])
+		before := d.engine.Future()
+		now := time.Now()
+		ds = d.engine.Observe(ev, now, ds[:0])
+		if d.engine.Future() != before {
+			d.future.Add(1)
+			if now.Sub(futureLogged) >= 10*time.Second {
+				futureLogged = now
+				sample := ev.Line // bounded by the source
+				if len(sample) > 256 {
+					sample = strings.ToValidUTF8(sample[:256], "")
+				}
+				d.log.Warn("event stamped ahead of the clock; counted at the clock's time", "client_ip", ev.IP.String(),
+					"stamped", ev.Time.UTC().Format(time.RFC3339Nano), "sample", sample)
+			}
+		}
 		for _, dec := range ds {
 			seq++
 			if err := d.resp.Submit(ctx, dec, ev, seq); err != nil {

@@ -208,3 +208,20 @@ func TestReplayWritesAReviewPage(t *testing.T) {
 		t.Error("the report is not self-contained")
 	}
 }
+
+// In replay the log is sorted by time: a line stamped a year ahead, first
+// in the file, does not hide the attack after it.
+func TestReplayALineFromTheFutureHidesNothing(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"ts":"2027-11-22T10:00:00Z","action":"auth_failed","client_ip":"192.0.2.66"}` + "\n")
+	for i := 1; i <= 5; i++ {
+		fmt.Fprintf(&b, `{"ts":"2026-11-22T10:00:0%dZ","action":"auth_failed","client_ip":"203.0.113.9"}`+"\n", i)
+	}
+	out, _, err := runCLI(t, nil, "replay", "--output", "jsonl", write(t, "future.log", b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"time":"2026-11-22T10:00:05Z","rule":"failed-login-burst","key":"203.0.113.9","action":"block","ttl_seconds":300,"severity":"P3","count":5}`; strings.TrimSpace(out) != want {
+		t.Errorf("got %s, want %s", out, want)
+	}
+}

@@ -76,7 +76,7 @@ func (c *replayCmd) Run(e *env) error {
 	byRule := map[string]int{}
 	var ds []detector.Decision
 	for _, ev := range events {
-		ds = engine.Observe(ev, ds[:0])
+		ds = engine.Observe(ev, ev.Time, ds[:0]) // the log is sorted: its clock is its own time
 		for _, d := range ds {
 			rd := replayDecision{Time: d.Time.UTC().Format(time.RFC3339Nano), Rule: d.Rule, Key: d.Key, Action: string(d.Kind),
 				Severity: d.Severity, Count: d.Count, Renewal: d.Renewal}

@@ -1,0 +1,40 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Evasions: an attacker's failed logins always count, whatever the
+// attacker does around them.
+
+// One audit line stamped a year ahead (a workload writing lines, or a pod
+// with a skewed clock; the daemon takes event time from the line's ts)
+// used to move the lateness watermark so that every failure after it was
+// "late" and nobody was blocked. It is counted at the clock's time, shown
+// in a metric and the log, and the attack after it is blocked.
+func TestALineFromTheFutureDoesNotBlindTheDetector(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s", dArgs: []string{"--use-line-time"}})
+	future := time.Now().AddDate(1, 0, 0).UTC().Format(time.RFC3339Nano)
+	s.loki.push(t, map[string]string{"service": "audit", "run": s.run},
+		fmt.Sprintf(`{"ts":%q,"action":"auth_failed","client_ip":"192.0.2.66","username":"clock-skew"}`, future))
+	eventually(t, 15*time.Second, "the future line to be counted at the clock's time", func() bool {
+		return s.metric("authguard_detector_future_events_total") >= 1
+	})
+	ip := "203.0.113.160"
+	for range 5 {
+		s.login(ip, "guess")
+	}
+	a := s.awaitBlocked(ip)
+	if !strings.Contains(a.body, "AUTH_004") {
+		t.Errorf("blocked answer %q", a.body)
+	}
+	if n := s.metric("authguard_detector_late_events_total"); n != 0 {
+		t.Errorf("%v events dropped as late after the future line", n)
+	}
+	if out := s.daemon.output(); !strings.Contains(out, "event stamped ahead of the clock") || !strings.Contains(out, "clock-skew") {
+		t.Errorf("the daemon's log does not show the clamped line:\n%s", out)
+	}
+}
