@@ -119,12 +119,12 @@ type daemon struct {
 	reloader  *reloader
 
 	trackedKeys, evictions, late, future atomic.Uint64
-	evictedBefore                uint64              // evictions of engines replaced by reloads
-	events                       chan detector.Event // from the tail and the push receiver
-	receiver                     *loki.Receiver
-	notifier                     *slack.Notifier
-	signingSecret                string
-	close                        func()
+	evictedBefore                        uint64              // evictions of engines replaced by reloads
+	events                               chan detector.Event // from the tail and the push receiver
+	receiver                             *loki.Receiver
+	notifier                             *slack.Notifier
+	signingSecret                        string
+	close                                func()
 
 	// elect is set when replicas elect a leader; leading says this one
 	// runs the loop (always, without election).
