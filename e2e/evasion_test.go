@@ -38,3 +38,20 @@ func TestALineFromTheFutureDoesNotBlindTheDetector(t *testing.T) {
 		t.Errorf("the daemon's log does not show the clamped line:\n%s", out)
 	}
 }
+
+// An emitter that logs the whole User-Agent (the nginx example, with JSON
+// escaping that doubles it) writes audit lines over 16 KB for an attacker
+// with an 8 KB header. They used to be skipped as too long; they count.
+func TestALongHeaderDoesNotHideFailedLogins(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	ip := "203.0.113.161"
+	ua := strings.Repeat(`\"`, 8<<10) // 8 KB of quotes, escaped by the emitter
+	for i := range 5 {
+		s.loki.push(t, map[string]string{"service": "audit", "run": s.run},
+			fmt.Sprintf(`{"service":"audit","action":"auth_failed","client_ip":%q,"username":"u%d","path":"/auth/login","status":401,"user_agent":"%s"}`, ip, i, ua))
+	}
+	s.awaitBlocked(ip)
+	if n := s.metric(`authguard_loki_lines_skipped_total{reason="too_long"}`); n != 0 {
+		t.Errorf("%v lines skipped as too long", n)
+	}
+}

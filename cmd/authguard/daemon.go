@@ -83,12 +83,13 @@ type runCmd struct {
 	LeaderElectRetryPeriod   time.Duration `help:"How often standbys try to take the Lease." default:"2s"`
 	Kubeconfig               string        `help:"kubeconfig for leader election from outside a cluster (default: the in-cluster service account)." placeholder:"FILE"`
 
-	Listen       string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
-	MaxLineBytes int    `help:"Longest log line read; longer lines are counted and skipped." default:"16384"`
-	UseLineTime  bool   `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
-	CheckConfig  bool   `help:"Validate the settings, rules and secrets, print the result and exit (nothing is contacted)."`
-	LogLevel     string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
-	LogFormat    string `help:"json or text." default:"json" enum:"json,text"`
+	Listen           string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
+	MaxLineBytes     int    `help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
+	MaxLineHardBytes int    `help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
+	UseLineTime      bool   `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
+	CheckConfig      bool   `help:"Validate the settings, rules and secrets, print the result and exit (nothing is contacted)."`
+	LogLevel         string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+	LogFormat        string `help:"json or text." default:"json" enum:"json,text"`
 }
 
 func (c *runCmd) Run(ctx context.Context, e *env) error {
@@ -242,7 +243,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	)
 	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
 	reg.MustRegister(d.processed)
-	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.UseLineTime)
+	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, c.UseLineTime)
 	lokiMetrics := loki.NewMetrics(reg)
 	d.events = make(chan detector.Event, 1024)
 	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)

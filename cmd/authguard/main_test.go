@@ -225,3 +225,25 @@ func TestReplayALineFromTheFutureHidesNothing(t *testing.T) {
 		t.Errorf("got %s, want %s", out, want)
 	}
 }
+
+// A long line is read whole (an 8 KB user agent, doubled by escaping, does
+// not hide the attempt) and a line over the hard limit is counted and
+// skipped; the run goes on either way.
+func TestReplayCountsLongLinesAndNeverAborts(t *testing.T) {
+	var b strings.Builder
+	ua := strings.Repeat(`\"`, 8<<10)
+	for i := 1; i <= 5; i++ {
+		fmt.Fprintf(&b, `{"ts":"2026-11-22T10:00:0%dZ","user_agent":"%s","action":"auth_failed","client_ip":"203.0.113.9"}`+"\n", i, ua)
+	}
+	fmt.Fprintf(&b, `{"ts":"2026-11-22T10:00:09Z","action":"auth_failed","client_ip":"203.0.113.10","pad":"%s"}`+"\n", strings.Repeat("p", 200<<10))
+	out, errOut, err := runCLI(t, nil, "replay", "--output", "jsonl", "--max-line-hard-bytes", "102400", write(t, "long.log", b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"time":"2026-11-22T10:00:05Z","rule":"failed-login-burst","key":"203.0.113.9","action":"block","ttl_seconds":300,"severity":"P3","count":5}`; strings.TrimSpace(out) != want {
+		t.Errorf("got %s, want %s", out, want)
+	}
+	if !strings.Contains(errOut, "replayed 6 lines: 5 events, 1 skipped (too_long 1)") {
+		t.Errorf("summary %q", errOut)
+	}
+}

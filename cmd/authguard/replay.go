@@ -15,11 +15,12 @@ import (
 )
 
 type replayCmd struct {
-	Rules        string   `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
-	Output       string   `help:"table or jsonl (one decision a line)." default:"table" enum:"table,jsonl"`
-	MaxLineBytes int      `help:"Longest log line read; longer lines are counted and skipped." default:"16384"`
-	Report       string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
-	Logs         []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl." type:"existingfile"`
+	Rules            string   `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
+	Output           string   `help:"table or jsonl (one decision a line)." default:"table" enum:"table,jsonl"`
+	MaxLineBytes     int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
+	MaxLineHardBytes int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
+	Report           string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
+	Logs             []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl." type:"existingfile"`
 }
 
 // replayDecision is the jsonl decision format of DESIGN.md.
@@ -47,8 +48,10 @@ func (c *replayCmd) Run(e *env) error {
 	if err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	lineTime := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, true)
-	entry := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, false)
+	lineTime := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, true)
+	entry := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, false)
+	// A logcli line wraps the audit line in JSON: escaping can double it.
+	wrapped := 2*lineTime.HardLimit() + 4096
 	var events []detector.Event
 	total := logfile.Stats{Skipped: map[string]int{}}
 	for _, path := range c.Logs {
@@ -56,7 +59,7 @@ func (c *replayCmd) Run(e *env) error {
 		if err != nil {
 			return err
 		}
-		evs, st, err := logfile.Read(withProgress(f, path, e.stderr), lineTime, entry, c.MaxLineBytes)
+		evs, st, err := logfile.Read(withProgress(f, path, e.stderr), lineTime, entry, wrapped)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)

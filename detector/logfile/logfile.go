@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/authguard/authguard/detector"
@@ -33,33 +34,39 @@ type logcliLine struct {
 
 // Read parses every line of r. lineTime parses raw audit lines with their
 // own ts field; entry parses the line of a logcli entry with its timestamp.
+// Lines longer than maxLine bytes are counted as too_long and skipped.
 // The events come back in time order (stable for equal times), as the
 // detector needs them; logcli writes newest first by default.
 func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Event, Stats, error) {
 	st := Stats{Skipped: map[string]int{}}
 	var events []detector.Event
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxLine+1024)
-	for sc.Scan() {
-		st.Lines++
-		text := sc.Text()
-		if text == "" {
-			st.Lines--
-			continue
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		text, tooLong, err := readLine(br, maxLine)
+		if err != nil && err != io.EOF {
+			return nil, st, fmt.Errorf("read line %d: %w", st.Lines+1, err)
 		}
-		ev, err := parse(text, lineTime, entry)
-		if err != nil {
-			reason := "unknown"
-			if se, ok := loki.IsSkip(err); ok {
-				reason = se.Reason
+		switch {
+		case tooLong:
+			// Counted and skipped; never the end of the run.
+			st.Lines++
+			st.Skipped[loki.SkipTooLong]++
+		case text != "":
+			st.Lines++
+			ev, perr := parse(text, lineTime, entry)
+			if perr != nil {
+				reason := "unknown"
+				if se, ok := loki.IsSkip(perr); ok {
+					reason = se.Reason
+				}
+				st.Skipped[reason]++
+				break
 			}
-			st.Skipped[reason]++
-			continue
+			events = append(events, ev)
 		}
-		events = append(events, ev)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, st, fmt.Errorf("read line %d: %w", st.Lines+1, err)
+		if err == io.EOF {
+			break
+		}
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
 	// The same entry twice (a log exported from overlapping queries) is one
@@ -81,6 +88,32 @@ func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Ev
 	}
 	st.Events = len(kept)
 	return kept, st, nil
+}
+
+// readLine reads one line of any length, without its line ending. A line
+// longer than limit is read past and reported as tooLong, its text dropped,
+// so memory stays bounded by limit. At the end of r it returns io.EOF with
+// the last line, if it had no newline.
+func readLine(br *bufio.Reader, limit int) (text string, tooLong bool, err error) {
+	var buf []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if !tooLong {
+			if len(buf)+len(frag) > limit+2 { // +2: the line ending
+				tooLong, buf = true, nil
+			} else {
+				buf = append(buf, frag...)
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		line := strings.TrimRight(string(buf), "\r\n")
+		if tooLong {
+			line = ""
+		}
+		return line, tooLong, err
+	}
 }
 
 func parse(text string, lineTime, entry *loki.Parser) (detector.Event, error) {

@@ -33,7 +33,7 @@ func TestAttemptsPerMinute(t *testing.T) {
 	for i := range 5 {
 		push(3*time.Minute+time.Duration(i+1)*time.Second, "203.0.113.7", "auth_failed") // 5 in 10:03–10:04
 	}
-	tail := mustTail(t, loki.Config{URL: srv.URL}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), loki.NewMetrics(prometheus.NewRegistry()))
+	tail := mustTail(t, loki.Config{URL: srv.URL}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), loki.NewMetrics(prometheus.NewRegistry()))
 	got, err := tail.AttemptsPerMinute(context.Background(), "203.0.113.7", base.Add(10*time.Second), base.Add(3*time.Minute+5*time.Second))
 	if err != nil {
 		t.Fatal(err)

@@ -78,7 +78,7 @@ func BenchmarkPushDecode(b *testing.B) {
 
 // BenchmarkParseLine turns audit lines into events. Reports lines/s.
 func BenchmarkParseLine(b *testing.B) {
-	p := NewParser(DefaultFields, 0, false)
+	p := NewParser(DefaultFields, 0, 0, false)
 	lines := make([]string, 1024)
 	for i := range lines {
 		lines[i] = auditLine(i)

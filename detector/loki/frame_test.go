@@ -85,7 +85,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(`{"action":"auth_failed","client_ip":"203.0.113.7","username":"a"}`)
 	f.Add(`{"action":"auth_failed","client_ip":"::ffff:1.2.3.4"}`)
 	f.Add(`not json`)
-	p := NewParser(DefaultFields, 4096, true)
+	p := NewParser(DefaultFields, 4096, 0, true)
 	f.Fuzz(func(t *testing.T, line string) {
 		ev, err := p.Parse(time.Time{}, line)
 		if err == nil && (!ev.IP.IsValid() || ev.IP.Is4In6() || len(ev.Username) > maxUsernameBytes) {

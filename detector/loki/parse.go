@@ -29,26 +29,41 @@ var DefaultFields = Fields{Action: "action", ClientIP: "client_ip", Username: "u
 // NewParser.
 type Parser struct {
 	fields      Fields
-	maxLine     int
+	excerpt     int
+	hardLimit   int
 	useLineTime bool
 }
 
 // Limits on attacker-influenced input.
 const (
+	// DefaultMaxLineBytes bounds the excerpt of a line an event keeps for
+	// evidence and pages.
 	DefaultMaxLineBytes = 16 << 10
-	maxUsernameBytes    = 256
+	// DefaultHardLineBytes is the longest line read at all. Below it every
+	// line is read whole for its fields, however long an attacker made its
+	// other fields (a user agent of 8 KB doubled by escaping).
+	DefaultHardLineBytes = 1 << 20
+	maxUsernameBytes     = 256
 )
 
-// NewParser returns a parser for lines with the given field names. Lines
-// longer than maxLine bytes are skipped (DefaultMaxLineBytes when zero).
+// NewParser returns a parser for lines with the given field names. An
+// event keeps at most excerpt bytes of its line (DefaultMaxLineBytes when
+// zero); lines longer than hardLimit bytes (DefaultHardLineBytes when zero)
+// are skipped as too_long, naming their client_ip when it can be read.
 // With useLineTime the line's own time field is the event time instead of
 // the Loki entry timestamp.
-func NewParser(f Fields, maxLine int, useLineTime bool) *Parser {
-	if maxLine <= 0 {
-		maxLine = DefaultMaxLineBytes
+func NewParser(f Fields, excerpt, hardLimit int, useLineTime bool) *Parser {
+	if excerpt <= 0 {
+		excerpt = DefaultMaxLineBytes
 	}
-	return &Parser{fields: f, maxLine: maxLine, useLineTime: useLineTime}
+	if hardLimit <= 0 {
+		hardLimit = DefaultHardLineBytes
+	}
+	return &Parser{fields: f, excerpt: excerpt, hardLimit: hardLimit, useLineTime: useLineTime}
 }
+
+// HardLimit is the longest line the parser reads.
+func (p *Parser) HardLimit() int { return p.hardLimit }
 
 // SkipError says why a line was skipped; Reason is a short metric label.
 type SkipError struct {
@@ -72,8 +87,12 @@ const (
 // *SkipError. It reads the line without reflection or copies of fields it
 // does not need: it runs once per audit line.
 func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
-	if len(line) > p.maxLine {
-		return detector.Event{}, &SkipError{SkipTooLong, "line of " + strconv.Itoa(len(line)) + " bytes"}
+	if len(line) > p.hardLimit {
+		detail := "line of " + strconv.Itoa(len(line)) + " bytes, over " + strconv.Itoa(p.hardLimit)
+		if ip := p.clientIP(line); ip != "" {
+			detail += ", from client_ip " + ip
+		}
+		return detector.Event{}, &SkipError{SkipTooLong, detail}
 	}
 	var action, ip, user, lineTS string
 	d := frameDecoder{b: unsafe.Slice(unsafe.StringData(line), len(line))} // read only
@@ -128,7 +147,12 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 	case detector.ActionAuthSucceeded:
 		action = detector.ActionAuthSucceeded
 	}
-	ev := detector.Event{Time: ts, Action: truncate(action, 64), IP: addr.Unmap(), Username: truncate(user, maxUsernameBytes), Line: line}
+	excerpt := line
+	if len(line) > p.excerpt {
+		// A copy, so that the long line itself is not kept alive.
+		excerpt = strings.Clone(truncate(line, p.excerpt))
+	}
+	ev := detector.Event{Time: ts, Action: truncate(action, 64), IP: addr.Unmap(), Username: truncate(user, maxUsernameBytes), Line: excerpt}
 	if p.useLineTime {
 		t, err := time.Parse(time.RFC3339Nano, lineTS)
 		if err != nil {
@@ -138,6 +162,27 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 	}
 	return ev, nil
 }
+
+// clientIP reads the client_ip field of a line it will not parse, for the
+// log; "" when there is none to read.
+func (p *Parser) clientIP(line string) string {
+	d := frameDecoder{b: unsafe.Slice(unsafe.StringData(line), len(line))} // read only
+	var ip string
+	d.object(func(key []byte) error {
+		if string(key) == p.fields.ClientIP && d.peek() == '"' {
+			v, err := d.view()
+			ip = truncate(string(v), 64)
+			if err == nil {
+				return errFound
+			}
+			return err
+		}
+		return d.skip()
+	})
+	return ip
+}
+
+var errFound = errors.New("found")
 
 // truncate cuts s to at most n bytes, dropping a UTF-8 sequence cut in two.
 func truncate(s string, n int) string {

@@ -8,7 +8,7 @@ import (
 
 func TestParseAuditLines(t *testing.T) {
 	ts := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	p := NewParser(DefaultFields, 200, false)
+	p := NewParser(DefaultFields, 200, 400, false)
 	tests := []struct {
 		name, line, skip, ip, user string
 	}{
@@ -22,7 +22,8 @@ func TestParseAuditLines(t *testing.T) {
 		{"client_ip not an address", `{"action":"auth_failed","client_ip":"not-an-ip"}`, SkipBadClientIP, "", ""},
 		{"a zone is not a client", `{"action":"auth_failed","client_ip":"fe80::1%eth0"}`, SkipBadClientIP, "", ""},
 		{"no action", `{"client_ip":"203.0.113.7"}`, SkipNoAction, "", ""},
-		{"an over-long line", `{"action":"auth_failed","client_ip":"203.0.113.7","username":"` + strings.Repeat("a", 300) + `"}`, SkipTooLong, "", ""},
+		{"a line longer than the excerpt is read whole", `{"user_agent":"` + strings.Repeat("a", 300) + `","action":"auth_failed","client_ip":"203.0.113.7"}`, "", "203.0.113.7", ""},
+		{"a line over the hard limit", `{"action":"auth_failed","client_ip":"203.0.113.7","username":"` + strings.Repeat("a", 400) + `"}`, SkipTooLong, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,8 +45,25 @@ func TestParseAuditLines(t *testing.T) {
 	}
 }
 
+// A line past the excerpt bound counts, keeps an excerpt of its own (not
+// the long line), and one past the hard limit is skipped naming its
+// client.
+func TestLongLinesCountAndKeepABoundedExcerpt(t *testing.T) {
+	p := NewParser(DefaultFields, 64, 1<<20, false)
+	line := `{"user_agent":"` + strings.Repeat(`\"x`, 8<<10) + `","action":"auth_failed","client_ip":"203.0.113.7","username":"alice"}`
+	ev, err := p.Parse(time.Now(), line)
+	if err != nil || ev.IP.String() != "203.0.113.7" || ev.Username != "alice" || len(ev.Line) > 64 {
+		t.Fatalf("a %d-byte line: event %+v (line of %d), %v", len(line), ev, len(ev.Line), err)
+	}
+	huge := `{"action":"auth_failed","client_ip":"203.0.113.8","user_agent":"` + strings.Repeat("y", 1<<20) + `"}`
+	_, err = p.Parse(time.Now(), huge)
+	if se, ok := IsSkip(err); !ok || se.Reason != SkipTooLong || !strings.Contains(se.Detail, "from client_ip 203.0.113.8") {
+		t.Errorf("a line over the hard limit: %v", err)
+	}
+}
+
 func TestLongUsernamesAreBounded(t *testing.T) {
-	p := NewParser(DefaultFields, 0, false)
+	p := NewParser(DefaultFields, 0, 0, false)
 	ev, err := p.Parse(time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.1","username":"`+strings.Repeat("é", 1000)+`"}`)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +74,7 @@ func TestLongUsernamesAreBounded(t *testing.T) {
 }
 
 func TestLineTimeWhenConfigured(t *testing.T) {
-	p := NewParser(DefaultFields, 0, true)
+	p := NewParser(DefaultFields, 0, 0, true)
 	ev, err := p.Parse(time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.1","ts":"2026-11-22T10:00:04Z"}`)
 	if err != nil || !ev.Time.Equal(time.Date(2026, 11, 22, 10, 0, 4, 0, time.UTC)) {
 		t.Fatalf("event %+v, err %v", ev, err)

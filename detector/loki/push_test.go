@@ -22,7 +22,7 @@ func newReceiver(maxBytes int64) (*Receiver, *Metrics, chan detector.Event) {
 	out := make(chan detector.Event, 100)
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	r := NewReceiver(NewParser(DefaultFields, 0, false), out, maxBytes, slog.New(slog.NewTextHandler(io.Discard, nil)), m, reg)
+	r := NewReceiver(NewParser(DefaultFields, 0, 0, false), out, maxBytes, slog.New(slog.NewTextHandler(io.Discard, nil)), m, reg)
 	return r, m, out
 }
 

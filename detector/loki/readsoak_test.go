@@ -61,7 +61,7 @@ func readSoak(t *testing.T, url, tenant string, rate int, d time.Duration, cfg l
 	cfg.URL, cfg.Tenant = url, tenant
 	cfg.Query = strings.Replace(loki.DefaultQuery, `{service="audit"}`, fmt.Sprintf(`{service="audit", run=%q}`, run), 1)
 	var logs syncBuffer
-	tl := mustTail(t, cfg, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), m)
+	tl := mustTail(t, cfg, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := make(chan detector.Event, 1<<16)

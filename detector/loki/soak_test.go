@@ -37,7 +37,7 @@ func TestSoak(t *testing.T) {
 	defer srv.Close()
 	m := loki.NewMetrics(prometheus.NewRegistry())
 	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, DedupWindow: 10 * time.Second},
-		loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+		loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := make(chan detector.Event, 65536)

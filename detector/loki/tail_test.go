@@ -28,7 +28,7 @@ import (
 func newTail(t *testing.T, srv *lokitest.Server, query string) (*loki.Tail, *loki.Metrics, chan detector.Event) {
 	t.Helper()
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	tl := mustTail(t, loki.Config{URL: srv.URL, Query: query, Settle: 100 * time.Millisecond}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	tl := mustTail(t, loki.Config{URL: srv.URL, Query: query, Settle: 100 * time.Millisecond}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})
@@ -234,7 +234,7 @@ func TestCatchUpPagesThroughMoreThanOnePage(t *testing.T) {
 	}
 	m := loki.NewMetrics(prometheus.NewRegistry())
 	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, Backfill: 2 * time.Minute, PageLimit: 50, Settle: 100 * time.Millisecond},
-		loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+		loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 200)
 	go tl.Run(ctx, out)
@@ -277,7 +277,7 @@ func TestRefusalsSayWhatToChange(t *testing.T) {
 			defer srv.Close()
 			var logs syncBuffer
 			tt.cfg.URL = srv.URL
-			tl := mustTail(t, tt.cfg, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), loki.NewMetrics(prometheus.NewRegistry()))
+			tl := mustTail(t, tt.cfg, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), loki.NewMetrics(prometheus.NewRegistry()))
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { tl.Run(ctx, make(chan detector.Event)); close(done) }()
@@ -326,7 +326,7 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 	pool.AddCert(srv.Certificate())
 	m := loki.NewMetrics(prometheus.NewRegistry())
 	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, Settle: 100 * time.Millisecond,
-		BearerTokenFile: tokenFile, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+		BearerTokenFile: tokenFile, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})
