@@ -24,7 +24,7 @@ AUTHGUARD_TEST_TOOLS ?= $(abspath ../shared/tools)
 test-real: redis-server
 	@test -f "$(AUTHGUARD_TEST_TOOLS)/loki.gz" || { echo "test-real: no loki.gz in AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS)"; exit 1; }
 	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) AUTHGUARD_SOAK_DURATION=$${AUTHGUARD_SOAK_DURATION:-2m} \
-	  $(GO) test -tags real -count=1 -timeout 20m -run Real -v ./detector/loki/... | grep -E '^(=== RUN|---|ok|FAIL|PASS|panic|\s+\S+_test.go)'
+	  $(GO) test -tags real -count=1 -timeout 20m -run Real -v ./detector/loki/...
 	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) $(GO) test -tags real -race -count=1 -timeout 20m ./e2e/
 	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) \
 	  $(GO) test -tags real -count=1 -run '^$$' -bench FailedLoginToBlock -benchtime 100x ./e2e/
