@@ -55,3 +55,21 @@ func TestALongHeaderDoesNotHideFailedLogins(t *testing.T) {
 		t.Errorf("%v lines skipped as too long", n)
 	}
 }
+
+// The login route spelled another way reaches an application whose router
+// ignores case and a trailing slash, gets 401, and used to go unaudited by
+// the gateway. Every spelling is audited: five failures block.
+func TestEverySpellingOfTheLoginRouteCounts(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	for i, p := range []string{"/auth/login/", "/AUTH/LOGIN", "/Auth/Login", "/auth/login%2F", "//auth/./login", "/auth/login;jsessionid=x"} {
+		ip := fmt.Sprintf("203.0.113.%d", 170+i)
+		for range 5 {
+			if a := s.request(ip, "POST", p, `{"username":"alice","password":"guess"}`); a.status != 401 {
+				t.Fatalf("POST %s: %d, want the application's 401", p, a.status)
+			}
+		}
+		if a := s.awaitBlocked(ip); !strings.Contains(a.body, "AUTH_004") {
+			t.Errorf("POST %s: blocked with %q", p, a.body)
+		}
+	}
+}

@@ -383,7 +383,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case r.Method == "POST" && r.URL.Path == "/auth/login":
+		case r.Method == "POST" && lenientRoute(r.URL.Path) == "/auth/login":
 			var body struct{ Username, Password string }
 			json.NewDecoder(r.Body).Decode(&body)
 			if body.Password != "correct horse" {
@@ -452,6 +452,26 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	eventually(t, 20*time.Second, "the gateway to be ready", func() bool { return gw.alive(t) && httpStatus(s.gwAdmin+"/readyz") == 200 })
 	eventually(t, 20*time.Second, "the daemon to tail Loki", func() bool { return s.daemon.alive(t) && httpStatus("http://"+s.daemonAt+"/readyz") == 200 })
 	return s
+}
+
+// lenientRoute is how routers like Express, Rails and Spring match a
+// path: without case, a trailing slash, repeated slashes, dot segments or
+// path parameters. The login app routes with it, as such apps do.
+func lenientRoute(p string) string {
+	var segs []string
+	for _, seg := range strings.Split(strings.ToLower(p), "/") {
+		seg, _, _ = strings.Cut(seg, ";")
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(segs) > 0 {
+				segs = segs[:len(segs)-1]
+			}
+		default:
+			segs = append(segs, seg)
+		}
+	}
+	return "/" + strings.Join(segs, "/")
 }
 
 // restartDaemon stops the daemon, runs meanwhile while it is down, and

@@ -29,28 +29,29 @@ import (
 type cli struct {
 	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
 
-	Listen            string `help:"Address the proxy listens on." default:":8080"`
-	AdminListen       string `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`
-	Mode              string `help:"proxy: reverse proxy to --upstream; forward-auth: answer nginx auth_request, Traefik ForwardAuth and Envoy ext_authz checks with 200 or 403." default:"proxy" enum:"proxy,forward-auth"`
-	Upstream          string `help:"URL of the service to protect (proxy mode)." placeholder:"URL"`
-	TLSCertFile       string `name:"tls-cert-file" help:"Serve HTTPS (and HTTP/2) with this certificate." placeholder:"FILE"`
-	TLSKeyFile        string `name:"tls-key-file" help:"Key of --tls-cert-file." placeholder:"FILE"`
-	H2C               bool   `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
-	redisflag.Flags   `embed:""`
-	TrustedProxies    []string          `help:"CIDRs of proxies whose client IP header is believed." placeholder:"CIDR,..."`
-	ClientIPHeader    string            `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
-	CheckRedisOnMiss  bool              `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
-	FailMode          string            `help:"Until blocks were first read from Redis: open (let requests through) or closed (503)." default:"open" enum:"open,closed"`
-	ReconcileInterval time.Duration     `help:"How often the in-memory blocklist is re-read from Redis (picks up blocks set or deleted by hand)." default:"5s"`
-	LoginRoutes       []string          `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\"." default:"POST /auth/login"`
-	UsernameField     string            `help:"Field of the login body (JSON or form) holding the username." default:"username"`
-	AuditStdout       bool              `help:"Write audit lines to stdout." default:"true" negatable:""`
-	LokiPushURL       string            `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
-	LokiTenant        string            `help:"Tenant sent as X-Scope-OrgID when pushing." placeholder:"ID"`
-	LokiLabels        map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
-	CheckConfig       bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
-	LogLevel          string            `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
-	LogFormat         string            `help:"json or text." default:"json" enum:"json,text"`
+	Listen                   string `help:"Address the proxy listens on." default:":8080"`
+	AdminListen              string `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`
+	Mode                     string `help:"proxy: reverse proxy to --upstream; forward-auth: answer nginx auth_request, Traefik ForwardAuth and Envoy ext_authz checks with 200 or 403." default:"proxy" enum:"proxy,forward-auth"`
+	Upstream                 string `help:"URL of the service to protect (proxy mode)." placeholder:"URL"`
+	TLSCertFile              string `name:"tls-cert-file" help:"Serve HTTPS (and HTTP/2) with this certificate." placeholder:"FILE"`
+	TLSKeyFile               string `name:"tls-key-file" help:"Key of --tls-cert-file." placeholder:"FILE"`
+	H2C                      bool   `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
+	redisflag.Flags          `embed:""`
+	TrustedProxies           []string          `help:"CIDRs of proxies whose client IP header is believed." placeholder:"CIDR,..."`
+	ClientIPHeader           string            `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
+	CheckRedisOnMiss         bool              `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
+	FailMode                 string            `help:"Until blocks were first read from Redis: open (let requests through) or closed (503)." default:"open" enum:"open,closed"`
+	ReconcileInterval        time.Duration     `help:"How often the in-memory blocklist is re-read from Redis (picks up blocks set or deleted by hand)." default:"5s"`
+	LoginRoutes              []string          `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\"." default:"POST /auth/login"`
+	LoginRoutesCaseSensitive bool              `help:"Compare login paths with their case (by default /AUTH/LOGIN is /auth/login; paths are always compared decoded, without dot segments, path parameters or a trailing slash)."`
+	UsernameField            string            `help:"Field of the login body (JSON or form) holding the username." default:"username"`
+	AuditStdout              bool              `help:"Write audit lines to stdout." default:"true" negatable:""`
+	LokiPushURL              string            `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
+	LokiTenant               string            `help:"Tenant sent as X-Scope-OrgID when pushing." placeholder:"ID"`
+	LokiLabels               map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
+	CheckConfig              bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
+	LogLevel                 string            `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+	LogFormat                string            `help:"json or text." default:"json" enum:"json,text"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -164,7 +165,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	go syncer.Run(ctx)
 
 	opts := gateway.Options{Upstream: upstream, ClientIP: ipResolver, FailClosed: c.FailMode == "closed",
-		Blocklist: list, LoginRoutes: routes, UsernameField: c.UsernameField, Audit: sinks, Log: log, Registry: reg}
+		Blocklist: list, LoginRoutes: routes, CaseSensitiveRoutes: c.LoginRoutesCaseSensitive, UsernameField: c.UsernameField, Audit: sinks, Log: log, Registry: reg}
 	if c.CheckRedisOnMiss {
 		opts.MissCheck = store
 	}

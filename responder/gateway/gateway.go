@@ -18,6 +18,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ type Options struct {
 	FailClosed  bool
 	Blocklist   *Blocklist
 	LoginRoutes []Route
+	// CaseSensitiveRoutes compares login paths with their case; by default
+	// /AUTH/LOGIN is /auth/login, as Express, Rails and Spring route it.
+	CaseSensitiveRoutes bool
 	// UsernameField is the login body's username field (JSON or form).
 	UsernameField string
 	Audit         Sink
@@ -79,6 +83,11 @@ func New(opts Options) *Gateway {
 	if opts.LoginRoutes == nil {
 		opts.LoginRoutes = DefaultLoginRoutes
 	}
+	routes := make([]Route, len(opts.LoginRoutes))
+	for i, rt := range opts.LoginRoutes {
+		routes[i] = Route{strings.ToUpper(rt.Method), RoutePath(rt.Path, opts.CaseSensitiveRoutes)}
+	}
+	opts.LoginRoutes = routes
 	if opts.UsernameField == "" {
 		opts.UsernameField = "username"
 	}
@@ -210,12 +219,34 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) isLogin(r *http.Request) bool {
+	p := RoutePath(r.URL.Path, g.opts.CaseSensitiveRoutes)
 	for _, rt := range g.opts.LoginRoutes {
-		if r.Method == rt.Method && r.URL.Path == rt.Path {
+		if strings.EqualFold(r.Method, rt.Method) && p == rt.Path {
 			return true
 		}
 	}
 	return false
+}
+
+// RoutePath is the form in which a request's path is compared with the
+// login routes: however an attacker spells the path, if the application's
+// router would take it for the login route, so does the gateway. The path
+// (already percent-decoded by net/http, %2F included) loses its path
+// parameters (";jsessionid=..."), its dot segments, repeated slashes and
+// trailing slash, and, unless caseSensitive, its case.
+func RoutePath(p string, caseSensitive bool) string {
+	if strings.IndexByte(p, ';') >= 0 {
+		segs := strings.Split(p, "/")
+		for i, seg := range segs {
+			segs[i], _, _ = strings.Cut(seg, ";")
+		}
+		p = strings.Join(segs, "/")
+	}
+	p = path.Clean("/" + p)
+	if !caseSensitive {
+		p = strings.ToLower(p)
+	}
+	return p
 }
 
 // peekUsername reads at most maxLoginBody bytes of the body to find the

@@ -224,3 +224,61 @@ func TestEventsWinOverAnOlderScan(t *testing.T) {
 		t.Error("a block deleted by hand survived a reconcile")
 	}
 }
+
+// An application whose router ignores case and a trailing slash (Express,
+// Rails, Spring) answers 401 to every spelling of its login route; the
+// gateway audits each of them.
+func TestEverySpellingOfTheLoginRouteIsAudited(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if RoutePath(r.URL.Path, false) == "/auth/login" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer app.Close()
+	u, _ := url.Parse(app.URL)
+	sink := &memSink{}
+	g := New(Options{Upstream: u, Blocklist: NewBlocklist(), Audit: sink, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	g.opts.Blocklist.replace(nil)
+	for _, tt := range []struct {
+		method, target string
+		audited        bool
+	}{
+		{"POST", "/auth/login", true},
+		{"POST", "/auth/login/", true},
+		{"POST", "/AUTH/LOGIN", true},
+		{"POST", "/Auth/Login", true},
+		{"POST", "/auth/login%2F", true},
+		{"POST", "/auth/%6Cogin", true},
+		{"POST", "//auth//login", true},
+		{"POST", "/auth/./login", true},
+		{"POST", "/x/../auth/login", true},
+		{"POST", "/auth/login;jsessionid=1", true},
+		{"post", "/auth/login", true},
+		{"POST", "/auth/login-help", false},
+		{"POST", "/auth/loginx", false},
+		{"GET", "/auth/login", false},
+	} {
+		before := len(sink.lines)
+		r := httptest.NewRequest("POST", "/", strings.NewReader(`{"username":"alice","password":"x"}`))
+		r.Method = tt.method
+		r.URL, _ = url.ParseRequestURI(tt.target) // as net/http reads a request target
+		r.RequestURI = tt.target
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = "203.0.113.7:4000"
+		g.ServeHTTP(httptest.NewRecorder(), r)
+		if audited := len(sink.lines) > before; audited != tt.audited {
+			t.Errorf("%s %s: audited %v, want %v", tt.method, tt.target, audited, tt.audited)
+		}
+		if tt.audited && len(sink.lines) > before && !strings.Contains(sink.lines[before], `"action":"auth_failed"`) {
+			t.Errorf("%s %s: %s", tt.method, tt.target, sink.lines[before])
+		}
+	}
+}
+
+func TestCaseSensitiveRoutesWhenAsked(t *testing.T) {
+	if RoutePath("/Auth/Login/", true) != "/Auth/Login" || RoutePath("/Auth/Login/", false) != "/auth/login" {
+		t.Errorf("got %q and %q", RoutePath("/Auth/Login/", true), RoutePath("/Auth/Login/", false))
+	}
+}
