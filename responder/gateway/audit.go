@@ -32,6 +32,10 @@ type AuditEvent struct {
 	Path      string `json:"path"`
 	Status    int    `json:"status"`
 	UserAgent string `json:"user_agent,omitempty"`
+	// RequestID tells one attempt from another: five wrong passwords in
+	// one instant are five lines, never one line five times (Loki keeps an
+	// exact repeat once).
+	RequestID string `json:"request_id"`
 }
 
 // Sink receives audit lines.

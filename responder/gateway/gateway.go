@@ -9,6 +9,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -214,8 +216,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.opts.Audit.Audit(at, marshalAudit(AuditEvent{
 		TS: at.UTC().Format(time.RFC3339Nano), Service: "audit", Action: action,
 		ClientIP: ip.String(), Username: username, Path: r.URL.Path, Status: rec.status,
-		UserAgent: truncate(r.UserAgent(), 256),
+		UserAgent: truncate(r.UserAgent(), 256), RequestID: requestID(),
 	}))
+}
+
+// requestID is a random id for an audit line (16 hex digits).
+func requestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func (g *Gateway) isLogin(r *http.Request) bool {

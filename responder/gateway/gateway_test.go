@@ -282,3 +282,25 @@ func TestCaseSensitiveRoutesWhenAsked(t *testing.T) {
 		t.Errorf("got %q and %q", RoutePath("/Auth/Login/", true), RoutePath("/Auth/Login/", false))
 	}
 }
+
+// Five wrong passwords in one instant are five distinct lines: Loki and
+// the daemon keep an exact repeat once.
+func TestAttemptsInOneInstantAreDistinctLines(t *testing.T) {
+	g, bl, sink := newTestGateway(t, false)
+	bl.replace(nil)
+	at := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	g.opts.Now = func() time.Time { return at }
+	for range 5 {
+		r := httptest.NewRequest("POST", "/auth/login", strings.NewReader(`{"username":"alice","password":"x"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = "203.0.113.7:4000"
+		g.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	seen := map[string]bool{}
+	for _, l := range sink.lines {
+		seen[l] = true
+	}
+	if len(sink.lines) != 5 || len(seen) != 5 {
+		t.Errorf("%d lines, %d distinct: %q", len(sink.lines), len(seen), sink.lines)
+	}
+}
