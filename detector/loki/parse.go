@@ -137,8 +137,8 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 	if ip == "" {
 		return detector.Event{}, &SkipError{SkipNoClientIP, "no " + p.fields.ClientIP + " field"}
 	}
-	addr, perr := netip.ParseAddr(ip)
-	if perr != nil || addr.Zone() != "" {
+	addr, ok := ParseClientAddr(ip)
+	if !ok {
 		return detector.Event{}, &SkipError{SkipBadClientIP, "client address " + truncate(ip, 64) + " is not an IP"}
 	}
 	switch action { // share the common values instead of a copy per line
@@ -152,7 +152,7 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		// A copy, so that the long line itself is not kept alive.
 		excerpt = strings.Clone(truncate(line, p.excerpt))
 	}
-	ev := detector.Event{Time: ts, Action: truncate(action, 64), IP: addr.Unmap(), Username: truncate(user, maxUsernameBytes), Line: excerpt}
+	ev := detector.Event{Time: ts, Action: truncate(action, 64), IP: addr, Username: truncate(user, maxUsernameBytes), Line: excerpt}
 	if p.useLineTime {
 		t, err := time.Parse(time.RFC3339Nano, lineTS)
 		if err != nil {
@@ -161,6 +161,60 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		ev.Time = t
 	}
 	return ev, nil
+}
+
+// ParseClientAddr reads a client address however an emitter spelled it,
+// so that every spelling of one address is one key: IPv4-mapped
+// (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) IPv6 are the IPv4
+// address, IPv6 in any case and with or without leading zeros is one
+// address, an IPv4 address with zero-padded octets (203.000.113.007) is
+// read in decimal, and brackets or a port ([2001:db8::1]:443,
+// 203.0.113.7:5000) are dropped. An address with a zone is not a client.
+func ParseClientAddr(s string) (netip.Addr, bool) {
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		if ap, perr := netip.ParseAddrPort(s); perr == nil {
+			addr, err = ap.Addr(), nil
+		} else if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+			addr, err = netip.ParseAddr(s[1 : len(s)-1])
+		} else if a, ok := paddedIPv4(s); ok {
+			addr, err = a, nil
+		}
+	}
+	if err != nil || addr.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	addr = addr.Unmap()
+	if addr.Is6() {
+		// IPv4-compatible (deprecated, RFC 4291): 96 zero bits, then the
+		// IPv4 address; :: and ::1 are not.
+		b := addr.As16()
+		if [12]byte(b[:12]) == [12]byte{} && (b[12] != 0 || b[13] != 0 || b[14] != 0 || b[15] > 1) {
+			addr = netip.AddrFrom4([4]byte(b[12:]))
+		}
+	}
+	return addr, true
+}
+
+// paddedIPv4 reads a dotted quad whose octets may have leading zeros, in
+// decimal (netip refuses them as ambiguous).
+func paddedIPv4(s string) (netip.Addr, bool) {
+	var b [4]byte
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return netip.Addr{}, false
+	}
+	for i, p := range parts {
+		if len(p) == 0 || len(p) > 3 {
+			return netip.Addr{}, false
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 255 || p[0] == '+' || p[0] == '-' {
+			return netip.Addr{}, false
+		}
+		b[i] = byte(n)
+	}
+	return netip.AddrFrom4(b), true
 }
 
 // clientIP reads the client_ip field of a line it will not parse, for the

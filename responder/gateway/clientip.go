@@ -50,9 +50,9 @@ func (c ClientIPResolver) Resolve(r *http.Request) netip.Addr {
 		}
 		return peer
 	case HeaderForwarded:
-		return c.walk(peer, r.Header["Forwarded"], forwardedFor)
+		return c.walk(peer, r.Header["Forwarded"], lastUnquoted, forwardedFor)
 	default:
-		return c.walk(peer, r.Header["X-Forwarded-For"], parseHop)
+		return c.walk(peer, r.Header["X-Forwarded-For"], lastComma, parseHop)
 	}
 }
 
@@ -60,7 +60,7 @@ func (c ClientIPResolver) Resolve(r *http.Request) netip.Addr {
 // the right, skipping trusted proxies. A hop that does not parse ends the
 // walk: nothing beyond it can be trusted, so the last trusted address is
 // the answer.
-func (c ClientIPResolver) walk(peer netip.Addr, lines []string, parse func(string) (netip.Addr, bool)) netip.Addr {
+func (c ClientIPResolver) walk(peer netip.Addr, lines []string, last func(string) int, parse func(string) (netip.Addr, bool)) netip.Addr {
 	client := peer
 	examined := 0
 	for i := len(lines) - 1; i >= 0; i-- {
@@ -70,7 +70,7 @@ func (c ClientIPResolver) walk(peer netip.Addr, lines []string, parse func(strin
 				return client
 			}
 			var hop string
-			if j := strings.LastIndexByte(list, ','); j >= 0 {
+			if j := last(list); j >= 0 {
 				hop, list = list[j+1:], list[:j]
 			} else {
 				hop, list = list, ""
@@ -89,6 +89,71 @@ func (c ClientIPResolver) walk(peer netip.Addr, lines []string, parse func(strin
 	return client
 }
 
+func lastComma(list string) int { return strings.LastIndexByte(list, ',') }
+
+// lastUnquoted is the index of the last comma of an RFC 7239 list that is
+// not inside a quoted string (for="a,b" is one element), -1 when there is
+// none; with an unclosed quote the whole list is one (malformed) element.
+func lastUnquoted(list string) int {
+	last, quoted := -1, false
+	for i := 0; i < len(list); i++ {
+		switch c := list[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			last = i
+		}
+	}
+	if quoted {
+		return -1
+	}
+	return last
+}
+
+// splitUnquoted splits s at sep outside quoted strings.
+func splitUnquoted(s string, sep byte) []string {
+	var out []string
+	start, quoted := 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// unquote reads an RFC 7230 quoted-string, or a token as it is.
+func unquote(v string) (string, bool) {
+	if !strings.HasPrefix(v, `"`) {
+		return v, !strings.ContainsRune(v, '"')
+	}
+	if len(v) < 2 || !strings.HasSuffix(v, `"`) {
+		return "", false
+	}
+	var b strings.Builder
+	for i := 1; i < len(v)-1; i++ {
+		c := v[i]
+		if c == '\\' {
+			if i++; i >= len(v)-1 {
+				return "", false
+			}
+			c = v[i]
+		} else if c == '"' {
+			return "", false
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), true
+}
+
 // parseHop reads one X-Forwarded-For or X-Real-IP entry: an address.
 func parseHop(s string) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(strings.TrimSpace(s))
@@ -100,13 +165,24 @@ func parseHop(s string) (netip.Addr, bool) {
 
 // forwardedFor reads the for= parameter of one RFC 7239 element, such as
 // for=192.0.2.60;proto=http or for="[2001:db8:cafe::17]:4711".
+// Two for= in one element is malformed.
 func forwardedFor(element string) (netip.Addr, bool) {
-	for _, pair := range strings.Split(element, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
-		if !ok || !strings.EqualFold(k, "for") {
+	var v string
+	found := false
+	for _, pair := range splitUnquoted(element, ';') {
+		k, raw, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), "for") {
 			continue
 		}
-		v = strings.Trim(v, `"`)
+		if found {
+			return netip.Addr{}, false
+		}
+		if v, ok = unquote(strings.TrimSpace(raw)); !ok {
+			return netip.Addr{}, false
+		}
+		found = true
+	}
+	if found {
 		if strings.HasPrefix(v, "[") {
 			end := strings.IndexByte(v, ']')
 			if end < 0 {
