@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -71,5 +72,57 @@ func TestEverySpellingOfTheLoginRouteCounts(t *testing.T) {
 		if a := s.awaitBlocked(ip); !strings.Contains(a.body, "AUTH_004") {
 			t.Errorf("POST %s: blocked with %q", p, a.body)
 		}
+	}
+}
+
+// An emitter that writes the client address as it got it: five spellings
+// of one address are five failures of one client.
+func TestEverySpellingOfAnAddressIsOneClient(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	for i, spelled := range []string{"203.0.113.180", "::ffff:203.0.113.180", "::203.0.113.180", "203.000.113.180", "203.0.113.180:51234"} {
+		s.loki.push(t, map[string]string{"service": "audit", "run": s.run},
+			fmt.Sprintf(`{"action":"auth_failed","client_ip":%q,"username":"u%d"}`, spelled, i))
+	}
+	s.awaitBlocked("203.0.113.180")
+	if n := s.metric(`authguard_loki_lines_skipped_total{reason="bad_client_ip"}`); n != 0 {
+		t.Errorf("%v lines skipped for their address", n)
+	}
+}
+
+// A login body padded far past what the gateway reads for the username
+// (the credentials first, then megabytes of spaces) is still audited, and
+// the application's 401 is what the client gets.
+func TestAPaddedLoginBodyIsStillAudited(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	ip := "203.0.113.181"
+	body := `{"username":"alice","password":"guess"}` + strings.Repeat(" ", 2<<20)
+	for range 5 {
+		if a := s.request(ip, "POST", "/auth/login", body); a.status != 401 {
+			t.Fatalf("padded login: %d %s", a.status, a.body)
+		}
+	}
+	s.awaitBlocked(ip)
+}
+
+// Five wrong passwords in the same instant are five lines (each with its
+// request id), never one line five times: Loki keeps an exact repeat once.
+func TestFiveFailuresAtOnceAreFiveEvents(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	ip := "203.0.113.182"
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.login(ip, "guess") }()
+	}
+	wg.Wait()
+	s.awaitBlocked(ip)
+	var lines []string
+	for _, e := range s.loki.entries(t, fmt.Sprintf(`{service="audit", run=%q}`, s.run)) {
+		if strings.Contains(e.line, ip) {
+			lines = append(lines, e.line)
+		}
+	}
+	if len(lines) != 5 || !strings.Contains(lines[0], `"request_id":"`) {
+		t.Errorf("Loki holds %d lines for the five attempts: %q", len(lines), lines)
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -40,6 +41,26 @@ func FuzzUsernameFromBody(f *testing.F) {
 		for _, ct := range []string{"application/json", "application/x-www-form-urlencoded", ""} {
 			if u := UsernameFromBody(ct, []byte(body), "username"); len(u) > len(body)*3 {
 				t.Fatalf("username %q from body %q", u, body)
+			}
+		}
+	})
+}
+
+// FuzzRoutePath: any path normalises to a clean absolute path, and
+// normalising again changes nothing, so one spelling cannot match where
+// another does not.
+func FuzzRoutePath(f *testing.F) {
+	for _, s := range []string{"/auth/login", "/AUTH/LOGIN/", "//auth/./login", "/x/../auth/login", "/auth/login;jsessionid=1", "", ";", "/..;/auth/login", "/a;b/c;d/", "\x00/%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		for _, cs := range []bool{false, true} {
+			got := RoutePath(p, cs)
+			if !strings.HasPrefix(got, "/") || strings.Contains(got, "//") || strings.Contains(got, ";") || (len(got) > 1 && strings.HasSuffix(got, "/")) {
+				t.Fatalf("RoutePath(%q, %v) = %q", p, cs, got)
+			}
+			if again := RoutePath(got, cs); again != got {
+				t.Fatalf("RoutePath is not idempotent on %q: %q then %q", p, got, again)
 			}
 		}
 	})
