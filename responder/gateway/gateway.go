@@ -270,8 +270,14 @@ func (g *Gateway) peekUsername(r *http.Request) string {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
-	if err != nil || len(head) > maxLoginBody {
+	if err != nil {
 		return ""
+	}
+	if len(head) > maxLoginBody {
+		// A padded body (the credentials first, then megabytes): the
+		// username is read from its head, as the application's streaming
+		// decoder reads it.
+		head = head[:maxLoginBody]
 	}
 	return truncate(UsernameFromBody(r.Header.Get("Content-Type"), head, g.opts.UsernameField), 256)
 }
@@ -281,14 +287,25 @@ func UsernameFromBody(contentType string, body []byte, field string) string {
 	mt, _, _ := mime.ParseMediaType(contentType)
 	switch {
 	case mt == "application/x-www-form-urlencoded":
-		v, err := url.ParseQuery(string(body))
-		if err != nil {
-			return ""
+		// Pairs are read up to the first one that does not parse, so a
+		// body cut short still names its username.
+		for pair := range strings.SplitSeq(string(body), "&") {
+			k, v, _ := strings.Cut(pair, "=")
+			key, err1 := url.QueryUnescape(k)
+			val, err2 := url.QueryUnescape(v)
+			if err1 != nil || err2 != nil {
+				return ""
+			}
+			if key == field {
+				return val
+			}
 		}
-		return v.Get(field)
+		return ""
 	case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "":
+		// The first JSON value, as a streaming decoder reads it: what
+		// follows it (padding, or a body cut short) does not matter.
 		var obj map[string]json.RawMessage
-		if json.Unmarshal(body, &obj) != nil {
+		if json.NewDecoder(bytes.NewReader(body)).Decode(&obj) != nil {
 			return ""
 		}
 		var s string

@@ -309,3 +309,25 @@ func TestAttemptsInOneInstantAreDistinctLines(t *testing.T) {
 		t.Errorf("%d lines, %d distinct: %q", len(sink.lines), len(seen), sink.lines)
 	}
 }
+
+// A login body padded past what the gateway reads (the credentials first,
+// then megabytes) still names its username, so the account-enumeration
+// rule counts it; the body reaches the application whole.
+func TestThePaddedLoginBodyStillNamesItsUsername(t *testing.T) {
+	g, bl, sink := newTestGateway(t, false)
+	bl.replace(nil)
+	for _, tt := range []struct{ contentType, body string }{
+		{"application/json", `{"username":"alice","password":"x"}` + strings.Repeat(" ", 2<<20)},
+		{"application/x-www-form-urlencoded", "username=alice&password=x&pad=" + strings.Repeat("p", 2<<20)},
+	} {
+		before := len(sink.lines)
+		r := httptest.NewRequest("POST", "/auth/login", strings.NewReader(tt.body))
+		r.Header.Set("Content-Type", tt.contentType)
+		r.RemoteAddr = "203.0.113.7:4000"
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, r)
+		if w.Code != 401 || len(sink.lines) != before+1 || !strings.Contains(sink.lines[before], `"username":"alice"`) {
+			t.Errorf("%s: %d, audit %q", tt.contentType, w.Code, sink.lines[before:])
+		}
+	}
+}
