@@ -215,7 +215,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	at := g.opts.Now()
 	g.opts.Audit.Audit(at, marshalAudit(AuditEvent{
 		TS: at.UTC().Format(time.RFC3339Nano), Service: "audit", Action: action,
-		ClientIP: ip.String(), Username: username, Path: r.URL.Path, Status: rec.status,
+		ClientIP: ip.String(), Username: username, Path: truncate(r.URL.Path, 1024), Status: rec.status,
 		UserAgent: truncate(r.UserAgent(), 256), RequestID: requestID(),
 	}))
 }

@@ -331,3 +331,25 @@ func TestThePaddedLoginBodyStillNamesItsUsername(t *testing.T) {
 		}
 	}
 }
+
+// An attacker's long path cannot make the audit line longer than Loki
+// takes (max_line_size, 256 KB by default): the line is bounded.
+func TestAuditLinesAreBoundedWhateverTheRequest(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusUnauthorized) }))
+	defer app.Close()
+	u, _ := url.Parse(app.URL)
+	sink := &memSink{}
+	g := New(Options{Upstream: u, Blocklist: NewBlocklist(), Audit: sink, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		LoginRoutes: []Route{{"POST", "/auth/login"}}})
+	g.opts.Blocklist.replace(nil)
+	long := "/auth/login" + strings.Repeat("/.", 200<<10)
+	r := httptest.NewRequest("POST", "/", strings.NewReader(`{"username":"`+strings.Repeat("u", 100<<10)+`"}`))
+	r.URL.Path = long
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("User-Agent", strings.Repeat("a", 100<<10))
+	r.RemoteAddr = "203.0.113.7:4000"
+	g.ServeHTTP(httptest.NewRecorder(), r)
+	if len(sink.lines) != 1 || len(sink.lines[0]) > 4096 {
+		t.Fatalf("%d lines, the first of %d bytes", len(sink.lines), len(sink.lines[0]))
+	}
+}
