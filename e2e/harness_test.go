@@ -531,6 +531,9 @@ func (s *stack) awaitBlocked(ip string) answer {
 		a = s.request(ip, "GET", "/health", "")
 		return a.status == http.StatusForbidden
 	})
+	if !strings.Contains(a.body, `"code":"AUTH_004"`) {
+		s.t.Errorf("%s refused with %q, want AUTH_004", ip, a.body)
+	}
 	return a
 }
 
