@@ -68,7 +68,7 @@ func BenchmarkPushDecode(b *testing.B) {
 	b.ReportAllocs()
 	start := time.Now()
 	for range b.N {
-		streams, err := DecodePush("application/x-protobuf", body)
+		streams, err := DecodePush("application/x-protobuf", "", body, 64<<20)
 		if err != nil || len(streams[0].Entries) != 1000 {
 			b.Fatal(err)
 		}

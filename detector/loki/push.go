@@ -1,12 +1,16 @@
 package loki
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -38,12 +42,31 @@ type PushError struct{ Msg string }
 
 func (e *PushError) Error() string { return e.Msg }
 
+// ErrTooLarge is a push whose decoded body would exceed the bound.
+var ErrTooLarge = errors.New("push body too large")
+
 // DecodePush decodes a push request body the way Loki's push API does:
-// JSON when the content type says so, otherwise snappy-compressed protobuf
-// (github.com/grafana/loki/pkg/push).
-func DecodePush(contentType string, body []byte) ([]PushedStream, error) {
-	if strings.HasPrefix(contentType, "application/json") {
+// JSON when the content type says so (in any case, with parameters),
+// otherwise snappy-compressed protobuf (github.com/grafana/loki/pkg/push);
+// a gzip or deflate Content-Encoding is undone first. The decoded body may
+// be at most maxDecoded bytes: snappy's own claim of its length is checked
+// before anything is allocated, and gzip is read no further than the
+// bound, so a small body that claims or expands to gigabytes costs nothing
+// (errors.Is(err, ErrTooLarge)).
+func DecodePush(contentType, contentEncoding string, body []byte, maxDecoded int) ([]PushedStream, error) {
+	body, err := decodeContent(contentEncoding, body, maxDecoded)
+	if err != nil {
+		return nil, err
+	}
+	if mt, _, _ := mime.ParseMediaType(contentType); mt == "application/json" {
 		return decodeJSONPush(body)
+	}
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return nil, &PushError{"snappy: corrupt input"}
+	}
+	if n > maxDecoded {
+		return nil, fmt.Errorf("%w: snappy claims %d bytes decoded, over %d", ErrTooLarge, n, maxDecoded)
 	}
 	raw, err := snappy.Decode(nil, body)
 	if err != nil {
@@ -64,6 +87,49 @@ func DecodePush(contentType string, body []byte) ([]PushedStream, error) {
 			ps.Entries = append(ps.Entries, PushedEntry{e.Timestamp.UnixNano(), e.Line})
 		}
 		out = append(out, ps)
+	}
+	return out, nil
+}
+
+// decodeContent undoes a gzip or deflate Content-Encoding, reading at most
+// max bytes of its output. It measures the output first, without keeping
+// it, so a bomb costs no memory; a body within the bound is then decoded
+// into one buffer of its size.
+func decodeContent(encoding string, body []byte, max int) ([]byte, error) {
+	open := func() (io.Reader, error) {
+		switch strings.ToLower(strings.TrimSpace(encoding)) {
+		case "gzip":
+			z, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				return nil, &PushError{"gzip: " + err.Error()}
+			}
+			return z, nil
+		case "deflate":
+			return flate.NewReader(bytes.NewReader(body)), nil
+		}
+		return nil, &PushError{"unsupported Content-Encoding " + truncate(encoding, 40)}
+	}
+	switch strings.ToLower(strings.TrimSpace(encoding)) {
+	case "", "identity":
+		return body, nil
+	}
+	r, err := open()
+	if err != nil {
+		return nil, err
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return nil, &PushError{encoding + ": " + err.Error()}
+	}
+	if n > int64(max) {
+		return nil, fmt.Errorf("%w: %s body expands past %d bytes", ErrTooLarge, encoding, max)
+	}
+	if r, err = open(); err != nil {
+		return nil, err
+	}
+	out := make([]byte, n)
+	if _, err := io.ReadFull(r, out); err != nil {
+		return nil, &PushError{encoding + ": " + err.Error()}
 	}
 	return out, nil
 }
@@ -178,7 +244,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) int {
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.maxBytes))
+	body, err := readBody(http.MaxBytesReader(w, req.Body, r.maxBytes), req.ContentLength, r.maxBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -188,7 +254,11 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) int {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return http.StatusBadRequest
 	}
-	streams, err := DecodePush(req.Header.Get("Content-Type"), body)
+	streams, err := DecodePush(req.Header.Get("Content-Type"), req.Header.Get("Content-Encoding"), body, int(r.maxBytes))
+	if errors.Is(err, ErrTooLarge) {
+		http.Error(w, fmt.Sprintf("request body too large: %v", err), http.StatusRequestEntityTooLarge)
+		return http.StatusRequestEntityTooLarge
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return http.StatusBadRequest
@@ -199,6 +269,18 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) int {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return http.StatusNoContent
+}
+
+// readBody reads a request body into one buffer sized by its declared
+// length (within max), instead of doubling a buffer up to it.
+func readBody(body io.Reader, declared, max int64) ([]byte, error) {
+	size := int64(512)
+	if declared > 0 {
+		size = min(declared, max) + bytes.MinRead // ReadFrom grows below MinRead free
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := buf.ReadFrom(body)
+	return buf.Bytes(), err
 }
 
 // receiverMemory is how long the receiver remembers a pushed entry after

@@ -2,10 +2,13 @@ package loki
 
 import (
 	"bytes"
+	"compress/gzip"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +94,78 @@ func TestParseLabels(t *testing.T) {
 		if _, err := ParseLabels(bad); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+// Bodies that claim or expand to far more than --push-max-bytes are
+// refused with 413 before anything of that size is allocated.
+func TestDecompressionBombsAreRefusedBeforeTheyAllocate(t *testing.T) {
+	r, _, out := newReceiver(10 << 20)
+	// Snappy's header claims 4 GiB; 9 bytes in all.
+	claim := []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0}
+	bomb := snappy.Encode(nil, make([]byte, 60<<20)) // 60 MiB of zeros, about 2.9 MB
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(make([]byte, 60<<20))
+	zw.Close()
+	for _, tt := range []struct {
+		name, contentType, encoding string
+		body                        []byte
+	}{
+		{"a 9-byte snappy body claiming 4 GiB", "application/x-protobuf", "", claim},
+		{fmt.Sprintf("a %d-byte snappy body of 60 MiB", len(bomb)), "application/x-protobuf", "", bomb},
+		{fmt.Sprintf("a %d-byte gzip body of 60 MiB", gz.Len()), "application/json", "gzip", gz.Bytes()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			req := httptest.NewRequest("POST", "/loki/api/v1/push", bytes.NewReader(tt.body))
+			req.Header.Set("Content-Type", tt.contentType)
+			req.Header.Set("Content-Encoding", tt.encoding)
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			runtime.ReadMemStats(&after)
+			if w.Code != http.StatusRequestEntityTooLarge {
+				t.Errorf("answered %d %s, want 413", w.Code, w.Body)
+			}
+			// The body itself and at most the bound are read.
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > uint64(len(tt.body))+12<<20 {
+				t.Errorf("allocated %d MiB for it", grew>>20)
+			}
+		})
+	}
+	if len(out) != 0 {
+		t.Errorf("%d events from refused bodies", len(out))
+	}
+}
+
+// Content-Type is read as Loki reads it: any case, with parameters; and a
+// gzip body under the bound is taken.
+func TestPushContentTypesAndEncodingsLikeLoki(t *testing.T) {
+	r, _, out := newReceiver(1 << 20)
+	body := `{"streams":[{"stream":{"service":"audit"},"values":[["1795000000000000000","{\"action\":\"auth_failed\",\"client_ip\":\"192.0.2.1\"}"]]}]}`
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(body))
+	zw.Close()
+	for _, tt := range []struct {
+		contentType, encoding string
+		body                  []byte
+	}{
+		{"Application/JSON; charset=utf-8", "", []byte(body)},
+		{"application/json", "gzip", gz.Bytes()},
+	} {
+		req := httptest.NewRequest("POST", "/loki/api/v1/push", bytes.NewReader(tt.body))
+		req.Header.Set("Content-Type", tt.contentType)
+		req.Header.Set("Content-Encoding", tt.encoding)
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != 204 {
+			t.Errorf("%s %s: %d %s", tt.contentType, tt.encoding, w.Code, w.Body)
+		}
+	}
+	if len(out) != 1 { // the second is a retry of the first: counted once
+		t.Errorf("%d events", len(out))
 	}
 }
