@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
+	"github.com/authguard/authguard/cmd/internal/serve"
 	"github.com/authguard/authguard/responder/gateway"
 	"github.com/authguard/authguard/responder/redisblock"
 	"github.com/authguard/authguard/rules"
@@ -37,6 +37,8 @@ type cli struct {
 	TLSKeyFile               string `name:"tls-key-file" help:"Key of --tls-cert-file." placeholder:"FILE"`
 	H2C                      bool   `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
 	redisflag.Flags          `embed:""`
+	serve.Limits             `embed:""`
+	HTTPBodyProgressTimeout  time.Duration     `help:"On the proxy port, the longest a request body may go without sending a byte: a slow-body client is cut off, an upload that keeps moving may take as long as it needs (0: no bound)." default:"30s"`
 	TrustedProxies           []string          `help:"CIDRs of proxies whose client IP header is believed." placeholder:"CIDR,..."`
 	ClientIPHeader           string            `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
 	CheckRedisOnMiss         bool              `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
@@ -184,20 +186,25 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 			http.Error(w, "not ready: blocks not yet read from redis", http.StatusServiceUnavailable)
 		}
 	})
-	proxyLn, err := net.Listen("tcp", c.Listen)
+	proxyLn, err := c.Limits.Listen(c.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", c.Listen, err)
+		return err
 	}
-	adminLn, err := net.Listen("tcp", c.AdminListen)
+	adminLn, err := c.Limits.Listen(c.AdminListen)
 	if err != nil {
 		proxyLn.Close()
-		return fmt.Errorf("listen %s: %w", c.AdminListen, err)
+		return err
 	}
-	proxySrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	proxied := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serve.ProgressBody(w, r, c.HTTPBodyProgressTimeout)
+		gw.ServeHTTP(w, r)
+	})
+	proxySrv := c.Limits.Server(proxied, true)
+	proxySrv.Protocols = new(http.Protocols)
 	proxySrv.Protocols.SetHTTP1(true)
 	proxySrv.Protocols.SetHTTP2(c.TLSCertFile != "")
 	proxySrv.Protocols.SetUnencryptedHTTP2(c.H2C)
-	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 5 * time.Second}
+	adminSrv := c.Limits.Server(admin, false)
 	errc := make(chan error, 2)
 	go func() {
 		if c.TLSCertFile != "" {

@@ -25,6 +25,7 @@ import (
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/cmd/internal/secret"
+	"github.com/authguard/authguard/cmd/internal/serve"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/responder"
@@ -57,6 +58,7 @@ type runCmd struct {
 	PushMaxBytes        int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
 
 	redisflag.Flags `embed:""`
+	serve.Limits    `embed:""`
 	DryRun          bool     `help:"Decide, record and page, but write no block."`
 	NeverBlock      []string `help:"CIDRs never blocked whatever the rules say (e.g. the gateways' own proxies)." placeholder:"CIDR,..."`
 	EvidenceMaxLen  int64    `help:"Approximate length bound of the evidence stream in Redis." default:"100000"`
@@ -114,6 +116,7 @@ type daemon struct {
 	tail      *loki.Tail
 	resp      *responder.Responder
 	listener  net.Listener
+	limits    serve.Limits
 	registry  *prometheus.Registry
 	store     *redisblock.Store
 	processed prometheus.Counter
@@ -202,12 +205,12 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	store := redisblock.New(rdb, c.Keys(), redisblock.Options{EvidenceMaxLen: c.EvidenceMaxLen})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ln, err := net.Listen("tcp", c.Listen)
+	ln, err := c.Limits.Listen(c.Listen)
 	if err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("listen %s: %w", c.Listen, err)
+		return nil, err
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, registry: reg, store: store, reloader: newReloader(c.Rules, reg), rules: c.Rules}
+	d := &daemon{log: log, engine: engine, listener: ln, limits: c.Limits, registry: reg, store: store, reloader: newReloader(c.Rules, reg), rules: c.Rules}
 	if c.LeaderElect {
 		client, err := leader.Client(c.Kubeconfig)
 		if err != nil {
@@ -427,7 +430,7 @@ func (d *daemon) run(ctx context.Context) error {
 			fmt.Fprintln(w, "ready")
 		}
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := d.limits.Server(mux, false)
 	go srv.Serve(d.listener)
 	defer srv.Close()
 
