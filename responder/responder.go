@@ -194,7 +194,7 @@ func New(opts Options) *Responder {
 		cleared:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_cleared_total", Help: "Renewals not written because an operator had cleared the IP."}),
 		repeated:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_already_done_total", Help: "Decisions found already carried out (re-decided after a restart, or retried after a lost reply)."}),
 		unwritten:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_unwritten_total", Help: "Decisions still queued when the shutdown grace ran out."}),
-		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is in --never-block."}),
+		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is never blocked (--never-block, or unspecified, loopback, link-local, broadcast or multicast)."}),
 		queue:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_block_queue_length", Help: "Decisions waiting to be written to Redis."}),
 		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages sent."}),
 		notifyErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notification_errors_total", Help: "Failed attempts to send a page (each is retried)."}),
@@ -367,7 +367,7 @@ func (r *Responder) request(it item) Request {
 		return req
 	}
 	switch {
-	case it.d.IP.IsValid() && contains(r.opts.NeverBlock, it.d.IP):
+	case it.d.IP.IsValid() && (contains(r.opts.NeverBlock, it.d.IP) || NeverBlocked(it.d.IP) != ""):
 		req.Action = "refused"
 	case it.d.DryRun || r.opts.DryRun:
 		req.Action = "dry-run"
@@ -431,6 +431,11 @@ func (r *Responder) done(it item, req Request, res Result) {
 		return
 	case req.Action == "refused":
 		r.metrics.refused.Inc()
+		why := NeverBlocked(it.d.IP)
+		if why == "" {
+			why = "in --never-block"
+		}
+		r.opts.Log.Warn("refused to block an address that is never blocked", "ip", it.d.Key, "rule", it.d.Rule, "why", why)
 	case req.Do == DoBlock && res.Outcome == Written:
 		r.metrics.blocks.Inc()
 		a.Blocked = true
@@ -447,6 +452,28 @@ func (r *Responder) done(it item, req Request, res Result) {
 			r.opts.Log.Error("page queue full: page dropped", "rule", it.d.Rule, "key", it.d.Key)
 		}
 	}
+}
+
+// NeverBlocked says why ip must never be blocked whatever a rule or an
+// operator says ("" when it may be): blocking it would lock out the
+// machine itself, every client at once or a whole link.
+func NeverBlocked(ip netip.Addr) string {
+	ip = ip.Unmap()
+	switch {
+	case !ip.IsValid():
+		return ""
+	case ip.IsUnspecified():
+		return "unspecified"
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast():
+		return "link-local"
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "broadcast"
+	case ip.IsMulticast():
+		return "multicast"
+	}
+	return ""
 }
 
 func contains(ps []netip.Prefix, a netip.Addr) bool {

@@ -248,3 +248,27 @@ func TestABatchKeptWaitingIsPreparedAgain(t *testing.T) {
 		t.Errorf("written %v", b.age)
 	}
 }
+
+// Addresses that must never be blocked are refused whatever the rules say,
+// with no --never-block at all.
+func TestAddressesThatMustNeverBeBlockedAreRefused(t *testing.T) {
+	b := &fakeStore{done: make(chan struct{}, 20)}
+	n := &fakeNotifier{pages: make(chan Action, 20)}
+	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := r.Start(ctx)
+	defer func() { cancel(); wait() }()
+	never := []string{"0.0.0.0", "::", "127.0.0.1", "127.9.9.9", "::1", "169.254.169.254", "fe80::1", "255.255.255.255", "224.0.0.1", "::ffff:127.0.0.1"}
+	for i, ip := range never {
+		r.Submit(ctx, block(ip, false), detector.Event{}, uint64(i+1))
+	}
+	r.Submit(ctx, block("203.0.113.7", false), detector.Event{}, 99)
+	for range never {
+		if a := <-n.pages; a.What != "refused" || a.Blocked {
+			t.Errorf("%s: %+v, want refused", a.Decision.Key, a)
+		}
+	}
+	if a := <-n.pages; a.What != "block" || !a.Blocked {
+		t.Errorf("an ordinary address: %+v", a)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder"
 	"github.com/authguard/authguard/responder/redisblock"
 )
 
@@ -136,6 +137,9 @@ func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
 	}
 	if c.TTL < time.Second {
 		return errors.New("--ttl must be at least 1s")
+	}
+	if why := responder.NeverBlocked(ip); why != "" {
+		return fmt.Errorf("%s is %s: authguard never blocks such an address (it would lock out the machine itself or every client at once)", ip, why)
 	}
 	store, done, err := openStore(&c.Flags)
 	if err != nil {

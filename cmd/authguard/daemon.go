@@ -391,6 +391,9 @@ func (o storeOperator) Unblock(ctx context.Context, ip netip.Addr, operator, rea
 }
 
 func (o storeOperator) Extend(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string) (time.Time, error) {
+	if why := responder.NeverBlocked(ip); why != "" {
+		return time.Time{}, fmt.Errorf("%s is %s and is never blocked", ip, why)
+	}
 	now := time.Now()
 	_, err := o.store.Manual(ctx, ip, ttl, operator, reason, now)
 	return now.Add(ttl), err
