@@ -86,6 +86,7 @@ type runCmd struct {
 	Kubeconfig               string        `help:"kubeconfig for leader election from outside a cluster (default: the in-cluster service account)." placeholder:"FILE"`
 
 	Listen           string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
+	EnableLifecycle  bool   `help:"Serve POST /-/reload on --listen (off: rules reload on SIGHUP and when the file changes), as Prometheus's --web.enable-lifecycle."`
 	MaxLineBytes     int    `help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes int    `help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
 	UseLineTime      bool   `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
@@ -117,6 +118,7 @@ type daemon struct {
 	resp      *responder.Responder
 	listener  net.Listener
 	limits    serve.Limits
+	lifecycle bool // POST /-/reload is served
 	registry  *prometheus.Registry
 	store     *redisblock.Store
 	processed prometheus.Counter
@@ -210,7 +212,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		rdb.Close()
 		return nil, err
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, limits: c.Limits, registry: reg, store: store, reloader: newReloader(c.Rules, reg), rules: c.Rules}
+	d := &daemon{log: log, engine: engine, listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, reloader: newReloader(c.Rules, reg), rules: c.Rules}
 	if c.LeaderElect {
 		client, err := leader.Client(c.Kubeconfig)
 		if err != nil {
@@ -418,7 +420,9 @@ func (d *daemon) run(ctx context.Context) error {
 		}
 		d.receiver.ServeHTTP(w, r)
 	})
-	mux.Handle("POST /-/reload", d.reloader.handler(ctx, d))
+	if d.lifecycle {
+		mux.Handle("POST /-/reload", d.reloader.handler(ctx, d))
+	}
 	if d.signingSecret != "" {
 		mux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store}))
 	}

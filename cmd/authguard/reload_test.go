@@ -30,10 +30,15 @@ const burstRules = `rules:
 // Redis that is not there: decisions are made and counted, writes wait.
 func startDaemon(t *testing.T, rulesPath string) (base string, d *daemon) {
 	t.Helper()
+	return startDaemonLifecycle(t, rulesPath, true)
+}
+
+func startDaemonLifecycle(t *testing.T, rulesPath string, lifecycle bool) (base string, d *daemon) {
+	t.Helper()
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadRedis := "redis://" + l.Addr().String() + "/0"
 	l.Close()
-	c := runCmd{Rules: rulesPath, Flags: redisflag.Flags{RedisURL: deadRedis}, Listen: "127.0.0.1:0", MaxLineBytes: 16384, PushMaxBytes: 1 << 20}
+	c := runCmd{Rules: rulesPath, Flags: redisflag.Flags{RedisURL: deadRedis}, Listen: "127.0.0.1:0", MaxLineBytes: 16384, PushMaxBytes: 1 << 20, EnableLifecycle: lifecycle}
 	d, err := c.build(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -117,5 +122,19 @@ func TestReloadKeepsWindowsAndSurvivesBrokenEdits(t *testing.T) {
 	awaitMetric(t, base, `authguard_decisions_total{kind="block",rule="burst"}`, 1)
 	if n := metricValue(t, base, `authguard_decisions_total{kind="block",rule="burst"}`); n != 1 {
 		t.Errorf("%v blocks, want 1", n)
+	}
+}
+
+// Without --enable-lifecycle the admin listener has no /-/reload.
+func TestReloadEndpointOnlyWithEnableLifecycle(t *testing.T) {
+	path := write(t, "rules.yaml", strings.ReplaceAll(burstRules, "%TTL%", "5m"))
+	base, _ := startDaemonLifecycle(t, path, false)
+	resp, err := http.Post(base+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("POST /-/reload without --enable-lifecycle: %d, want 404", resp.StatusCode)
 	}
 }
