@@ -345,6 +345,7 @@ type stack struct {
 	daemonAt   string // admin address of the daemon
 	daemonArgs []string
 	rulesFile  string
+	pushToken  string // the push receiver's token file, in direct mode
 }
 
 type stackOptions struct {
@@ -418,15 +419,21 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	redisURL := s.redis.url()
 	s.daemonAt = freeAddr(t)
 	pushTo := s.loki.url
+	var gwPushAuth, dPushAuth []string
 	if o.direct {
 		pushTo = "http://" + s.daemonAt
+		// The gateway and the daemon's push receiver share a token.
+		s.pushToken = filepath.Join(t.TempDir(), "push-token")
+		os.WriteFile(s.pushToken, []byte("e2e-push-token\n"), 0o600)
+		gwPushAuth = []string{"--loki-bearer-token-file", s.pushToken}
+		dPushAuth = []string{"--push-bearer-token-file", s.pushToken}
 	}
 	gwAddr, gwAdmin := freeAddr(t), freeAddr(t)
 	s.gateway, s.gwAdmin = "http://"+gwAddr, "http://"+gwAdmin
 	gwArgs := []string{"--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", app.URL, "--redis-url", redisURL,
 		"--trusted-proxies", "127.0.0.1/32", "--reconcile-interval", o.reconcile, "--loki-push-url", pushTo,
 		"--loki-labels", "run=" + s.run, "--log-format", "text"}
-	gwArgs = append(gwArgs, o.gwArgs...)
+	gwArgs = append(append(gwArgs, gwPushAuth...), o.gwArgs...)
 	if s.loki.tenant != "" {
 		gwArgs = append(gwArgs, "--loki-tenant", s.loki.tenant)
 	}
@@ -446,7 +453,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 			dArgs = append(dArgs, "--loki-tenant", s.loki.tenant)
 		}
 	}
-	dArgs = append(dArgs, o.dArgs...)
+	dArgs = append(append(dArgs, dPushAuth...), o.dArgs...)
 	s.daemonArgs = dArgs
 	s.daemon = start(t, "authguard", dArgs...)
 	eventually(t, 20*time.Second, "the gateway to be ready", func() bool { return gw.alive(t) && httpStatus(s.gwAdmin+"/readyz") == 200 })

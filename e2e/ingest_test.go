@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang/snappy"
 )
@@ -36,7 +38,8 @@ func TestDecompressionBombsDoNotMoveTheDaemonsMemory(t *testing.T) {
 	pid := s.daemon.cmd.Process.Pid
 	before := rssKB(t, pid)
 	for _, body := range [][]byte{{0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0}, snappy.Encode(nil, make([]byte, 60<<20))} {
-		resp, err := http.Post("http://"+s.daemonAt+"/loki/api/v1/push", "application/x-protobuf", bytes.NewReader(body))
+		// With the token: a gateway's credentials in an attacker's hands.
+		resp, err := s.pushToDaemon(t, s.token(t), "application/x-protobuf", body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,4 +51,86 @@ func TestDecompressionBombsDoNotMoveTheDaemonsMemory(t *testing.T) {
 	if grew := rssKB(t, pid) - before; grew > 20<<10 {
 		t.Errorf("the daemon's RSS grew by %d MiB", grew>>10)
 	}
+}
+
+// token is the push receiver's token (direct mode).
+func (s *stack) token(t *testing.T) string {
+	b, err := os.ReadFile(s.pushToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return first
+}
+
+// pushToDaemon posts a push body to the daemon's receiver with a bearer
+// token ("" for none).
+func (s *stack) pushToDaemon(t *testing.T, token, contentType string, body []byte) (*http.Response, error) {
+	req, _ := http.NewRequest("POST", "http://"+s.daemonAt+"/loki/api/v1/push", bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// Anyone who could reach the daemon's push receiver could have any address
+// blocked with five lines (the fail2ban log-injection class). A push
+// without the token, or with a wrong or rotated-out one, is refused with
+// 401 and changes nothing; the gateway's pushes, with the token, count.
+func TestOnlyAuthenticatedPushesCount(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s", direct: true})
+	victim := "198.51.100.77"
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, fmt.Sprintf(`["%d","{\"action\":\"auth_failed\",\"client_ip\":\"%s\"}"]`, time.Now().UnixNano()+int64(i), victim))
+	}
+	body := []byte(`{"streams":[{"stream":{"service":"audit"},"values":[` + strings.Join(lines, ",") + `]}]}`)
+	for _, token := range []string{"", "wrong-token", "e2e-push-token-but-longer"} {
+		resp, err := s.pushToDaemon(t, token, "application/json", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a push with token %q: %d, want 401", token, resp.StatusCode)
+		}
+	}
+	// The gateway's own pushes carry the token: its attacker is blocked.
+	for range 5 {
+		s.login("203.0.113.190", "guess")
+	}
+	s.awaitBlocked("203.0.113.190")
+	if a := s.request(victim, "GET", "/health", ""); a.status != http.StatusOK {
+		t.Fatalf("the victim of the forged pushes is refused: %d", a.status)
+	}
+	if n := s.metric(`authguard_push_requests_total{code="401"}`); n != 3 {
+		t.Errorf("%v pushes answered 401, want 3", n)
+	}
+
+	// Rotation: the new token first, the old one still taken...
+	os.WriteFile(s.pushToken, []byte("e2e-push-token-2\ne2e-push-token\n"), 0o600)
+	eventually(t, 10*time.Second, "the new token to be taken", func() bool {
+		resp, err := s.pushToDaemon(t, "e2e-push-token-2", "application/json", []byte(`{"streams":[]}`))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusNoContent
+	})
+	// ...then the old one is rotated out, and refused.
+	os.WriteFile(s.pushToken, []byte("e2e-push-token-2\n"), 0o600)
+	eventually(t, 10*time.Second, "the rotated-out token to be refused", func() bool {
+		resp, err := s.pushToDaemon(t, "e2e-push-token", "application/json", []byte(`{"streams":[]}`))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized
+	})
+	// The gateway reads its token file for each push and follows.
+	for range 5 {
+		s.login("203.0.113.191", "guess")
+	}
+	s.awaitBlocked("203.0.113.191")
 }

@@ -50,6 +50,7 @@ type cli struct {
 	AuditStdout              bool              `help:"Write audit lines to stdout." default:"true" negatable:""`
 	LokiPushURL              string            `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
 	LokiTenant               string            `help:"Tenant sent as X-Scope-OrgID when pushing." placeholder:"ID"`
+	LokiBearerTokenFile      string            `help:"File holding the bearer token sent with every push (authguard's push receiver wants one); read again for each push." placeholder:"FILE"`
 	LokiLabels               map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
 	CheckConfig              bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
 	LogLevel                 string            `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
@@ -140,7 +141,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	pusherDone := make(chan struct{})
 	if c.LokiPushURL != "" {
-		p, err := gateway.NewPusher(gateway.PusherOptions{URL: c.LokiPushURL, Tenant: c.LokiTenant, Labels: c.LokiLabels, Log: log, Registry: reg})
+		p, err := gateway.NewPusher(gateway.PusherOptions{URL: c.LokiPushURL, Tenant: c.LokiTenant, BearerTokenFile: c.LokiBearerTokenFile, Labels: c.LokiLabels, Log: log, Registry: reg})
 		if err != nil {
 			return err
 		}

@@ -37,25 +37,27 @@ import (
 type runCmd struct {
 	Rules string `help:"Rules file (YAML). Empty: the embedded default rules (runbook SEC-010)." placeholder:"FILE"`
 
-	LokiURL             string            `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --listen." placeholder:"URL"`
-	LokiQuery           string            `help:"LogQL query selecting the audit events. Loki is sent its stream selector and line filters; authguard checks | json and label filters itself (Loki's tail loses entries with them)." default:"${loki_query}"`
-	LokiTenant          string            `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
-	LokiDelayFor        int               `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
-	LokiBackfillMax     time.Duration     `help:"At start, re-read Loki as far back as the longest rule window, but no further than this (0: no backfill)." default:"24h"`
-	LokiDedupWindow     time.Duration     `help:"How far back repeats are recognised and gaps are re-read after a reconnect." default:"1m"`
-	LokiSettle          time.Duration     `help:"How long a new tail runs before the catch-up query behind it (Loki registers tails on its ingesters asynchronously)." default:"2s"`
-	LokiSweepInterval   time.Duration     `help:"How often the sweeper re-reads the recent past with query_range behind the live tail, and how often the reader polls when it reads by query_range alone." default:"1s"`
-	LokiSweepDelay      time.Duration     `help:"How long after its timestamp an entry is expected to be in Loki (shipper batching); sweeps read up to now minus this." default:"2s"`
-	LokiTailMaxRate     int               `help:"Entries per second above which the reader stops tailing and polls query_range alone (a Loki tail carries about 2,000/s)." default:"1500"`
-	LokiMaxLag          time.Duration     `help:"/readyz fails when the reader is known complete only up to longer ago than this." default:"30s"`
-	LokiUsername        string            `help:"Basic-auth user." placeholder:"USER"`
-	LokiPasswordFile    string            `help:"File holding the basic-auth password." placeholder:"FILE"`
-	LokiBearerTokenFile string            `help:"File holding a bearer token (re-read on every connection)." placeholder:"FILE"`
-	LokiHeaders         map[string]string `help:"Extra request headers." placeholder:"NAME=VALUE;..."`
-	LokiTLSCAFile       string            `name:"loki-tls-ca-file" help:"CA bundle to verify Loki's certificate." placeholder:"FILE"`
-	LokiTLSCertFile     string            `name:"loki-tls-cert-file" help:"Client certificate for Loki (mTLS)." placeholder:"FILE"`
-	LokiTLSKeyFile      string            `name:"loki-tls-key-file" help:"Key of --loki-tls-cert-file." placeholder:"FILE"`
-	PushMaxBytes        int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
+	LokiURL                  string            `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --listen." placeholder:"URL"`
+	LokiQuery                string            `help:"LogQL query selecting the audit events. Loki is sent its stream selector and line filters; authguard checks | json and label filters itself (Loki's tail loses entries with them)." default:"${loki_query}"`
+	LokiTenant               string            `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
+	LokiDelayFor             int               `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
+	LokiBackfillMax          time.Duration     `help:"At start, re-read Loki as far back as the longest rule window, but no further than this (0: no backfill)." default:"24h"`
+	LokiDedupWindow          time.Duration     `help:"How far back repeats are recognised and gaps are re-read after a reconnect." default:"1m"`
+	LokiSettle               time.Duration     `help:"How long a new tail runs before the catch-up query behind it (Loki registers tails on its ingesters asynchronously)." default:"2s"`
+	LokiSweepInterval        time.Duration     `help:"How often the sweeper re-reads the recent past with query_range behind the live tail, and how often the reader polls when it reads by query_range alone." default:"1s"`
+	LokiSweepDelay           time.Duration     `help:"How long after its timestamp an entry is expected to be in Loki (shipper batching); sweeps read up to now minus this." default:"2s"`
+	LokiTailMaxRate          int               `help:"Entries per second above which the reader stops tailing and polls query_range alone (a Loki tail carries about 2,000/s)." default:"1500"`
+	LokiMaxLag               time.Duration     `help:"/readyz fails when the reader is known complete only up to longer ago than this." default:"30s"`
+	LokiUsername             string            `help:"Basic-auth user." placeholder:"USER"`
+	LokiPasswordFile         string            `help:"File holding the basic-auth password." placeholder:"FILE"`
+	LokiBearerTokenFile      string            `help:"File holding a bearer token (re-read on every connection)." placeholder:"FILE"`
+	LokiHeaders              map[string]string `help:"Extra request headers." placeholder:"NAME=VALUE;..."`
+	LokiTLSCAFile            string            `name:"loki-tls-ca-file" help:"CA bundle to verify Loki's certificate." placeholder:"FILE"`
+	LokiTLSCertFile          string            `name:"loki-tls-cert-file" help:"Client certificate for Loki (mTLS)." placeholder:"FILE"`
+	LokiTLSKeyFile           string            `name:"loki-tls-key-file" help:"Key of --loki-tls-cert-file." placeholder:"FILE"`
+	PushMaxBytes             int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
+	PushBearerTokenFile      string            `help:"File of the bearer tokens (one a line; several while rotating) a push to /loki/api/v1/push must carry; re-read when it changes. Without it, or --push-allow-unauthenticated, every push is refused." placeholder:"FILE"`
+	PushAllowUnauthenticated bool              `help:"Take pushes without a token (only where nothing else can reach --listen: anyone who can push can have any address blocked)."`
 
 	redisflag.Flags `embed:""`
 	serve.Limits    `embed:""`
@@ -180,6 +182,11 @@ func (c *runCmd) settings() (*settings, error) {
 			return nil, err
 		}
 	}
+	if c.PushBearerTokenFile != "" {
+		if _, err := newPushTokens(c.PushBearerTokenFile); err != nil {
+			return nil, err
+		}
+	}
 	neverBlock, err := rules.ParsePrefixes(c.NeverBlock)
 	if err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
@@ -252,6 +259,20 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	lokiMetrics := loki.NewMetrics(reg)
 	d.events = make(chan detector.Event, 1024)
 	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
+	switch {
+	case c.PushBearerTokenFile != "":
+		tokens, err := newPushTokens(c.PushBearerTokenFile)
+		if err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
+		d.receiver.Authorize = tokens.authorize
+	case c.PushAllowUnauthenticated:
+		log.Warn("the push receiver takes pushes without a token (--push-allow-unauthenticated): whoever reaches it can have any address blocked")
+	default:
+		d.receiver.Authorize = func(*http.Request) bool { return false }
+	}
 	if c.LokiURL != "" {
 		// Without a file, the Loki credentials may come from the
 		// environment (read once; a file is re-read on every connection).

@@ -38,7 +38,7 @@ func startDaemonLifecycle(t *testing.T, rulesPath string, lifecycle bool) (base 
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadRedis := "redis://" + l.Addr().String() + "/0"
 	l.Close()
-	c := runCmd{Rules: rulesPath, Flags: redisflag.Flags{RedisURL: deadRedis}, Listen: "127.0.0.1:0", MaxLineBytes: 16384, PushMaxBytes: 1 << 20, EnableLifecycle: lifecycle}
+	c := runCmd{Rules: rulesPath, Flags: redisflag.Flags{RedisURL: deadRedis}, Listen: "127.0.0.1:0", MaxLineBytes: 16384, PushMaxBytes: 1 << 20, EnableLifecycle: lifecycle, PushAllowUnauthenticated: true}
 	d, err := c.build(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -226,6 +226,10 @@ type Receiver struct {
 
 	mu    sync.Mutex
 	dedup *dedup // pushers retry; a retried batch is counted once
+
+	// Authorize, when set, must accept a push before its body is read;
+	// refused pushes get 401.
+	Authorize func(*http.Request) bool
 }
 
 // NewReceiver returns a receiver sending events to out. Bodies over
@@ -244,6 +248,11 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) int {
+	if r.Authorize != nil && !r.Authorize(req) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="authguard push"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return http.StatusUnauthorized
+	}
 	body, err := readBody(http.MaxBytesReader(w, req.Body, r.maxBytes), req.ContentLength, r.maxBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError

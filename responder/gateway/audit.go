@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,6 +63,10 @@ type PusherOptions struct {
 	// /loki/api/v1/push is added).
 	URL    string
 	Tenant string
+	// BearerTokenFile holds the token sent with every push (authguard's
+	// push receiver wants one); read again for each push, so a rotated
+	// token is picked up.
+	BearerTokenFile string
 	// Labels of the stream; service="audit" is always set.
 	Labels map[string]string
 	// Queue bounds lines waiting to be pushed (default 10000); when full the
@@ -211,6 +216,16 @@ func (p *LokiPusher) flush(ctx context.Context) (int, error) {
 	if p.opts.Tenant != "" {
 		hr.Header.Set("X-Scope-OrgID", p.opts.Tenant)
 	}
+	if p.opts.BearerTokenFile != "" {
+		tok, err := os.ReadFile(p.opts.BearerTokenFile)
+		if err != nil {
+			return 0, fmt.Errorf("push bearer token: %w", err)
+		}
+		// The first token of the file: during a rotation the receiver
+		// takes both.
+		first, _, _ := strings.Cut(strings.TrimSpace(string(tok)), "\n")
+		hr.Header.Set("Authorization", "Bearer "+strings.TrimSpace(first))
+	}
 	resp, err := p.client.Do(hr)
 	if err != nil {
 		return 0, fmt.Errorf("push to %s: %w", p.opts.URL, err)
@@ -219,7 +234,12 @@ func (p *LokiPusher) flush(ctx context.Context) (int, error) {
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		err := fmt.Errorf("push to %s: %s: %s", p.opts.URL, resp.Status, strings.TrimSpace(string(body)))
-		if resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusTooManyRequests {
+		switch resp.StatusCode {
+		case http.StatusTooManyRequests, http.StatusUnauthorized, http.StatusForbidden:
+			// Retried: a rate limit, or credentials being rotated.
+			return 0, err
+		}
+		if resp.StatusCode/100 == 4 {
 			// Loki will never take this batch; keep the queue moving.
 			p.dropped.Add(float64(p.drop(through)))
 		}
