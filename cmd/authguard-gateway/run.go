@@ -20,7 +20,9 @@ import (
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
+	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/cmd/internal/serve"
+	"github.com/authguard/authguard/detector/auditsig"
 	"github.com/authguard/authguard/responder/gateway"
 	"github.com/authguard/authguard/responder/redisblock"
 	"github.com/authguard/authguard/rules"
@@ -50,6 +52,7 @@ type cli struct {
 	AuditStdout              bool              `help:"Write audit lines to stdout." default:"true" negatable:""`
 	LokiPushURL              string            `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
 	LokiTenant               string            `help:"Tenant sent as X-Scope-OrgID when pushing." placeholder:"ID"`
+	AuditSigningKeyFile      string            `help:"Sign every audit line (its sig field) with the key in this file (16 bytes or more), so the daemon's --audit-verify-key-file counts only the gateway's lines." placeholder:"FILE"`
 	LokiBearerTokenFile      string            `help:"File holding the bearer token sent with every push (authguard's push receiver wants one); read again for each push." placeholder:"FILE"`
 	LokiLabels               map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
 	CheckConfig              bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
@@ -114,6 +117,14 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var signingKey *auditsig.Key
+	if c.AuditSigningKeyFile != "" {
+		keys, err := secret.AuditKeys([]string{c.AuditSigningKeyFile})
+		if err != nil {
+			return fmt.Errorf("--audit-signing-key-file: %w", err)
+		}
+		signingKey = &keys[0]
+	}
 	rdb, err := c.Client()
 	if err != nil {
 		return err
@@ -168,7 +179,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	go syncer.Run(ctx)
 
 	opts := gateway.Options{Upstream: upstream, ClientIP: ipResolver, FailClosed: c.FailMode == "closed",
-		Blocklist: list, LoginRoutes: routes, CaseSensitiveRoutes: c.LoginRoutesCaseSensitive, UsernameField: c.UsernameField, Audit: sinks, Log: log, Registry: reg}
+		Blocklist: list, LoginRoutes: routes, CaseSensitiveRoutes: c.LoginRoutesCaseSensitive, UsernameField: c.UsernameField, Audit: sinks, SigningKey: signingKey, Log: log, Registry: reg}
 	if c.CheckRedisOnMiss {
 		opts.MissCheck = store
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/cmd/internal/serve"
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/detector/auditsig"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/responder"
 	"github.com/authguard/authguard/responder/redisblock"
@@ -57,6 +58,7 @@ type runCmd struct {
 	LokiTLSKeyFile           string            `name:"loki-tls-key-file" help:"Key of --loki-tls-cert-file." placeholder:"FILE"`
 	PushMaxBytes             int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
 	PushBearerTokenFile      string            `help:"File of the bearer tokens (one a line; several while rotating) a push to /loki/api/v1/push must carry; re-read when it changes. Without it, or --push-allow-unauthenticated, every push is refused." placeholder:"FILE"`
+	AuditVerifyKeyFile       []string          `help:"Count only audit lines signed (their sig field) with one of these keys, as the gateway's --audit-signing-key-file signs them; give two while rotating. Unsigned and forged lines are skipped and counted." placeholder:"FILE,..."`
 	PushAllowUnauthenticated bool              `help:"Take pushes without a token (only where nothing else can reach --listen: anyone who can push can have any address blocked)."`
 
 	redisflag.Flags `embed:""`
@@ -187,6 +189,9 @@ func (c *runCmd) settings() (*settings, error) {
 			return nil, err
 		}
 	}
+	if _, err := secret.AuditKeys(c.AuditVerifyKeyFile); err != nil {
+		return nil, fmt.Errorf("--audit-verify-key-file: %w", err)
+	}
 	neverBlock, err := rules.ParsePrefixes(c.NeverBlock)
 	if err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
@@ -256,6 +261,15 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
 	reg.MustRegister(d.processed)
 	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, c.UseLineTime)
+	if len(c.AuditVerifyKeyFile) > 0 {
+		keys, err := secret.AuditKeys(c.AuditVerifyKeyFile)
+		if err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
+		parser.Verify(auditsig.NewVerifier(keys...))
+	}
 	lokiMetrics := loki.NewMetrics(reg)
 	d.events = make(chan detector.Event, 1024)
 	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)

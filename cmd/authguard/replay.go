@@ -9,18 +9,21 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/detector/auditsig"
 	"github.com/authguard/authguard/detector/logfile"
 	"github.com/authguard/authguard/detector/loki"
 )
 
 type replayCmd struct {
-	Rules            string   `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
-	Output           string   `help:"table or jsonl (one decision a line)." default:"table" enum:"table,jsonl"`
-	MaxLineBytes     int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
-	MaxLineHardBytes int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
-	Report           string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
-	Logs             []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl." type:"existingfile"`
+	Rules              string   `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
+	Output             string   `help:"table or jsonl (one decision a line)." default:"table" enum:"table,jsonl"`
+	MaxLineBytes       int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
+	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
+	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
+	Report             string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
+	Logs               []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl." type:"existingfile"`
 }
 
 // replayDecision is the jsonl decision format of DESIGN.md.
@@ -50,6 +53,15 @@ func (c *replayCmd) Run(e *env) error {
 	}
 	lineTime := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, true)
 	entry := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, false)
+	if len(c.AuditVerifyKeyFile) > 0 {
+		keys, err := secret.AuditKeys(c.AuditVerifyKeyFile)
+		if err != nil {
+			return fmt.Errorf("--audit-verify-key-file: %w", err)
+		}
+		v := auditsig.NewVerifier(keys...)
+		lineTime.Verify(v)
+		entry.Verify(v)
+	}
 	// A logcli line wraps the audit line in JSON: escaping can double it.
 	wrapped := 2*lineTime.HardLimit() + 4096
 	var events []detector.Event

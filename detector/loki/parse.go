@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/detector/auditsig"
 )
 
 // Fields names the JSON fields of an audit line.
@@ -32,6 +33,7 @@ type Parser struct {
 	excerpt     int
 	hardLimit   int
 	useLineTime bool
+	verifier    *auditsig.Verifier
 }
 
 // Limits on attacker-influenced input.
@@ -62,6 +64,17 @@ func NewParser(f Fields, excerpt, hardLimit int, useLineTime bool) *Parser {
 	return &Parser{fields: f, excerpt: excerpt, hardLimit: hardLimit, useLineTime: useLineTime}
 }
 
+// Verify makes the parser count only lines whose sig field verifies under
+// v (see package auditsig), skipping the others by reason; it returns p.
+func (p *Parser) Verify(v *auditsig.Verifier) *Parser {
+	p.verifier = v
+	return p
+}
+
+// signedSkew is how far a signed line's own time may be from its entry's:
+// further, it was copied in later or from elsewhere.
+const signedSkew = 10 * time.Minute
+
 // HardLimit is the longest line the parser reads.
 func (p *Parser) HardLimit() int { return p.hardLimit }
 
@@ -81,6 +94,12 @@ const (
 	SkipNoClientIP  = "no_client_ip"
 	SkipBadClientIP = "bad_client_ip"
 	SkipBadTime     = "bad_time"
+	// With signature checks: a line without sig, with a key not held,
+	// with a wrong signature, or signed long before or after its entry.
+	SkipSigUnsigned = "sig_" + auditsig.Unsigned
+	SkipSigUnknown  = "sig_" + auditsig.UnknownKey
+	SkipSigBad      = "sig_" + auditsig.BadSig
+	SkipSigReplayed = "sig_replayed"
 )
 
 // Parse turns one line with its entry timestamp into an event, or returns a
@@ -94,7 +113,7 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		}
 		return detector.Event{}, &SkipError{SkipTooLong, detail}
 	}
-	var action, ip, user, lineTS string
+	var action, ip, user, lineTS, reqID, sig string
 	d := frameDecoder{b: unsafe.Slice(unsafe.StringData(line), len(line))} // read only
 	field := func(dst *string) error {
 		if d.peek() != '"' {
@@ -116,8 +135,16 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		case p.fields.Username:
 			return field(&user)
 		case p.fields.Time:
-			if p.useLineTime {
+			if p.useLineTime || p.verifier != nil {
 				return field(&lineTS)
+			}
+		case "request_id":
+			if p.verifier != nil {
+				return field(&reqID)
+			}
+		case "sig":
+			if p.verifier != nil {
+				return field(&sig)
 			}
 		}
 		return d.skip()
@@ -140,6 +167,16 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 	addr, ok := ParseClientAddr(ip)
 	if !ok {
 		return detector.Event{}, &SkipError{SkipBadClientIP, "client address " + truncate(ip, 64) + " is not an IP"}
+	}
+	if p.verifier != nil {
+		if why := p.verifier.Verify(auditsig.Fields{TS: lineTS, Action: action, ClientIP: ip, Username: user, RequestID: reqID}, sig); why != "" {
+			return detector.Event{}, &SkipError{"sig_" + why, "audit line from " + truncate(ip, 64) + ": " + why}
+		}
+		// A signed line copied into Loki later, or from elsewhere: its own
+		// time must be near the entry's.
+		if t, err := time.Parse(time.RFC3339Nano, lineTS); !ts.IsZero() && (err != nil || t.Sub(ts) > signedSkew || ts.Sub(t) > signedSkew) {
+			return detector.Event{}, &SkipError{SkipSigReplayed, "signed audit line from " + truncate(ip, 64) + " stamped " + truncate(lineTS, 40) + ", entry at " + ts.UTC().Format(time.RFC3339)}
+		}
 	}
 	switch action { // share the common values instead of a copy per line
 	case detector.ActionAuthFailed:

@@ -1,9 +1,12 @@
 package loki
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authguard/authguard/detector/auditsig"
 )
 
 func TestParseAuditLines(t *testing.T) {
@@ -89,5 +92,38 @@ func TestLineTimeWhenConfigured(t *testing.T) {
 	}
 	if _, err := p.Parse(time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.1","ts":"yesterday"}`); err == nil {
 		t.Fatal("a bad ts was accepted")
+	}
+}
+
+// With a verifier, only lines signed with one of its keys count; the
+// others are skipped by reason.
+func TestSignedLinesOnlyWhenVerifying(t *testing.T) {
+	key, _ := auditsig.NewKey([]byte("the gateway's audit key"))
+	other, _ := auditsig.NewKey([]byte("somebody else's key...."))
+	p := NewParser(DefaultFields, 0, 0, false).Verify(auditsig.NewVerifier(key))
+	entry := time.Date(2026, 11, 22, 10, 0, 0, 5, time.UTC)
+	line := func(k *auditsig.Key, ip, ts string) string {
+		f := auditsig.Fields{TS: ts, Action: "auth_failed", ClientIP: ip, Username: "alice", RequestID: "r1"}
+		sig := ""
+		if k != nil {
+			sig = k.Sign(f)
+		}
+		return fmt.Sprintf(`{"ts":%q,"action":"auth_failed","client_ip":%q,"username":"alice","request_id":"r1","sig":%q}`, ts, ip, sig)
+	}
+	now := "2026-11-22T10:00:00.000000001Z"
+	signed := line(&key, "203.0.113.7", now)
+	if ev, err := p.Parse(entry, signed); err != nil || ev.IP.String() != "203.0.113.7" {
+		t.Fatalf("a signed line: %+v %v", ev, err)
+	}
+	for _, tt := range []struct{ name, line, reason string }{
+		{"unsigned", line(nil, "203.0.113.7", now), SkipSigUnsigned},
+		{"signed with another key", line(&other, "203.0.113.7", now), SkipSigUnknown},
+		{"another address under a real signature", strings.Replace(signed, "203.0.113.7", "198.51.100.1", 1), SkipSigBad},
+		{"a signed line copied in an hour later", line(&key, "203.0.113.7", "2026-11-22T09:00:00Z"), SkipSigReplayed},
+	} {
+		_, err := p.Parse(entry, tt.line)
+		if se, ok := IsSkip(err); !ok || se.Reason != tt.reason {
+			t.Errorf("%s: %v, want %s", tt.name, err, tt.reason)
+		}
 	}
 }

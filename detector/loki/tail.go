@@ -124,7 +124,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_tail_connected", Help: "1 while the websocket tail is open."}),
 		Polling:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_polling", Help: "1 while the reader polls query_range alone because the rate is above what a tail carries."}),
 	}
-	for _, r := range []string{SkipTooLong, SkipNotJSON, SkipNoAction, SkipNoClientIP, SkipBadClientIP, SkipBadTime} {
+	for _, r := range []string{SkipTooLong, SkipNotJSON, SkipNoAction, SkipNoClientIP, SkipBadClientIP, SkipBadTime, SkipSigUnsigned, SkipSigUnknown, SkipSigBad, SkipSigReplayed} {
 		m.Skipped.WithLabelValues(r)
 	}
 	for _, r := range []string{"success", "failure"} {

@@ -37,6 +37,9 @@ type AuditEvent struct {
 	// one instant are five lines, never one line five times (Loki keeps an
 	// exact repeat once).
 	RequestID string `json:"request_id"`
+	// Sig signs the fields above with the gateway's audit key, when it
+	// has one (package auditsig).
+	Sig string `json:"sig,omitempty"`
 }
 
 // Sink receives audit lines.

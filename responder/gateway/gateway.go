@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authguard/authguard/detector/auditsig"
 )
 
 // Route is a method and path whose responses are audited.
@@ -65,6 +67,9 @@ type Options struct {
 	// CaseSensitiveRoutes compares login paths with their case; by default
 	// /AUTH/LOGIN is /auth/login, as Express, Rails and Spring route it.
 	CaseSensitiveRoutes bool
+	// SigningKey, when set, signs every audit line (its sig field), so the
+	// daemon can tell the gateway's lines from any other workload's.
+	SigningKey *auditsig.Key
 	// UsernameField is the login body's username field (JSON or form).
 	UsernameField string
 	Audit         Sink
@@ -213,11 +218,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	at := g.opts.Now()
-	g.opts.Audit.Audit(at, marshalAudit(AuditEvent{
+	ev := AuditEvent{
 		TS: at.UTC().Format(time.RFC3339Nano), Service: "audit", Action: action,
 		ClientIP: ip.String(), Username: username, Path: truncate(r.URL.Path, 1024), Status: rec.status,
 		UserAgent: truncate(r.UserAgent(), 256), RequestID: requestID(),
-	}))
+	}
+	if k := g.opts.SigningKey; k != nil {
+		ev.Sig = k.Sign(auditsig.Fields{TS: ev.TS, Action: ev.Action, ClientIP: ev.ClientIP, Username: ev.Username, RequestID: ev.RequestID})
+	}
+	g.opts.Audit.Audit(at, marshalAudit(ev))
 }
 
 // requestID is a random id for an audit line (16 hex digits).
