@@ -358,7 +358,7 @@ func TestManifestsMatchTheBinaries(t *testing.T) {
 func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Container) {
 	t.Helper()
 	listenFlag := map[string]string{} // container port number -> the flag that sets it
-	flags := map[string]string{"9090": "--listen", "8080": "--listen", "9091": "--admin-listen"}
+	flags := map[string]string{"9090": "--listen", "9092": "--slack-listen", "8080": "--listen", "9091": "--admin-listen"}
 	if name == "authguard" {
 		delete(flags, "8080")
 	} else {

@@ -346,6 +346,7 @@ type stack struct {
 	daemonArgs []string
 	rulesFile  string
 	pushToken  string // the push receiver's token file, in direct mode
+	pushAt     string // the push receiver's address, in direct mode
 }
 
 type stackOptions struct {
@@ -421,12 +422,13 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	pushTo := s.loki.url
 	var gwPushAuth, dPushAuth []string
 	if o.direct {
-		pushTo = "http://" + s.daemonAt
+		s.pushAt = freeAddr(t)
+		pushTo = "http://" + s.pushAt
 		// The gateway and the daemon's push receiver share a token.
 		s.pushToken = filepath.Join(t.TempDir(), "push-token")
 		os.WriteFile(s.pushToken, []byte("e2e-push-token\n"), 0o600)
 		gwPushAuth = []string{"--loki-bearer-token-file", s.pushToken}
-		dPushAuth = []string{"--push-bearer-token-file", s.pushToken}
+		dPushAuth = []string{"--push-listen", s.pushAt, "--push-bearer-token-file", s.pushToken}
 	}
 	gwAddr, gwAdmin := freeAddr(t), freeAddr(t)
 	s.gateway, s.gwAdmin = "http://"+gwAddr, "http://"+gwAdmin

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,7 +67,7 @@ func (s *stack) token(t *testing.T) string {
 // pushToDaemon posts a push body to the daemon's receiver with a bearer
 // token ("" for none).
 func (s *stack) pushToDaemon(t *testing.T, token, contentType string, body []byte) (*http.Response, error) {
-	req, _ := http.NewRequest("POST", "http://"+s.daemonAt+"/loki/api/v1/push", bytes.NewReader(body))
+	req, _ := http.NewRequest("POST", "http://"+s.pushAt+"/loki/api/v1/push", bytes.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -133,4 +134,34 @@ func TestOnlyAuthenticatedPushesCount(t *testing.T) {
 		s.login("203.0.113.191", "guess")
 	}
 	s.awaitBlocked("203.0.113.191")
+}
+
+// Each audience sees only its endpoints: pushes are not taken on the admin
+// listener, and /-/reload is on none of the push and Slack listeners (nor
+// on admin without --enable-lifecycle).
+func TestListenersServeOnlyTheirAudience(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "signing-secret")
+	os.WriteFile(secretFile, []byte("e2e-signing-secret\n"), 0o600)
+	slackAt := freeAddr(t)
+	s := newStack(t, stackOptions{ttl: "300s", direct: true, dArgs: []string{"--slack-signing-secret-file", secretFile, "--slack-listen", slackAt}})
+	for _, tt := range []struct{ name, method, url string }{
+		{"a push on the admin listener", "POST", "http://" + s.daemonAt + "/loki/api/v1/push"},
+		{"/-/reload on the admin listener without --enable-lifecycle", "POST", "http://" + s.daemonAt + "/-/reload"},
+		{"/-/reload on the push listener", "POST", "http://" + s.pushAt + "/-/reload"},
+		{"/-/reload on the Slack listener", "POST", "http://" + slackAt + "/-/reload"},
+		{"/metrics on the push listener", "GET", "http://" + s.pushAt + "/metrics"},
+		{"/metrics on the Slack listener", "GET", "http://" + slackAt + "/metrics"},
+		{"Slack's interactions on the admin listener", "POST", "http://" + s.daemonAt + "/slack/interactions"},
+		{"Slack's interactions on the push listener", "POST", "http://" + s.pushAt + "/slack/interactions"},
+	} {
+		req, _ := http.NewRequest(tt.method, tt.url, strings.NewReader("{}"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", tt.name, resp.StatusCode)
+		}
+	}
 }

@@ -37,7 +37,7 @@ func TestSlowAndIdleConnectionsAreClosedWhileClientsAreServed(t *testing.T) {
 	open(gw, "", 3000)
 	open(gw, slowBody, 500)
 	open(s.daemonAt, "", 300)
-	open(s.daemonAt, slowPush, 100)
+	open(s.pushAt, slowPush, 100)
 	// Keep-alive connections that made one request and then sit idle.
 	open(gw, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 300)
 	open(s.daemonAt, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 100)

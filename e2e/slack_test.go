@@ -23,7 +23,8 @@ func TestSlackUnblockButton(t *testing.T) {
 	secretFile := filepath.Join(t.TempDir(), "signing-secret")
 	const secret = "e2e-signing-secret"
 	os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
-	s := newStack(t, stackOptions{ttl: "300s", dArgs: []string{"--slack-signing-secret-file", secretFile, "--slack-coalesce", "0s"}})
+	slackAt := freeAddr(t)
+	s := newStack(t, stackOptions{ttl: "300s", dArgs: []string{"--slack-signing-secret-file", secretFile, "--slack-coalesce", "0s", "--slack-listen", slackAt}})
 	ctx := context.Background()
 	ip := "203.0.113.140"
 	for range 5 {
@@ -41,13 +42,13 @@ func TestSlackUnblockButton(t *testing.T) {
 	}
 	ts := "1700000000.000100"
 	forged := slackPress(t, "wrong-secret", ip, ts)
-	if code := forged(s.daemonAt); code != http.StatusUnauthorized {
+	if code := forged(slackAt); code != http.StatusUnauthorized {
 		t.Fatalf("forged press answered %d, want 401", code)
 	}
 	if !s.exists("ip_block:" + ip) {
 		t.Fatal("a forged press unblocked the IP")
 	}
-	if code := slackPress(t, secret, ip, ts)(s.daemonAt); code != http.StatusOK {
+	if code := slackPress(t, secret, ip, ts)(slackAt); code != http.StatusOK {
 		t.Fatalf("signed press answered %d", code)
 	}
 	if s.exists("ip_block:"+ip) || s.exists("login_fail:"+ip) {

@@ -90,6 +90,8 @@ type runCmd struct {
 	Kubeconfig               string        `help:"kubeconfig for leader election from outside a cluster (default: the in-cluster service account)." placeholder:"FILE"`
 
 	Listen           string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
+	PushListen       string `help:"Address of the push receiver (POST /loki/api/v1/push), for gateways and log shippers; off unless set." placeholder:"ADDR"`
+	SlackListen      string `help:"Address for Slack's interactions (POST /slack/interactions), the one endpoint to expose publicly; needed for the buttons of --slack-signing-secret-file." placeholder:"ADDR"`
 	EnableLifecycle  bool   `help:"Serve POST /-/reload on --listen (off: rules reload on SIGHUP and when the file changes), as Prometheus's --web.enable-lifecycle."`
 	MaxLineBytes     int    `help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes int    `help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
@@ -120,7 +122,9 @@ type daemon struct {
 	engine    *detector.Engine
 	tail      *loki.Tail
 	resp      *responder.Responder
-	listener  net.Listener
+	listener  net.Listener // admin
+	pushLn    net.Listener // push receiver, nil when off
+	slackLn   net.Listener // Slack's interactions, nil when off
 	limits    serve.Limits
 	lifecycle bool // POST /-/reload is served
 	registry  *prometheus.Registry
@@ -314,15 +318,50 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		ln.Close()
 		return nil, err
 	}
+	if d.pushLn, d.slackLn, err = c.listeners(d.signingSecret != ""); err != nil {
+		rdb.Close()
+		ln.Close()
+		return nil, err
+	}
 	d.resp = responder.New(responder.Options{Store: store, Notifier: d.notifier, Log: log, Registry: reg,
 		DryRun: c.DryRun, NeverBlock: neverBlock})
-	d.close = func() { rdb.Close(); ln.Close() }
+	d.close = func() {
+		rdb.Close()
+		for _, l := range []net.Listener{ln, d.pushLn, d.slackLn} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		log.Warn("redis is not reachable yet; blocks will be queued and retried", "redis", c.Redacted(), "err", err)
 	}
 	return d, nil
+}
+
+// listeners opens the push and Slack listeners that are asked for. Slack's
+// buttons need theirs: it is the endpoint exposed to the internet, and
+// nothing else is served there.
+func (c *runCmd) listeners(buttons bool) (push, slack net.Listener, err error) {
+	if buttons && c.SlackListen == "" {
+		return nil, nil, errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
+	}
+	if c.PushListen != "" {
+		if push, err = c.Limits.Listen(c.PushListen); err != nil {
+			return nil, nil, err
+		}
+	}
+	if c.SlackListen != "" {
+		if slack, err = c.Limits.Listen(c.SlackListen); err != nil {
+			if push != nil {
+				push.Close()
+			}
+			return nil, nil, err
+		}
+	}
+	return push, slack, nil
 }
 
 // check validates everything build would use, without listening or
@@ -340,8 +379,16 @@ func (c *runCmd) check(e *env) error {
 	if _, _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
 		return err
 	}
-	if _, err := net.ResolveTCPAddr("tcp", c.Listen); err != nil {
-		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	for flag, addr := range map[string]string{"--listen": c.Listen, "--push-listen": c.PushListen, "--slack-listen": c.SlackListen} {
+		if addr == "" && flag != "--listen" {
+			continue
+		}
+		if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+			return fmt.Errorf("%s %q: %w", flag, addr, err)
+		}
+	}
+	if c.SlackSigningSecretFile != "" && c.SlackListen == "" {
+		return errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
 	}
 	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s, loki %s\n", len(st.set.Config.Rules), c.Redacted(), orNone(c.LokiURL))
 	return nil
@@ -417,6 +464,13 @@ func streamSelector(query string) string {
 	return `{service="audit"}`
 }
 
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return "off"
+	}
+	return l.Addr().String()
+}
+
 // storeOperator carries out Slack's buttons on the Redis store. An unblock
 // publishes its event, which resets the detector like the runbook's DEL of
 // both keys.
@@ -445,21 +499,32 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Each audience has its listener and sees only its endpoints.
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("POST /loki/api/v1/push", func(w http.ResponseWriter, r *http.Request) {
-		if !d.leading.Load() {
-			http.Error(w, "standby: this authguard replica does not hold the lease; push to the leader", http.StatusServiceUnavailable)
-			return
-		}
-		d.receiver.ServeHTTP(w, r)
-	})
 	if d.lifecycle {
 		mux.Handle("POST /-/reload", d.reloader.handler(ctx, d))
 	}
-	if d.signingSecret != "" {
-		mux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store}))
+	if d.pushLn != nil {
+		push := http.NewServeMux()
+		push.HandleFunc("POST /loki/api/v1/push", func(w http.ResponseWriter, r *http.Request) {
+			if !d.leading.Load() {
+				http.Error(w, "standby: this authguard replica does not hold the lease; push to the leader", http.StatusServiceUnavailable)
+				return
+			}
+			d.receiver.ServeHTTP(w, r)
+		})
+		srv := d.limits.Server(push, false)
+		go srv.Serve(d.pushLn)
+		defer srv.Close()
+	}
+	if d.slackLn != nil && d.signingSecret != "" {
+		slackMux := http.NewServeMux()
+		slackMux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store}))
+		srv := d.limits.Server(slackMux, false)
+		go srv.Serve(d.slackLn)
+		defer srv.Close()
 	}
 	go d.reloader.run(ctx, d)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -482,7 +547,7 @@ func (d *daemon) run(ctx context.Context) error {
 	defer stopSlack()
 	slackDone := make(chan struct{})
 	go func() { d.notifier.Run(slackCtx); close(slackDone) }()
-	d.log.Info("authguard running", "admin", d.listener.Addr().String(), "leader_election", d.elect != nil)
+	d.log.Info("authguard running", "admin", d.listener.Addr().String(), "push", addrOf(d.pushLn), "slack", addrOf(d.slackLn), "leader_election", d.elect != nil)
 	var err error
 	if d.elect == nil {
 		err = d.loop(ctx)

@@ -38,7 +38,7 @@ func startDaemonLifecycle(t *testing.T, rulesPath string, lifecycle bool) (base 
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadRedis := "redis://" + l.Addr().String() + "/0"
 	l.Close()
-	c := runCmd{Rules: rulesPath, Flags: redisflag.Flags{RedisURL: deadRedis}, Listen: "127.0.0.1:0", MaxLineBytes: 16384, PushMaxBytes: 1 << 20, EnableLifecycle: lifecycle, PushAllowUnauthenticated: true}
+	c := runCmd{Rules: rulesPath, Flags: redisflag.Flags{RedisURL: deadRedis}, Listen: "127.0.0.1:0", MaxLineBytes: 16384, PushMaxBytes: 1 << 20, EnableLifecycle: lifecycle, PushAllowUnauthenticated: true, PushListen: "127.0.0.1:0"}
 	d, err := c.build(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +51,9 @@ func startDaemonLifecycle(t *testing.T, rulesPath string, lifecycle bool) (base 
 	return "http://" + d.listener.Addr().String(), d
 }
 
-func pushFailure(t *testing.T, base, ip string, at time.Time) {
+func pushFailure(t *testing.T, d *daemon, ip string, at time.Time) {
 	t.Helper()
+	base := "http://" + d.pushLn.Addr().String()
 	body := `{"streams":[{"stream":{"service":"audit"},"values":[["` + strconv.FormatInt(at.UnixNano(), 10) + `","{\"action\":\"auth_failed\",\"client_ip\":\"` + ip + `\"}"]]}]}`
 	resp, err := http.Post(base+"/loki/api/v1/push", "application/json", strings.NewReader(body))
 	if err != nil || resp.StatusCode != 204 {
@@ -93,10 +94,10 @@ func awaitMetric(t *testing.T, base, name string, want float64) {
 
 func TestReloadKeepsWindowsAndSurvivesBrokenEdits(t *testing.T) {
 	path := write(t, "rules.yaml", strings.ReplaceAll(burstRules, "%TTL%", "5m"))
-	base, _ := startDaemon(t, path)
+	base, d := startDaemon(t, path)
 	at := time.Now()
-	pushFailure(t, base, "203.0.113.7", at)
-	pushFailure(t, base, "203.0.113.7", at.Add(time.Millisecond))
+	pushFailure(t, d, "203.0.113.7", at)
+	pushFailure(t, d, "203.0.113.7", at.Add(time.Millisecond))
 	awaitMetric(t, base, "authguard_events_processed_total", 2)
 
 	// A broken edit through the API: refused with its position, old rules kept.
@@ -118,7 +119,7 @@ func TestReloadKeepsWindowsAndSurvivesBrokenEdits(t *testing.T) {
 	awaitMetric(t, base, `authguard_rules_reloads_total{result="success"}`, 1)
 
 	// The window survived both: the third failure fires.
-	pushFailure(t, base, "203.0.113.7", at.Add(2*time.Millisecond))
+	pushFailure(t, d, "203.0.113.7", at.Add(2*time.Millisecond))
 	awaitMetric(t, base, `authguard_decisions_total{kind="block",rule="burst"}`, 1)
 	if n := metricValue(t, base, `authguard_decisions_total{kind="block",rule="burst"}`); n != 1 {
 		t.Errorf("%v blocks, want 1", n)
