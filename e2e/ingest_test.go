@@ -109,26 +109,22 @@ func TestOnlyAuthenticatedPushesCount(t *testing.T) {
 		t.Errorf("%v pushes answered 401, want 3", n)
 	}
 
+	answers := func(token string, want int) func() bool {
+		return func() bool {
+			resp, err := s.pushToDaemon(t, token, "application/json", []byte(`{"streams":[]}`))
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == want
+		}
+	}
 	// Rotation: the new token first, the old one still taken...
 	os.WriteFile(s.pushToken, []byte("e2e-push-token-2\ne2e-push-token\n"), 0o600)
-	eventually(t, 10*time.Second, "the new token to be taken", func() bool {
-		resp, err := s.pushToDaemon(t, "e2e-push-token-2", "application/json", []byte(`{"streams":[]}`))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusNoContent
-	})
+	eventually(t, 10*time.Second, "the new token to be taken", answers("e2e-push-token-2", http.StatusNoContent))
 	// ...then the old one is rotated out, and refused.
 	os.WriteFile(s.pushToken, []byte("e2e-push-token-2\n"), 0o600)
-	eventually(t, 10*time.Second, "the rotated-out token to be refused", func() bool {
-		resp, err := s.pushToDaemon(t, "e2e-push-token", "application/json", []byte(`{"streams":[]}`))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusUnauthorized
-	})
+	eventually(t, 10*time.Second, "the rotated-out token to be refused", answers("e2e-push-token", http.StatusUnauthorized))
 	// The gateway reads its token file for each push and follows.
 	for range 5 {
 		s.login("203.0.113.191", "guess")

@@ -95,27 +95,29 @@ func lastComma(list string) int { return strings.LastIndexByte(list, ',') }
 // not inside a quoted string (for="a,b" is one element), -1 when there is
 // none; with an unclosed quote the whole list is one (malformed) element.
 func lastUnquoted(list string) int {
-	last, quoted := -1, false
-	for i := 0; i < len(list); i++ {
-		switch c := list[i]; {
-		case quoted && c == '\\':
-			i++
-		case c == '"':
-			quoted = !quoted
-		case c == ',' && !quoted:
-			last = i
-		}
-	}
-	if quoted {
+	seps, balanced := unquotedSeps(list, ',')
+	if !balanced || len(seps) == 0 {
 		return -1
 	}
-	return last
+	return seps[len(seps)-1]
 }
 
 // splitUnquoted splits s at sep outside quoted strings.
 func splitUnquoted(s string, sep byte) []string {
-	var out []string
-	start, quoted := 0, false
+	seps, _ := unquotedSeps(s, sep)
+	out := make([]string, 0, len(seps)+1)
+	start := 0
+	for _, i := range seps {
+		out = append(out, s[start:i])
+		start = i + 1
+	}
+	return append(out, s[start:])
+}
+
+// unquotedSeps returns where sep stands in s outside quoted strings (with
+// backslash quoted-pairs), and whether every quote is closed.
+func unquotedSeps(s string, sep byte) (seps []int, balanced bool) {
+	quoted := false
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case quoted && c == '\\':
@@ -123,11 +125,10 @@ func splitUnquoted(s string, sep byte) []string {
 		case c == '"':
 			quoted = !quoted
 		case c == sep && !quoted:
-			out = append(out, s[start:i])
-			start = i + 1
+			seps = append(seps, i)
 		}
 	}
-	return append(out, s[start:])
+	return seps, !quoted
 }
 
 // unquote reads an RFC 7230 quoted-string, or a token as it is.
