@@ -38,7 +38,7 @@ import (
 type runCmd struct {
 	Rules string `help:"Rules file (YAML). Empty: the embedded default rules (runbook SEC-010)." placeholder:"FILE"`
 
-	LokiURL                  string            `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --listen." placeholder:"URL"`
+	LokiURL                  string            `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --push-listen." placeholder:"URL"`
 	LokiQuery                string            `help:"LogQL query selecting the audit events. Loki is sent its stream selector and line filters; authguard checks | json and label filters itself (Loki's tail loses entries with them)." default:"${loki_query}"`
 	LokiTenant               string            `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
 	LokiDelayFor             int               `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
@@ -59,7 +59,7 @@ type runCmd struct {
 	PushMaxBytes             int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
 	PushBearerTokenFile      string            `help:"File of the bearer tokens (one a line; several while rotating) a push to /loki/api/v1/push must carry; re-read when it changes. Without it, or --push-allow-unauthenticated, every push is refused." placeholder:"FILE"`
 	AuditVerifyKeyFile       []string          `help:"Count only audit lines signed (their sig field) with one of these keys, as the gateway's --audit-signing-key-file signs them; give two while rotating. Unsigned and forged lines are skipped and counted." placeholder:"FILE,..."`
-	PushAllowUnauthenticated bool              `help:"Take pushes without a token (only where nothing else can reach --listen: anyone who can push can have any address blocked)."`
+	PushAllowUnauthenticated bool              `help:"Take pushes without a token (only where nothing else can reach --push-listen: anyone who can push can have any address blocked)."`
 
 	redisflag.Flags `embed:""`
 	serve.Limits    `embed:""`
