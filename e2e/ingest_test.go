@@ -49,7 +49,9 @@ func TestDecompressionBombsDoNotMoveTheDaemonsMemory(t *testing.T) {
 			t.Errorf("a %d-byte bomb: %d, want 413", len(body), resp.StatusCode)
 		}
 	}
-	if grew := rssKB(t, pid) - before; grew > 20<<10 {
+	grew := rssKB(t, pid) - before
+	t.Logf("the daemon's RSS grew by %d kB (a -race build)", grew)
+	if grew > 20<<10 {
 		t.Errorf("the daemon's RSS grew by %d MiB", grew>>10)
 	}
 }
