@@ -163,3 +163,29 @@ func TestListenersServeOnlyTheirAudience(t *testing.T) {
 		}
 	}
 }
+
+// With --push-tenant a push must also name the tenant, as Loki's
+// multi-tenant push does.
+func TestPushesMustNameTheTenantWhenOneIsSet(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s", direct: true, dArgs: []string{"--push-tenant", "team-a"}, gwArgs: []string{"--loki-tenant", "team-a"}})
+	for _, tenant := range []string{"", "team-b"} {
+		req, _ := http.NewRequest("POST", "http://"+s.pushAt+"/loki/api/v1/push", strings.NewReader(`{"streams":[]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+s.token(t))
+		if tenant != "" {
+			req.Header.Set("X-Scope-OrgID", tenant)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a push with the token and tenant %q: %d, want 401", tenant, resp.StatusCode)
+		}
+	}
+	for range 5 {
+		s.login("203.0.113.192", "guess")
+	}
+	s.awaitBlocked("203.0.113.192")
+}

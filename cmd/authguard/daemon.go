@@ -59,6 +59,7 @@ type runCmd struct {
 	PushMaxBytes             int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
 	PushBearerTokenFile      string            `help:"File of the bearer tokens (one a line; several while rotating) a push to /loki/api/v1/push must carry; re-read when it changes. Without it, or --push-allow-unauthenticated, every push is refused." placeholder:"FILE"`
 	AuditVerifyKeyFile       []string          `help:"Count only audit lines signed (their sig field) with one of these keys, as the gateway's --audit-signing-key-file signs them; give two while rotating. Unsigned and forged lines are skipped and counted." placeholder:"FILE,..."`
+	PushTenant               string            `help:"When set, a push must name this tenant in X-Scope-OrgID (as Loki's multi-tenant push does), or it is refused with 401." placeholder:"ID"`
 	PushAllowUnauthenticated bool              `help:"Take pushes without a token (only where nothing else can reach --push-listen: anyone who can push can have any address blocked)."`
 
 	redisflag.Flags `embed:""`
@@ -290,6 +291,11 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		log.Warn("the push receiver takes pushes without a token (--push-allow-unauthenticated): whoever reaches it can have any address blocked")
 	default:
 		d.receiver.Authorize = func(*http.Request) bool { return false }
+	}
+	if tenant, auth := c.PushTenant, d.receiver.Authorize; tenant != "" {
+		d.receiver.Authorize = func(r *http.Request) bool {
+			return r.Header.Get("X-Scope-OrgID") == tenant && (auth == nil || auth(r))
+		}
 	}
 	if c.LokiURL != "" {
 		// Without a file, the Loki credentials may come from the
