@@ -435,10 +435,10 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	gwArgs := []string{"--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", app.URL, "--redis-url", redisURL,
 		"--trusted-proxies", "127.0.0.1/32", "--reconcile-interval", o.reconcile, "--loki-push-url", pushTo,
 		"--loki-labels", "run=" + s.run, "--log-format", "text"}
-	gwArgs = append(append(gwArgs, gwPushAuth...), o.gwArgs...)
-	if s.loki.tenant != "" {
+	if s.loki.tenant != "" && !o.direct { // in direct mode the gateway pushes to the daemon, not Loki
 		gwArgs = append(gwArgs, "--loki-tenant", s.loki.tenant)
 	}
+	gwArgs = append(append(gwArgs, gwPushAuth...), o.gwArgs...)
 	gw := start(t, "authguard-gateway", gwArgs...)
 
 	selector := fmt.Sprintf(`{service="audit", run=%q}`, s.run)
