@@ -40,13 +40,8 @@ func TestDecompressionBombsDoNotMoveTheDaemonsMemory(t *testing.T) {
 	before := rssKB(t, pid)
 	for _, body := range [][]byte{{0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0}, snappy.Encode(nil, make([]byte, 60<<20))} {
 		// With the token: a gateway's credentials in an attacker's hands.
-		resp, err := s.pushToDaemon(t, s.token(t), "application/x-protobuf", body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Errorf("a %d-byte bomb: %d, want 413", len(body), resp.StatusCode)
+		if code := s.pushAnswer(t, s.token(t), "", "application/x-protobuf", body); code != http.StatusRequestEntityTooLarge {
+			t.Errorf("a %d-byte bomb: %d, want 413", len(body), code)
 		}
 	}
 	grew := rssKB(t, pid) - before
@@ -66,15 +61,24 @@ func (s *stack) token(t *testing.T) string {
 	return first
 }
 
-// pushToDaemon posts a push body to the daemon's receiver with a bearer
-// token ("" for none).
-func (s *stack) pushToDaemon(t *testing.T, token, contentType string, body []byte) (*http.Response, error) {
+// pushAnswer posts a push body to the daemon's receiver with a bearer
+// token and a tenant ("" for none) and returns the status it answered.
+func (s *stack) pushAnswer(t *testing.T, token, tenant, contentType string, body []byte) int {
+	t.Helper()
 	req, _ := http.NewRequest("POST", "http://"+s.pushAt+"/loki/api/v1/push", bytes.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	return http.DefaultClient.Do(req)
+	if tenant != "" {
+		req.Header.Set("X-Scope-OrgID", tenant)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // Anyone who could reach the daemon's push receiver could have any address
@@ -90,13 +94,8 @@ func TestOnlyAuthenticatedPushesCount(t *testing.T) {
 	}
 	body := []byte(`{"streams":[{"stream":{"service":"audit"},"values":[` + strings.Join(lines, ",") + `]}]}`)
 	for _, token := range []string{"", "wrong-token", "e2e-push-token-but-longer"} {
-		resp, err := s.pushToDaemon(t, token, "application/json", body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("a push with token %q: %d, want 401", token, resp.StatusCode)
+		if code := s.pushAnswer(t, token, "", "application/json", body); code != http.StatusUnauthorized {
+			t.Errorf("a push with token %q: %d, want 401", token, code)
 		}
 	}
 	// The gateway's own pushes carry the token: its attacker is blocked.
@@ -112,14 +111,7 @@ func TestOnlyAuthenticatedPushesCount(t *testing.T) {
 	}
 
 	answers := func(token string, want int) func() bool {
-		return func() bool {
-			resp, err := s.pushToDaemon(t, token, "application/json", []byte(`{"streams":[]}`))
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == want
-		}
+		return func() bool { return s.pushAnswer(t, token, "", "application/json", []byte(`{"streams":[]}`)) == want }
 	}
 	// Rotation: the new token first, the old one still taken...
 	os.WriteFile(s.pushToken, []byte("e2e-push-token-2\ne2e-push-token\n"), 0o600)
@@ -169,19 +161,8 @@ func TestListenersServeOnlyTheirAudience(t *testing.T) {
 func TestPushesMustNameTheTenantWhenOneIsSet(t *testing.T) {
 	s := newStack(t, stackOptions{ttl: "300s", direct: true, dArgs: []string{"--push-tenant", "team-a"}, gwArgs: []string{"--loki-tenant", "team-a"}})
 	for _, tenant := range []string{"", "team-b"} {
-		req, _ := http.NewRequest("POST", "http://"+s.pushAt+"/loki/api/v1/push", strings.NewReader(`{"streams":[]}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+s.token(t))
-		if tenant != "" {
-			req.Header.Set("X-Scope-OrgID", tenant)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("a push with the token and tenant %q: %d, want 401", tenant, resp.StatusCode)
+		if code := s.pushAnswer(t, s.token(t), tenant, "application/json", []byte(`{"streams":[]}`)); code != http.StatusUnauthorized {
+			t.Errorf("a push with the token and tenant %q: %d, want 401", tenant, code)
 		}
 	}
 	for range 5 {
