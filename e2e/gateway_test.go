@@ -2,12 +2,18 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authguard/authguard/internal/testcert"
 )
 
 // A block the daemon writes reaches the gateway by pub/sub: with the
@@ -136,4 +142,42 @@ func TestFailModeWhenRedisIsDownAtStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With --tls-cert-file the gateway serves HTTPS and HTTP/2, and blocks
+// there as on plain HTTP; a certificate renewed on disk is served without
+// a restart.
+func TestTheGatewayServesHTTPSAndHTTP2(t *testing.T) {
+	ca := testcert.New(t, "gateway")
+	certFile, keyFile := ca.Issue(t, "gateway-1")
+	s := newStack(t, stackOptions{ttl: "300s", direct: true, gwArgs: []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile}})
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	var served atomic.Value
+	conf := &tls.Config{RootCAs: roots, VerifyConnection: func(cs tls.ConnectionState) error {
+		served.Store(cs.PeerCertificates[0].Subject.CommonName)
+		return nil
+	}}
+	s.gateway = strings.Replace(s.gateway, "http://", "https://", 1)
+	s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}}
+	if a := s.request("203.0.113.195", "GET", "/health", ""); a.status != http.StatusOK || a.proto != "HTTP/2.0" {
+		t.Fatalf("over HTTPS: %d %s, want 200 over HTTP/2", a.status, a.proto)
+	}
+	for range 5 {
+		s.login("203.0.113.195", "guess")
+	}
+	if a := s.awaitBlocked("203.0.113.195"); a.proto != "HTTP/2.0" {
+		t.Errorf("refused over %s", a.proto)
+	}
+
+	newCert, newKey := ca.Issue(t, "gateway-2")
+	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
+		b, _ := os.ReadFile(f[0])
+		os.WriteFile(f[1], b, 0o600)
+	}
+	eventually(t, 10*time.Second, "the renewed certificate to be served", func() bool {
+		s.client.CloseIdleConnections() // a new handshake
+		s.request("203.0.113.196", "GET", "/health", "")
+		return served.Load() == "gateway-2"
+	})
 }

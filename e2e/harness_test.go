@@ -333,6 +333,7 @@ func newSlack(t testing.TB) *slackPosts {
 // stack is the whole loop: login app, gateway, daemon, Redis, Loki, Slack.
 type stack struct {
 	t          testing.TB
+	client     *http.Client // to the gateway; nil: http.DefaultClient
 	rdb        redis.UniversalClient
 	keyPrefix  string // before the runbook's key names: "{authguard}" under Cluster
 	redis      *redisServer
@@ -360,6 +361,11 @@ type stackOptions struct {
 	// direct has the gateway push audit lines straight to the daemon's
 	// push receiver: no Loki at all.
 	direct bool
+	// pushD and pushGW, when set, replace direct mode's shared bearer
+	// token: the daemon's push-receiver flags (--push-listen is added) and
+	// the gateway's matching ones; pushHTTPS has the gateway push over TLS.
+	pushD, pushGW []string
+	pushHTTPS     bool
 }
 
 func newStack(t testing.TB, o stackOptions) *stack {
@@ -429,6 +435,12 @@ func newStack(t testing.TB, o stackOptions) *stack {
 		os.WriteFile(s.pushToken, []byte("e2e-push-token\n"), 0o600)
 		gwPushAuth = []string{"--loki-bearer-token-file", s.pushToken}
 		dPushAuth = []string{"--push-listen", s.pushAt, "--push-bearer-token-file", s.pushToken}
+		if o.pushD != nil {
+			gwPushAuth, dPushAuth = o.pushGW, append([]string{"--push-listen", s.pushAt}, o.pushD...)
+		}
+		if o.pushHTTPS {
+			pushTo = "https://" + s.pushAt
+		}
 	}
 	gwAddr, gwAdmin := freeAddr(t), freeAddr(t)
 	s.gateway, s.gwAdmin = "http://"+gwAddr, "http://"+gwAdmin
@@ -509,6 +521,7 @@ type answer struct {
 	status int
 	header http.Header
 	body   string
+	proto  string // HTTP/1.1 or HTTP/2.0
 }
 
 // request sends a request through the gateway as if from client ip (the
@@ -520,13 +533,17 @@ func (s *stack) request(ip, method, path, body string) answer {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := s.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, string(b)}
+	return answer{resp.StatusCode, resp.Header, string(b), resp.Proto}
 }
 
 func (s *stack) login(ip, password string) answer {

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+
+	"github.com/authguard/authguard/internal/testcert"
 )
 
 // rssKB reads a process's resident set size from /proc.
@@ -88,11 +92,7 @@ func (s *stack) pushAnswer(t *testing.T, token, tenant, contentType string, body
 func TestOnlyAuthenticatedPushesCount(t *testing.T) {
 	s := newStack(t, stackOptions{ttl: "300s", direct: true})
 	victim := "198.51.100.77"
-	var lines []string
-	for i := range 5 {
-		lines = append(lines, fmt.Sprintf(`["%d","{\"action\":\"auth_failed\",\"client_ip\":\"%s\"}"]`, time.Now().UnixNano()+int64(i), victim))
-	}
-	body := []byte(`{"streams":[{"stream":{"service":"audit"},"values":[` + strings.Join(lines, ",") + `]}]}`)
+	body := fiveFailures(victim)
 	for _, token := range []string{"", "wrong-token", "e2e-push-token-but-longer"} {
 		if code := s.pushAnswer(t, token, "", "application/json", body); code != http.StatusUnauthorized {
 			t.Errorf("a push with token %q: %d, want 401", token, code)
@@ -169,4 +169,96 @@ func TestPushesMustNameTheTenantWhenOneIsSet(t *testing.T) {
 		s.login("203.0.113.192", "guess")
 	}
 	s.awaitBlocked("203.0.113.192")
+}
+
+// fiveFailures is a push body of five failed logins of ip, in Loki's JSON.
+func fiveFailures(ip string) []byte {
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, fmt.Sprintf(`["%d","{\"action\":\"auth_failed\",\"client_ip\":\"%s\"}"]`, time.Now().UnixNano()+int64(i), ip))
+	}
+	return []byte(`{"streams":[{"stream":{"service":"audit"},"values":[` + strings.Join(lines, ",") + `]}]}`)
+}
+
+// With mutual TLS the push receiver takes pushes only over connections
+// whose client certificate its CA signed: the gateway's, with the same
+// --loki-tls-* flags the daemon has for Loki. A client without one, with
+// one from another CA, or speaking plain HTTP, gets nothing in.
+func TestPushesOverMutualTLSNeedTheClientCA(t *testing.T) {
+	ca, other := testcert.New(t, "push"), testcert.New(t, "other")
+	srvCert, srvKey := ca.Issue(t, "daemon")
+	gwCert, gwKey := ca.Issue(t, "gateway")
+	strangerCert, strangerKey := other.Issue(t, "stranger")
+	s := newStack(t, stackOptions{ttl: "300s", direct: true, pushHTTPS: true,
+		pushD:  []string{"--push-tls-cert-file", srvCert, "--push-tls-key-file", srvKey, "--push-tls-client-ca-file", ca.File},
+		pushGW: []string{"--loki-tls-ca-file", ca.File, "--loki-tls-cert-file", gwCert, "--loki-tls-key-file", gwKey}})
+	victim := "198.51.100.78"
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	stranger, err := tls.LoadX509KeyPair(strangerCert, strangerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, client := range map[string]*http.Client{
+		"no client certificate":    {Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}},
+		"another CA's certificate": {Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{stranger}}}},
+	} {
+		resp, err := client.Post("https://"+s.pushAt+"/loki/api/v1/push", "application/json", bytes.NewReader(fiveFailures(victim)))
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("a push with %s was answered %d; the handshake should fail", name, resp.StatusCode)
+		}
+	}
+	resp, err := http.Post("http://"+s.pushAt+"/loki/api/v1/push", "application/json", bytes.NewReader(fiveFailures(victim)))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("a plain-HTTP push to the TLS listener: %d, want 400", resp.StatusCode)
+		}
+	}
+	for range 5 {
+		s.login("203.0.113.193", "guess")
+	}
+	s.awaitBlocked("203.0.113.193")
+	if a := s.request(victim, "GET", "/health", ""); a.status != http.StatusOK {
+		t.Fatalf("the victim of the refused pushes is refused: %d", a.status)
+	}
+	if n := s.metric(`authguard_push_requests_total{code="204"}`); n < 1 {
+		t.Errorf("%v pushes taken, want the gateway's", n)
+	}
+}
+
+// Basic auth: "USER:PASSWORD" lines, the gateway sending its user with
+// --loki-username and --loki-password-file; a wrong password is 401.
+func TestBasicAuthPushesCount(t *testing.T) {
+	dir := t.TempDir()
+	users, password := filepath.Join(dir, "users"), filepath.Join(dir, "password")
+	os.WriteFile(users, []byte("# rotating the shipper\nshipper:old-secret\ngateway:gw-secret-1\n"), 0o600)
+	os.WriteFile(password, []byte("gw-secret-1\n"), 0o600)
+	s := newStack(t, stackOptions{ttl: "300s", direct: true,
+		pushD:  []string{"--push-basic-auth-file", users},
+		pushGW: []string{"--loki-username", "gateway", "--loki-password-file", password}})
+	victim := "198.51.100.79"
+	for _, cred := range [][2]string{{"gateway", "wrong"}, {"shipper", "gw-secret-1"}, {"", ""}} {
+		req, _ := http.NewRequest("POST", "http://"+s.pushAt+"/loki/api/v1/push", bytes.NewReader(fiveFailures(victim)))
+		req.Header.Set("Content-Type", "application/json")
+		if cred[0] != "" {
+			req.SetBasicAuth(cred[0], cred[1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a push as %q/%q: %d, want 401", cred[0], cred[1], resp.StatusCode)
+		}
+	}
+	for range 5 {
+		s.login("203.0.113.194", "guess")
+	}
+	s.awaitBlocked("203.0.113.194")
+	if a := s.request(victim, "GET", "/health", ""); a.status != http.StatusOK {
+		t.Fatalf("the victim of the refused pushes is refused: %d", a.status)
+	}
 }

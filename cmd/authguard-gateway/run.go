@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/lokiflag"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/cmd/internal/serve"
@@ -40,20 +41,19 @@ type cli struct {
 	H2C                      bool   `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
 	redisflag.Flags          `embed:""`
 	serve.Limits             `embed:""`
-	HTTPBodyProgressTimeout  time.Duration     `help:"On the proxy port, the longest a request body may go without sending a byte: a slow-body client is cut off, an upload that keeps moving may take as long as it needs (0: no bound)." default:"30s"`
-	TrustedProxies           []string          `help:"CIDRs of proxies whose client IP header is believed." placeholder:"CIDR,..."`
-	ClientIPHeader           string            `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
-	CheckRedisOnMiss         bool              `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
-	FailMode                 string            `help:"Until blocks were first read from Redis: open (let requests through) or closed (503)." default:"open" enum:"open,closed"`
-	ReconcileInterval        time.Duration     `help:"How often the in-memory blocklist is re-read from Redis (picks up blocks set or deleted by hand)." default:"5s"`
-	LoginRoutes              []string          `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\" (repeatable; also --login-path)." default:"POST /auth/login" aliases:"login-path"`
-	LoginRoutesCaseSensitive bool              `help:"Compare login paths with their case (by default /AUTH/LOGIN is /auth/login; paths are always compared decoded, without dot segments, path parameters or a trailing slash)."`
-	UsernameField            string            `help:"Field of the login body (JSON or form) holding the username." default:"username"`
-	AuditStdout              bool              `help:"Write audit lines to stdout." default:"true" negatable:""`
-	LokiPushURL              string            `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
-	LokiTenant               string            `help:"Tenant sent as X-Scope-OrgID when pushing." placeholder:"ID"`
-	AuditSigningKeyFile      string            `help:"Sign every audit line (its sig field) with the key in this file (16 bytes or more), so the daemon's --audit-verify-key-file counts only the gateway's lines." placeholder:"FILE"`
-	LokiBearerTokenFile      string            `help:"File holding the bearer token sent with every push (authguard's push receiver wants one); read again for each push." placeholder:"FILE"`
+	HTTPBodyProgressTimeout  time.Duration `help:"On the proxy port, the longest a request body may go without sending a byte: a slow-body client is cut off, an upload that keeps moving may take as long as it needs (0: no bound)." default:"30s"`
+	TrustedProxies           []string      `help:"CIDRs of proxies whose client IP header is believed." placeholder:"CIDR,..."`
+	ClientIPHeader           string        `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
+	CheckRedisOnMiss         bool          `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
+	FailMode                 string        `help:"Until blocks were first read from Redis: open (let requests through) or closed (503)." default:"open" enum:"open,closed"`
+	ReconcileInterval        time.Duration `help:"How often the in-memory blocklist is re-read from Redis (picks up blocks set or deleted by hand)." default:"5s"`
+	LoginRoutes              []string      `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\" (repeatable; also --login-path)." default:"POST /auth/login" aliases:"login-path"`
+	LoginRoutesCaseSensitive bool          `help:"Compare login paths with their case (by default /AUTH/LOGIN is /auth/login; paths are always compared decoded, without dot segments, path parameters or a trailing slash)."`
+	UsernameField            string        `help:"Field of the login body (JSON or form) holding the username." default:"username"`
+	AuditStdout              bool          `help:"Write audit lines to stdout." default:"true" negatable:""`
+	LokiPushURL              string        `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
+	AuditSigningKeyFile      string        `help:"Sign every audit line (its sig field) with the key in this file (16 bytes or more), so the daemon's --audit-verify-key-file counts only the gateway's lines." placeholder:"FILE"`
+	lokiflag.Loki            `embed:""`
 	LokiLabels               map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
 	CheckConfig              bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
 	LogLevel                 string            `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
@@ -105,8 +105,10 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	case c.Upstream != "":
 		return errors.New("--upstream is for proxy mode; forward-auth mode answers checks itself")
 	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return errors.New("--tls-cert-file and --tls-key-file go together")
+	// The certificate is read again when it is renewed on disk.
+	proxyTLS, err := serve.TLS("--tls", c.TLSCertFile, c.TLSKeyFile, "")
+	if err != nil {
+		return err
 	}
 	trusted, err := rules.ParsePrefixes(c.TrustedProxies)
 	if err != nil {
@@ -130,12 +132,16 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	if c.CheckConfig {
-		if c.TLSCertFile != "" {
-			if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
-				return fmt.Errorf("--tls-cert-file: %w", err)
-			}
+	var pushTLS *tls.Config
+	if c.LokiPushURL != "" {
+		if err := c.Loki.Check(); err != nil {
+			return err
 		}
+		if pushTLS, err = c.Loki.TLS(); err != nil {
+			return err
+		}
+	}
+	if c.CheckConfig {
 		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s\n", c.Mode, c.Redacted())
 		return nil
 	}
@@ -152,7 +158,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	pusherDone := make(chan struct{})
 	if c.LokiPushURL != "" {
-		p, err := gateway.NewPusher(gateway.PusherOptions{URL: c.LokiPushURL, Tenant: c.LokiTenant, BearerTokenFile: c.LokiBearerTokenFile, Labels: c.LokiLabels, Log: log, Registry: reg})
+		p, err := gateway.NewPusher(gateway.PusherOptions{URL: c.LokiPushURL, Header: c.Loki.Auth().Apply, TLS: pushTLS, Labels: c.LokiLabels, Log: log, Registry: reg})
 		if err != nil {
 			return err
 		}
@@ -212,15 +218,16 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		gw.ServeHTTP(w, r)
 	})
 	proxySrv := c.Limits.Server(proxied, true)
+	proxySrv.TLSConfig = proxyTLS
 	proxySrv.Protocols = new(http.Protocols)
 	proxySrv.Protocols.SetHTTP1(true)
-	proxySrv.Protocols.SetHTTP2(c.TLSCertFile != "")
+	proxySrv.Protocols.SetHTTP2(proxyTLS != nil)
 	proxySrv.Protocols.SetUnencryptedHTTP2(c.H2C)
 	adminSrv := c.Limits.Server(admin, false)
 	errc := make(chan error, 2)
 	go func() {
-		if c.TLSCertFile != "" {
-			errc <- proxySrv.ServeTLS(proxyLn, c.TLSCertFile, c.TLSKeyFile)
+		if proxyTLS != nil {
+			errc <- proxySrv.ServeTLS(proxyLn, "", "")
 			return
 		}
 		errc <- proxySrv.Serve(proxyLn)

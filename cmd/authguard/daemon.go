@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/authguard/authguard/cmd/internal/leader"
+	"github.com/authguard/authguard/cmd/internal/lokiflag"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/cmd/internal/serve"
@@ -38,29 +37,26 @@ import (
 type runCmd struct {
 	Rules string `help:"Rules file (YAML). Empty: the embedded default rules (runbook SEC-010)." placeholder:"FILE"`
 
-	LokiURL                  string            `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --push-listen." placeholder:"URL"`
-	LokiQuery                string            `help:"LogQL query selecting the audit events. Loki is sent its stream selector and line filters; authguard checks | json and label filters itself (Loki's tail loses entries with them)." default:"${loki_query}"`
-	LokiTenant               string            `help:"Tenant sent as X-Scope-OrgID." placeholder:"ID"`
-	LokiDelayFor             int               `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
-	LokiBackfillMax          time.Duration     `help:"At start, re-read Loki as far back as the longest rule window, but no further than this (0: no backfill)." default:"24h"`
-	LokiDedupWindow          time.Duration     `help:"How far back repeats are recognised and gaps are re-read after a reconnect." default:"1m"`
-	LokiSettle               time.Duration     `help:"How long a new tail runs before the catch-up query behind it (Loki registers tails on its ingesters asynchronously)." default:"2s"`
-	LokiSweepInterval        time.Duration     `help:"How often the sweeper re-reads the recent past with query_range behind the live tail, and how often the reader polls when it reads by query_range alone." default:"1s"`
-	LokiSweepDelay           time.Duration     `help:"How long after its timestamp an entry is expected to be in Loki (shipper batching); sweeps read up to now minus this." default:"2s"`
-	LokiTailMaxRate          int               `help:"Entries per second above which the reader stops tailing and polls query_range alone (a Loki tail carries about 2,000/s)." default:"1500"`
-	LokiMaxLag               time.Duration     `help:"/readyz fails when the reader is known complete only up to longer ago than this." default:"30s"`
-	LokiUsername             string            `help:"Basic-auth user." placeholder:"USER"`
-	LokiPasswordFile         string            `help:"File holding the basic-auth password." placeholder:"FILE"`
-	LokiBearerTokenFile      string            `help:"File holding a bearer token (re-read on every connection)." placeholder:"FILE"`
-	LokiHeaders              map[string]string `help:"Extra request headers." placeholder:"NAME=VALUE;..."`
-	LokiTLSCAFile            string            `name:"loki-tls-ca-file" help:"CA bundle to verify Loki's certificate." placeholder:"FILE"`
-	LokiTLSCertFile          string            `name:"loki-tls-cert-file" help:"Client certificate for Loki (mTLS)." placeholder:"FILE"`
-	LokiTLSKeyFile           string            `name:"loki-tls-key-file" help:"Key of --loki-tls-cert-file." placeholder:"FILE"`
-	PushMaxBytes             int64             `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
-	PushBearerTokenFile      string            `help:"File of the bearer tokens (one a line; several while rotating) a push to /loki/api/v1/push must carry; re-read when it changes. Without it, or --push-allow-unauthenticated, every push is refused." placeholder:"FILE"`
-	AuditVerifyKeyFile       []string          `help:"Count only audit lines signed (their sig field) with one of these keys, as the gateway's --audit-signing-key-file signs them; give two while rotating. Unsigned and forged lines are skipped and counted." placeholder:"FILE,..."`
-	PushTenant               string            `help:"When set, a push must name this tenant in X-Scope-OrgID (as Loki's multi-tenant push does), or it is refused with 401." placeholder:"ID"`
-	PushAllowUnauthenticated bool              `help:"Take pushes without a token (only where nothing else can reach --push-listen: anyone who can push can have any address blocked)."`
+	LokiURL                  string        `help:"Loki base URL, e.g. http://loki:3100. Without it authguard only takes pushes on --push-listen." placeholder:"URL"`
+	LokiQuery                string        `help:"LogQL query selecting the audit events. Loki is sent its stream selector and line filters; authguard checks | json and label filters itself (Loki's tail loses entries with them)." default:"${loki_query}"`
+	LokiDelayFor             int           `help:"Seconds Loki holds lines back before tailing them (0-5)." default:"0"`
+	LokiBackfillMax          time.Duration `help:"At start, re-read Loki as far back as the longest rule window, but no further than this (0: no backfill)." default:"24h"`
+	LokiDedupWindow          time.Duration `help:"How far back repeats are recognised and gaps are re-read after a reconnect." default:"1m"`
+	LokiSettle               time.Duration `help:"How long a new tail runs before the catch-up query behind it (Loki registers tails on its ingesters asynchronously)." default:"2s"`
+	LokiSweepInterval        time.Duration `help:"How often the sweeper re-reads the recent past with query_range behind the live tail, and how often the reader polls when it reads by query_range alone." default:"1s"`
+	LokiSweepDelay           time.Duration `help:"How long after its timestamp an entry is expected to be in Loki (shipper batching); sweeps read up to now minus this." default:"2s"`
+	LokiTailMaxRate          int           `help:"Entries per second above which the reader stops tailing and polls query_range alone (a Loki tail carries about 2,000/s)." default:"1500"`
+	lokiflag.Loki            `embed:""`
+	LokiMaxLag               time.Duration `help:"/readyz fails when the reader is known complete only up to longer ago than this." default:"30s"`
+	PushMaxBytes             int64         `help:"Largest push request body accepted on /loki/api/v1/push." default:"10485760"`
+	PushBearerTokenFile      string        `help:"File of the bearer tokens (one a line; several while rotating) a push to /loki/api/v1/push must carry; re-read when it changes. Without it, or --push-allow-unauthenticated, every push is refused." placeholder:"FILE"`
+	AuditVerifyKeyFile       []string      `help:"Count only audit lines signed (their sig field) with one of these keys, as the gateway's --audit-signing-key-file signs them; give two while rotating. Unsigned and forged lines are skipped and counted." placeholder:"FILE,..."`
+	PushBasicAuthFile        string        `help:"File of \"USER:PASSWORD\" lines (several while rotating) whose basic auth the push receiver takes as well as, or instead of, bearer tokens; re-read when it changes." placeholder:"FILE"`
+	PushTLSCertFile          string        `name:"push-tls-cert-file" help:"Serve the push receiver over HTTPS with this certificate (re-read when it changes)." placeholder:"FILE"`
+	PushTLSKeyFile           string        `name:"push-tls-key-file" help:"Key of --push-tls-cert-file." placeholder:"FILE"`
+	PushTLSClientCAFile      string        `name:"push-tls-client-ca-file" help:"Mutual TLS on the push receiver: a client must present a certificate these CAs signed, which then authenticates its pushes." placeholder:"FILE"`
+	PushTenant               string        `help:"When set, a push must name this tenant in X-Scope-OrgID (as Loki's multi-tenant push does), or it is refused with 401." placeholder:"ID"`
+	PushAllowUnauthenticated bool          `help:"Take pushes without a token (only where nothing else can reach --push-listen: anyone who can push can have any address blocked)."`
 
 	redisflag.Flags `embed:""`
 	serve.Limits    `embed:""`
@@ -170,6 +166,8 @@ type settings struct {
 	engine     *detector.Engine
 	neverBlock []netip.Prefix
 	lokiTLS    *tls.Config
+	pushAuth   *pushAuth
+	pushTLS    *tls.Config // nil: plain HTTP
 }
 
 func (c *runCmd) settings() (*settings, error) {
@@ -188,11 +186,17 @@ func (c *runCmd) settings() (*settings, error) {
 		if _, err := loki.ParseQuery(c.LokiQuery); err != nil {
 			return nil, err
 		}
-	}
-	if c.PushBearerTokenFile != "" {
-		if _, err := newPushTokens(c.PushBearerTokenFile); err != nil {
+		if err := c.Loki.Auth().Check(); err != nil {
 			return nil, err
 		}
+	}
+	pushAuth, err := c.pushAuth()
+	if err != nil {
+		return nil, err
+	}
+	pushTLS, err := serve.TLS("--push-tls", c.PushTLSCertFile, c.PushTLSKeyFile, c.PushTLSClientCAFile)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := secret.AuditKeys(c.AuditVerifyKeyFile); err != nil {
 		return nil, fmt.Errorf("--audit-verify-key-file: %w", err)
@@ -201,11 +205,11 @@ func (c *runCmd) settings() (*settings, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
 	}
-	tlsConf, err := c.lokiTLS()
+	tlsConf, err := c.Loki.TLS()
 	if err != nil {
 		return nil, err
 	}
-	return &settings{set, engine, neverBlock, tlsConf}, nil
+	return &settings{set, engine, neverBlock, tlsConf, pushAuth, pushTLS}, nil
 }
 
 func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
@@ -278,36 +282,15 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	lokiMetrics := loki.NewMetrics(reg)
 	d.events = make(chan detector.Event, 1024)
 	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
-	switch {
-	case c.PushBearerTokenFile != "":
-		tokens, err := newPushTokens(c.PushBearerTokenFile)
-		if err != nil {
-			rdb.Close()
-			ln.Close()
-			return nil, err
-		}
-		d.receiver.Authorize = tokens.authorize
-	case c.PushAllowUnauthenticated:
-		log.Warn("the push receiver takes pushes without a token (--push-allow-unauthenticated): whoever reaches it can have any address blocked")
-	default:
-		d.receiver.Authorize = func(*http.Request) bool { return false }
-	}
-	if tenant, auth := c.PushTenant, d.receiver.Authorize; tenant != "" {
-		d.receiver.Authorize = func(r *http.Request) bool {
-			return r.Header.Get("X-Scope-OrgID") == tenant && (auth == nil || auth(r))
-		}
+	d.receiver.Authorize = st.pushAuth.authorize
+	if c.PushListen != "" && !st.pushAuth.authenticates() {
+		log.Warn("the push receiver takes pushes without credentials (--push-allow-unauthenticated): whoever reaches it can have any address blocked")
 	}
 	if c.LokiURL != "" {
-		// Without a file, the Loki credentials may come from the
-		// environment (read once; a file is re-read on every connection).
-		lokiPassword, _ := secret.Read("", "AUTHGUARD_LOKI_PASSWORD")
-		lokiToken, _ := secret.Read("", "AUTHGUARD_LOKI_BEARER_TOKEN")
-		d.tail, err = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Tenant: c.LokiTenant, DelayFor: c.LokiDelayFor,
+		d.tail, err = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, DelayFor: c.LokiDelayFor,
 			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
 			SweepInterval: c.LokiSweepInterval, SweepDelay: c.LokiSweepDelay, TailMaxRate: c.LokiTailMaxRate, MaxLag: c.LokiMaxLag,
-			Username: c.LokiUsername, PasswordFile: c.LokiPasswordFile, BearerTokenFile: c.LokiBearerTokenFile,
-			Password: lokiPassword, BearerToken: lokiToken,
-			Headers: c.LokiHeaders, TLS: tlsConf}, parser, log, lokiMetrics)
+			Auth: c.Loki.Auth(), TLS: tlsConf}, parser, log, lokiMetrics)
 		if err != nil {
 			rdb.Close()
 			ln.Close()
@@ -324,7 +307,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		ln.Close()
 		return nil, err
 	}
-	if d.pushLn, d.slackLn, err = c.listeners(d.signingSecret != ""); err != nil {
+	if d.pushLn, d.slackLn, err = c.listeners(d.signingSecret != "", st.pushTLS); err != nil {
 		rdb.Close()
 		ln.Close()
 		return nil, err
@@ -347,16 +330,20 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	return d, nil
 }
 
-// listeners opens the push and Slack listeners that are asked for. Slack's
+// listeners opens the push and Slack listeners that are asked for (the
+// push one over TLS when pushTLS is set). Slack's
 // buttons need theirs: it is the endpoint exposed to the internet, and
 // nothing else is served there.
-func (c *runCmd) listeners(buttons bool) (push, slack net.Listener, err error) {
+func (c *runCmd) listeners(buttons bool, pushTLS *tls.Config) (push, slack net.Listener, err error) {
 	if buttons && c.SlackListen == "" {
 		return nil, nil, errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
 	}
 	if c.PushListen != "" {
 		if push, err = c.Limits.Listen(c.PushListen); err != nil {
 			return nil, nil, err
+		}
+		if pushTLS != nil {
+			push = tls.NewListener(push, pushTLS)
 		}
 	}
 	if c.SlackListen != "" {
@@ -405,31 +392,6 @@ func orNone(s string) string {
 		return "(none: push receiver only)"
 	}
 	return s
-}
-
-func (c *runCmd) lokiTLS() (*tls.Config, error) {
-	if c.LokiTLSCAFile == "" && c.LokiTLSCertFile == "" {
-		return nil, nil
-	}
-	conf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.LokiTLSCAFile != "" {
-		pem, err := os.ReadFile(c.LokiTLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("--loki-tls-ca-file: %w", err)
-		}
-		conf.RootCAs = x509.NewCertPool()
-		if !conf.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--loki-tls-ca-file %s: no certificates found", c.LokiTLSCAFile)
-		}
-	}
-	if c.LokiTLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.LokiTLSCertFile, c.LokiTLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--loki-tls-cert-file: %w", err)
-		}
-		conf.Certificates = []tls.Certificate{cert}
-	}
-	return conf, nil
 }
 
 // notifier builds the pager from the Slack settings, reading its secrets

@@ -257,3 +257,25 @@ func TestBlocksAddRefusesAddressesThatAreNeverBlocked(t *testing.T) {
 		}
 	}
 }
+
+// A push receiver that would take anyone's pushes is refused at start
+// unless that is asked for; a credentials file with a malformed line names
+// the line, never its secret.
+func TestThePushReceiverNeedsAWayToAuthenticate(t *testing.T) {
+	_, _, err := runCLI(t, nil, "run", "--check-config", "--push-listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), "--push-bearer-token-file, --push-basic-auth-file or --push-tls-client-ca-file") {
+		t.Errorf("no credentials: %v", err)
+	}
+	if out, _, err := runCLI(t, nil, "run", "--check-config", "--push-listen", "127.0.0.1:0", "--push-allow-unauthenticated"); err != nil {
+		t.Errorf("--push-allow-unauthenticated: %q %v", out, err)
+	}
+	users := write(t, "users", "gateway:s3cret\nshipper-without-password\n")
+	_, _, err = runCLI(t, nil, "run", "--check-config", "--push-listen", "127.0.0.1:0", "--push-basic-auth-file", users)
+	if err == nil || !strings.Contains(err.Error(), users+":2: want \"USER:PASSWORD\"") || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("malformed users file: %v", err)
+	}
+	_, _, err = runCLI(t, nil, "run", "--check-config", "--push-listen", "127.0.0.1:0", "--push-tls-client-ca-file", users)
+	if err == nil || !strings.Contains(err.Error(), "--push-tls-client-ca-file needs --push-tls-cert-file") {
+		t.Errorf("a client CA without a certificate: %v", err)
+	}
+}

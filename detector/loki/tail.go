@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,15 +73,8 @@ type Config struct {
 	// Ready reports it (default 30s).
 	MaxLag time.Duration
 
-	// Tenant is sent as X-Scope-OrgID when set.
-	Tenant string
-	// Username and PasswordFile are basic auth; BearerTokenFile a bearer
-	// token, re-read on every connection so a rotated token is picked up.
-	// Password and BearerToken are used when no file is named.
-	Username, PasswordFile, BearerTokenFile string
-	Password, BearerToken                   string
-	// Headers are added to every request.
-	Headers map[string]string
+	// Auth is the tenant, credentials and headers sent with every request.
+	Auth
 	// TLS configures https and wss (custom CA, client certificate).
 	TLS *tls.Config
 }
@@ -310,32 +302,8 @@ func (t *Tail) endpoint(path string, q url.Values, ws bool) (string, error) {
 // header builds the request headers: tenant, auth, extras.
 func (t *Tail) header() (http.Header, error) {
 	h := http.Header{}
-	for k, v := range t.cfg.Headers {
-		h.Set(k, v)
-	}
-	if t.cfg.Tenant != "" {
-		h.Set("X-Scope-OrgID", t.cfg.Tenant)
-	}
-	switch {
-	case t.cfg.BearerTokenFile == "" && t.cfg.BearerToken != "":
-		h.Set("Authorization", "Bearer "+t.cfg.BearerToken)
-	case t.cfg.BearerTokenFile != "":
-		b, err := os.ReadFile(t.cfg.BearerTokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("loki bearer token: %w", err)
-		}
-		h.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
-	case t.cfg.Username != "":
-		pw := t.cfg.Password
-		if t.cfg.PasswordFile != "" {
-			b, err := os.ReadFile(t.cfg.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("loki password: %w", err)
-			}
-			pw = strings.TrimSpace(string(b))
-		}
-		r := http.Request{Header: h}
-		r.SetBasicAuth(t.cfg.Username, pw)
+	if err := t.cfg.Auth.Apply(h); err != nil {
+		return nil, err
 	}
 	return h, nil
 }

@@ -326,7 +326,7 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 	pool.AddCert(srv.Certificate())
 	m := loki.NewMetrics(prometheus.NewRegistry())
 	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, Settle: 100 * time.Millisecond,
-		BearerTokenFile: tokenFile, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+		Auth: loki.Auth{BearerTokenFile: tokenFile}, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})
@@ -334,7 +334,8 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	waitTail(t, srv, out)
 
-	os.WriteFile(tokenFile, []byte("two\n"), 0o600)
+	// A file listing both tokens during a rotation sends its first.
+	os.WriteFile(tokenFile, []byte("# rotating\n\ntwo\none\n"), 0o600)
 	current.Store("Bearer two")
 	srv.DropTails("reached tail max duration limit")
 	srv.Push("fake", map[string]string{"service": "audit"}, time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.77"}`)

@@ -3,13 +3,13 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,12 +64,12 @@ func (s *WriterSink) Audit(_ time.Time, line []byte) {
 type PusherOptions struct {
 	// URL is the push endpoint's base, e.g. http://loki:3100 (the path
 	// /loki/api/v1/push is added).
-	URL    string
-	Tenant string
-	// BearerTokenFile holds the token sent with every push (authguard's
-	// push receiver wants one); read again for each push, so a rotated
-	// token is picked up.
-	BearerTokenFile string
+	URL string
+	// Header sets the tenant, credentials and extra headers of each push
+	// (nil: none); it may read files, so a rotated token is picked up.
+	Header func(http.Header) error
+	// TLS configures an https URL (custom CA, client certificate).
+	TLS *tls.Config
 	// Labels of the stream; service="audit" is always set.
 	Labels map[string]string
 	// Queue bounds lines waiting to be pushed (default 10000); when full the
@@ -117,7 +117,7 @@ func NewPusher(opts PusherOptions) (*LokiPusher, error) {
 		labels[k] = v
 	}
 	labels["service"] = "audit"
-	p := &LokiPusher{opts: opts, labels: promLabels(labels), client: &http.Client{Timeout: 10 * time.Second}, wake: make(chan struct{}, 1)}
+	p := &LokiPusher{opts: opts, labels: promLabels(labels), client: &http.Client{Timeout: 10 * time.Second, Transport: transport(opts.TLS)}, wake: make(chan struct{}, 1)}
 	p.pushed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_gateway_audit_lines_pushed_total", Help: "Audit lines pushed to Loki."})
 	p.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_gateway_audit_lines_dropped_total", Help: "Audit lines dropped because the push queue was full."})
 	p.errors = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_gateway_audit_push_errors_total", Help: "Failed pushes to Loki (each is retried)."})
@@ -125,6 +125,16 @@ func NewPusher(opts PusherOptions) (*LokiPusher, error) {
 		opts.Registry.MustRegister(p.pushed, p.dropped, p.errors)
 	}
 	return p, nil
+}
+
+// transport is the default transport with conf's TLS settings.
+func transport(conf *tls.Config) http.RoundTripper {
+	if conf == nil {
+		return http.DefaultTransport
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = conf
+	return t
 }
 
 func promLabels(m map[string]string) string {
@@ -216,18 +226,10 @@ func (p *LokiPusher) flush(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	hr.Header.Set("Content-Type", "application/x-protobuf")
-	if p.opts.Tenant != "" {
-		hr.Header.Set("X-Scope-OrgID", p.opts.Tenant)
-	}
-	if p.opts.BearerTokenFile != "" {
-		tok, err := os.ReadFile(p.opts.BearerTokenFile)
-		if err != nil {
-			return 0, fmt.Errorf("push bearer token: %w", err)
+	if p.opts.Header != nil {
+		if err := p.opts.Header(hr.Header); err != nil {
+			return 0, err
 		}
-		// The first token of the file: during a rotation the receiver
-		// takes both.
-		first, _, _ := strings.Cut(strings.TrimSpace(string(tok)), "\n")
-		hr.Header.Set("Authorization", "Bearer "+strings.TrimSpace(first))
 	}
 	resp, err := p.client.Do(hr)
 	if err != nil {

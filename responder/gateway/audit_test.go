@@ -58,7 +58,7 @@ func TestAuditLinesArePushedAsSnappyProtobufThroughAnOutage(t *testing.T) {
 		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
 	}))
 	defer flaky.Close()
-	p, err := NewPusher(PusherOptions{URL: flaky.URL, Tenant: "fake", Labels: map[string]string{"env": "test"}, Batch: 10, FlushEvery: 10 * time.Millisecond, Log: quietLog(), Registry: prometheus.NewRegistry()})
+	p, err := NewPusher(PusherOptions{URL: flaky.URL, Header: func(h http.Header) error { h.Set("X-Scope-OrgID", "fake"); return nil }, Labels: map[string]string{"env": "test"}, Batch: 10, FlushEvery: 10 * time.Millisecond, Log: quietLog(), Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,91 @@
+// Package lokiflag holds the flags both binaries use to reach Loki (the
+// daemon reads it, the gateway pushes to it or to the daemon's push
+// receiver): tenant, credentials, extra headers and TLS, with the same
+// names and meaning in both.
+package lokiflag
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/authguard/authguard/cmd/internal/secret"
+	"github.com/authguard/authguard/detector/loki"
+)
+
+// Loki is embedded in a command's flags.
+type Loki struct {
+	LokiTenant          string            `help:"Tenant sent to Loki as X-Scope-OrgID." placeholder:"ID"`
+	LokiUsername        string            `help:"Basic-auth user for Loki (password from --loki-password-file, else AUTHGUARD_LOKI_PASSWORD)." placeholder:"USER"`
+	LokiPasswordFile    string            `help:"File holding the basic-auth password; read again for every request." placeholder:"FILE"`
+	LokiBearerTokenFile string            `help:"File holding the bearer token sent to Loki (its first line, so a file listing two tokens during a rotation sends the first); read again for every request. Without it, AUTHGUARD_LOKI_BEARER_TOKEN." placeholder:"FILE"`
+	LokiHeaders         map[string]string `help:"Extra request headers." placeholder:"NAME=VALUE;..."`
+	LokiTLSCAFile       string            `name:"loki-tls-ca-file" help:"CA bundle to verify Loki's certificate." placeholder:"FILE"`
+	LokiTLSCertFile     string            `name:"loki-tls-cert-file" help:"Client certificate for Loki (mTLS)." placeholder:"FILE"`
+	LokiTLSKeyFile      string            `name:"loki-tls-key-file" help:"Key of --loki-tls-cert-file." placeholder:"FILE"`
+	LokiTLSServerName   string            `name:"loki-tls-server-name" help:"Name Loki's certificate must carry, when it is not the URL's host." placeholder:"NAME"`
+}
+
+// Auth returns the tenant, credentials and headers to send. Without a
+// file the password and token may come from the environment, read once.
+func (f *Loki) Auth() loki.Auth {
+	a := loki.Auth{Tenant: f.LokiTenant, Username: f.LokiUsername, PasswordFile: f.LokiPasswordFile,
+		BearerTokenFile: f.LokiBearerTokenFile, Headers: f.LokiHeaders}
+	if a.PasswordFile == "" {
+		a.Password, _ = secret.Read("", "AUTHGUARD_LOKI_PASSWORD")
+	}
+	if a.BearerTokenFile == "" {
+		a.BearerToken, _ = secret.Read("", "AUTHGUARD_LOKI_BEARER_TOKEN")
+	}
+	return a
+}
+
+// Check reads every file the flags name, so a wrong path or an empty
+// token file is reported at start.
+func (f *Loki) Check() error {
+	if err := f.Auth().Check(); err != nil {
+		return err
+	}
+	_, err := f.TLS()
+	return err
+}
+
+// TLS returns the client TLS settings, nil when none is asked for (the
+// system roots then verify an https Loki).
+func (f *Loki) TLS() (*tls.Config, error) {
+	if f.LokiTLSCAFile == "" && f.LokiTLSCertFile == "" && f.LokiTLSKeyFile == "" && f.LokiTLSServerName == "" {
+		return nil, nil
+	}
+	if (f.LokiTLSCertFile == "") != (f.LokiTLSKeyFile == "") {
+		return nil, errors.New("--loki-tls-cert-file and --loki-tls-key-file go together")
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.LokiTLSServerName}
+	if f.LokiTLSCAFile != "" {
+		pem, err := os.ReadFile(f.LokiTLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--loki-tls-ca-file: %w", err)
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--loki-tls-ca-file %s: no certificates found", f.LokiTLSCAFile)
+		}
+	}
+	if f.LokiTLSCertFile != "" {
+		// Read again for every handshake, so a renewed certificate (as
+		// cert-manager writes it) is used without a restart.
+		if _, err := tls.LoadX509KeyPair(f.LokiTLSCertFile, f.LokiTLSKeyFile); err != nil {
+			return nil, fmt.Errorf("--loki-tls-cert-file: %w", err)
+		}
+		certFile, keyFile := f.LokiTLSCertFile, f.LokiTLSKeyFile
+		conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				return nil, fmt.Errorf("--loki-tls-cert-file: %w", err)
+			}
+			return &cert, nil
+		}
+	}
+	return conf, nil
+}
