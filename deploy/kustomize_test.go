@@ -216,23 +216,7 @@ func TestBaseRulesAreTheDefaults(t *testing.T) {
 // The component adds a ServiceMonitor that scrapes both deployments'
 // metrics ports.
 func TestServiceMonitorComponent(t *testing.T) {
-	fsys := filesys.MakeFsInMemory()
-	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return fsys.WriteFile(filepath.Join("/deploy", path), data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys.WriteFile("/deploy/overlays/monitored/kustomization.yaml", []byte(
-		"resources: [../prod]\ncomponents: [../../components/servicemonitor]\n"))
-	r := render(t, fsys, "/deploy/overlays/monitored")
+	r := renderWith(t, "servicemonitor")
 	sm := r.monitors["authguard"]
 	if sm == nil {
 		t.Fatalf("no ServiceMonitor rendered")
@@ -258,6 +242,83 @@ func TestServiceMonitorComponent(t *testing.T) {
 	}
 }
 
+// renderWith renders overlays/prod with a component added, as an overlay
+// of a user's would.
+func renderWith(t *testing.T, component string) *rendered {
+	t.Helper()
+	fsys := filesys.MakeFsInMemory()
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return fsys.WriteFile(filepath.Join("/deploy", path), data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys.WriteFile("/deploy/overlays/mine/kustomization.yaml", []byte(
+		"resources: [../prod]\ncomponents: [../../components/"+component+"]\n"))
+	return render(t, fsys, "/deploy/overlays/mine")
+}
+
+// With components/direct-push the gateways push to the daemon's receiver
+// with the shared token; only the gateway pods and pods labelled as push
+// clients may connect to it; and the command lines pass --check-config.
+func TestDirectPushComponent(t *testing.T) {
+	r := renderWith(t, "direct-push")
+	d, gw := r.deployments["authguard"], r.deployments["authguard-gateway"]
+	if *d.Spec.Replicas != 1 {
+		t.Errorf("the daemon runs %d replicas; pushes reach only the leader", *d.Spec.Replicas)
+	}
+	var pushURL string
+	for _, a := range gw.Spec.Template.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--loki-push-url="); ok {
+			pushURL = v
+		}
+	}
+	svc := r.services["authguard"]
+	var servicePort int32
+	for _, p := range svc.Spec.Ports {
+		if p.Name == "http-push" && containerPort(d.Spec.Template.Spec.Containers[0], p.TargetPort.String()) == 9093 {
+			servicePort = p.Port
+		}
+	}
+	if want := fmt.Sprintf("http://%s:%d", svc.Name, servicePort); pushURL != want || servicePort == 0 {
+		t.Errorf("the gateway pushes to %q, want %q (the daemon's push port)", pushURL, want)
+	}
+	for _, rule := range r.policies["authguard"].Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port.IntValue() != 9093 {
+				continue
+			}
+			if len(rule.From) == 0 {
+				t.Fatal("any pod may connect to the push receiver")
+			}
+			for _, peer := range rule.From {
+				gateway := peer.PodSelector != nil && peer.PodSelector.MatchLabels["app.kubernetes.io/name"] == "authguard-gateway" && peer.NamespaceSelector == nil
+				shipper := peer.PodSelector != nil && peer.PodSelector.MatchLabels["authguard.io/push-client"] == "true"
+				if !gateway && !shipper {
+					t.Errorf("the push receiver admits %+v", peer)
+				}
+			}
+		}
+	}
+	egress := false
+	for _, rule := range r.policies["authguard-gateway"].Spec.Egress {
+		for _, p := range rule.Ports {
+			egress = egress || p.Port.IntValue() == 9093
+		}
+	}
+	if !egress {
+		t.Error("the gateway's NetworkPolicy does not let it reach the push receiver")
+	}
+	checkAgainstBinaries(t, buildBinaries(t), secretTemplate(t), r)
+}
+
 // The containers' args, mounted files and probes are those of the real
 // binaries: each container's command line is run with --check-config
 // against its mounts laid out in a temporary directory, its rules pass
@@ -267,87 +328,94 @@ func TestManifestsMatchTheBinaries(t *testing.T) {
 	secret := secretTemplate(t)
 	for _, o := range overlays {
 		t.Run(o.dir, func(t *testing.T) {
-			r := render(t, filesys.MakeFsOnDisk(), o.dir)
-			for name, dep := range r.deployments {
-				pod := dep.Spec.Template.Spec
-				c := pod.Containers[0]
-				root := t.TempDir()
-				lay := func(mountPath string, files map[string]string) {
-					for k, v := range files {
-						p := filepath.Join(root, mountPath, k)
-						os.MkdirAll(filepath.Dir(p), 0o755)
-						os.WriteFile(p, []byte(v), 0o600)
-					}
-				}
-				var mounts []string
-				for _, vm := range c.VolumeMounts {
-					mounts = append(mounts, vm.MountPath)
-				}
-				// Paths in args and in mounted files point into root.
-				relocate := func(s string) string {
-					for _, m := range mounts {
-						s = strings.ReplaceAll(s, m, filepath.Join(root, m))
-					}
-					return s
-				}
-				for _, vm := range c.VolumeMounts {
-					v := volume(pod, vm.Name)
-					switch {
-					case v == nil:
-						t.Fatalf("%s mounts volume %s, which the pod lacks", name, vm.Name)
-					case v.ConfigMap != nil:
-						cm := r.configMaps[v.ConfigMap.Name]
-						if cm == nil {
-							t.Fatalf("%s mounts ConfigMap %s, which is not rendered", name, v.ConfigMap.Name)
-						}
-						files := map[string]string{}
-						for k, data := range cm.Data {
-							files[k] = relocate(data)
-						}
-						lay(vm.MountPath, files)
-					case v.Secret != nil:
-						if v.Secret.SecretName != secret.Name {
-							t.Fatalf("%s mounts Secret %s; the template is %s", name, v.Secret.SecretName, secret.Name)
-						}
-						files := map[string]string{}
-						for k, data := range secret.StringData {
-							files[k] = data
-						}
-						if len(v.Secret.Items) > 0 {
-							files = map[string]string{}
-							for _, it := range v.Secret.Items {
-								data, ok := secret.StringData[it.Key]
-								if !ok {
-									t.Errorf("%s mounts key %s, which the Secret template lacks", name, it.Key)
-								}
-								files[it.Path] = data
-							}
-						}
-						lay(vm.MountPath, files)
-					}
-				}
-				binary := filepath.Join(bin, "authguard")
-				if name == "authguard-gateway" {
-					binary = filepath.Join(bin, "authguard-gateway")
-				}
-				var args []string
-				for _, a := range c.Args {
-					args = append(args, relocate(a))
-				}
-				out, err := exec.Command(binary, append(args, "--check-config")...).CombinedOutput()
-				if err != nil || !strings.Contains(string(out), "configuration OK") {
-					t.Errorf("%s's command line fails --check-config: %v\n%s", name, err, out)
-				}
-				if name == "authguard" {
-					for _, rulesFile := range argFiles(args, "--rules") {
-						if out, err := exec.Command(binary, "rules", "lint", rulesFile).CombinedOutput(); err != nil {
-							t.Errorf("authguard rules lint %s: %v\n%s", rulesFile, err, out)
-						}
-					}
-				}
-				checkProbes(t, binary, name, args, c)
-			}
+			checkAgainstBinaries(t, bin, secret, render(t, filesys.MakeFsOnDisk(), o.dir))
 		})
+	}
+}
+
+// checkAgainstBinaries runs every rendered container's command line with
+// --check-config against its mounts laid out in a temporary directory,
+// lints its rules and asks its probes.
+func checkAgainstBinaries(t *testing.T, bin string, secret *corev1.Secret, r *rendered) {
+	t.Helper()
+	for name, dep := range r.deployments {
+		pod := dep.Spec.Template.Spec
+		c := pod.Containers[0]
+		root := t.TempDir()
+		lay := func(mountPath string, files map[string]string) {
+			for k, v := range files {
+				p := filepath.Join(root, mountPath, k)
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				os.WriteFile(p, []byte(v), 0o600)
+			}
+		}
+		var mounts []string
+		for _, vm := range c.VolumeMounts {
+			mounts = append(mounts, vm.MountPath)
+		}
+		// Paths in args and in mounted files point into root.
+		relocate := func(s string) string {
+			for _, m := range mounts {
+				s = strings.ReplaceAll(s, m, filepath.Join(root, m))
+			}
+			return s
+		}
+		for _, vm := range c.VolumeMounts {
+			v := volume(pod, vm.Name)
+			switch {
+			case v == nil:
+				t.Fatalf("%s mounts volume %s, which the pod lacks", name, vm.Name)
+			case v.ConfigMap != nil:
+				cm := r.configMaps[v.ConfigMap.Name]
+				if cm == nil {
+					t.Fatalf("%s mounts ConfigMap %s, which is not rendered", name, v.ConfigMap.Name)
+				}
+				files := map[string]string{}
+				for k, data := range cm.Data {
+					files[k] = relocate(data)
+				}
+				lay(vm.MountPath, files)
+			case v.Secret != nil:
+				if v.Secret.SecretName != secret.Name {
+					t.Fatalf("%s mounts Secret %s; the template is %s", name, v.Secret.SecretName, secret.Name)
+				}
+				files := map[string]string{}
+				for k, data := range secret.StringData {
+					files[k] = data
+				}
+				if len(v.Secret.Items) > 0 {
+					files = map[string]string{}
+					for _, it := range v.Secret.Items {
+						data, ok := secret.StringData[it.Key]
+						if !ok {
+							t.Errorf("%s mounts key %s, which the Secret template lacks", name, it.Key)
+						}
+						files[it.Path] = data
+					}
+				}
+				lay(vm.MountPath, files)
+			}
+		}
+		binary := filepath.Join(bin, "authguard")
+		if name == "authguard-gateway" {
+			binary = filepath.Join(bin, "authguard-gateway")
+		}
+		var args []string
+		for _, a := range c.Args {
+			args = append(args, relocate(a))
+		}
+		out, err := exec.Command(binary, append(args, "--check-config")...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "configuration OK") {
+			t.Errorf("%s's command line fails --check-config: %v\n%s", name, err, out)
+		}
+		if name == "authguard" {
+			for _, rulesFile := range argFiles(args, "--rules") {
+				if out, err := exec.Command(binary, "rules", "lint", rulesFile).CombinedOutput(); err != nil {
+					t.Errorf("authguard rules lint %s: %v\n%s", rulesFile, err, out)
+				}
+			}
+		}
+		checkProbes(t, binary, name, args, c)
 	}
 }
 
@@ -358,7 +426,7 @@ func TestManifestsMatchTheBinaries(t *testing.T) {
 func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Container) {
 	t.Helper()
 	listenFlag := map[string]string{} // container port number -> the flag that sets it
-	flags := map[string]string{"9090": "--listen", "9092": "--slack-listen", "8080": "--listen", "9091": "--admin-listen"}
+	flags := map[string]string{"9090": "--listen", "9092": "--slack-listen", "9093": "--push-listen", "8080": "--listen", "9091": "--admin-listen"}
 	if name == "authguard" {
 		delete(flags, "8080")
 	} else {
