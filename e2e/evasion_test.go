@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -124,5 +126,41 @@ func TestFiveFailuresAtOnceAreFiveEvents(t *testing.T) {
 	}
 	if len(lines) != 5 || !strings.Contains(lines[0], `"request_id":"`) {
 		t.Errorf("Loki holds %d lines for the five attempts: %q", len(lines), lines)
+	}
+}
+
+// Addresses that must never be blocked stay reachable whatever the rules
+// decide: the --never-block networks (the gateways' own proxies) and
+// link-local ones. The refusal is in the evidence and the metrics, and no
+// ip_block key is written.
+func TestAddressesThatMustNeverBeBlockedStayReachable(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s", direct: true, dArgs: []string{"--never-block", "198.18.0.0/15"}})
+	ctx := context.Background()
+	for _, ip := range []string{"198.18.0.9", "169.254.1.1"} {
+		for range 5 {
+			s.login(ip, "guess")
+		}
+	}
+	// A third attacker, after the others, is blocked: the refusals were
+	// decided by then (one pipeline, in order).
+	for range 5 {
+		s.login("203.0.113.197", "guess")
+	}
+	s.awaitBlocked("203.0.113.197")
+	eventually(t, 10*time.Second, "both refusals to be counted", func() bool { return s.metric("authguard_blocks_refused_total") == 2 })
+	for _, ip := range []string{"198.18.0.9", "169.254.1.1"} {
+		if a := s.request(ip, "GET", "/health", ""); a.status != http.StatusOK {
+			t.Errorf("%s is refused: %d", ip, a.status)
+		}
+		if n := s.rdb.Exists(ctx, "ip_block:"+ip).Val(); n != 0 {
+			t.Errorf("ip_block:%s was written", ip)
+		}
+		refused := false
+		for _, m := range s.rdb.XRange(ctx, "authguard:evidence", "-", "+").Val() {
+			refused = refused || (evidenceField(m, "ip") == ip && evidenceField(m, "action") == "refused")
+		}
+		if !refused {
+			t.Errorf("no refused record in the evidence for %s", ip)
+		}
 	}
 }

@@ -367,7 +367,7 @@ func (r *Responder) request(it item) Request {
 		return req
 	}
 	switch {
-	case it.d.IP.IsValid() && (contains(r.opts.NeverBlock, it.d.IP) || NeverBlocked(it.d.IP) != ""):
+	case NeverBlocked(it.d.IP, r.opts.NeverBlock) != "":
 		req.Action = "refused"
 	case it.d.DryRun || r.opts.DryRun:
 		req.Action = "dry-run"
@@ -431,10 +431,7 @@ func (r *Responder) done(it item, req Request, res Result) {
 		return
 	case req.Action == "refused":
 		r.metrics.refused.Inc()
-		why := NeverBlocked(it.d.IP)
-		if why == "" {
-			why = "in --never-block"
-		}
+		why := NeverBlocked(it.d.IP, r.opts.NeverBlock)
 		r.opts.Log.Warn("refused to block an address that is never blocked", "ip", it.d.Key, "rule", it.d.Rule, "why", why)
 	case req.Do == DoBlock && res.Outcome == Written:
 		r.metrics.blocks.Inc()
@@ -456,12 +453,15 @@ func (r *Responder) done(it item, req Request, res Result) {
 
 // NeverBlocked says why ip must never be blocked whatever a rule or an
 // operator says ("" when it may be): blocking it would lock out the
-// machine itself, every client at once or a whole link.
-func NeverBlocked(ip netip.Addr) string {
+// machine itself, every client at once or a whole link, or it is in also
+// (the --never-block networks: the gateways' own proxies).
+func NeverBlocked(ip netip.Addr, also []netip.Prefix) string {
 	ip = ip.Unmap()
 	switch {
 	case !ip.IsValid():
 		return ""
+	case contains(also, ip):
+		return "in --never-block"
 	case ip.IsUnspecified():
 		return "unspecified"
 	case ip.IsLoopback():

@@ -17,6 +17,7 @@ import (
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
 	"github.com/authguard/authguard/responder/redisblock"
+	"github.com/authguard/authguard/rules"
 )
 
 // operatorFlags name who acts, for the evidence record.
@@ -126,8 +127,9 @@ func dash(s string) string {
 type blocksAddCmd struct {
 	redisflag.Flags `embed:""`
 	operatorFlags
-	IP  string        `arg:"" help:"Address to block."`
-	TTL time.Duration `help:"How long." default:"24h"`
+	IP         string        `arg:"" help:"Address to block."`
+	TTL        time.Duration `help:"How long." default:"24h"`
+	NeverBlock []string      `help:"CIDRs refused as the daemon's --never-block refuses them (give the same list, e.g. the gateways' trusted proxies)." placeholder:"CIDR,..."`
 }
 
 func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
@@ -138,8 +140,12 @@ func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
 	if c.TTL < time.Second {
 		return errors.New("--ttl must be at least 1s")
 	}
-	if why := responder.NeverBlocked(ip); why != "" {
-		return fmt.Errorf("%s is %s: authguard never blocks such an address (it would lock out the machine itself or every client at once)", ip, why)
+	never, err := rules.ParsePrefixes(c.NeverBlock)
+	if err != nil {
+		return fmt.Errorf("--never-block: %w", err)
+	}
+	if why := responder.NeverBlocked(ip, never); why != "" {
+		return fmt.Errorf("%s is %s: authguard never blocks such an address (it would lock out the machine itself, every client at once or a proxy of all of them)", ip, why)
 	}
 	store, done, err := openStore(&c.Flags)
 	if err != nil {

@@ -115,19 +115,20 @@ func (c *runCmd) Run(ctx context.Context, e *env) error {
 
 // daemon is a configured, not yet running authguard.
 type daemon struct {
-	log       *slog.Logger
-	engine    *detector.Engine
-	tail      *loki.Tail
-	resp      *responder.Responder
-	listener  net.Listener // admin
-	pushLn    net.Listener // push receiver, nil when off
-	slackLn   net.Listener // Slack's interactions, nil when off
-	limits    serve.Limits
-	lifecycle bool // POST /-/reload is served
-	registry  *prometheus.Registry
-	store     *redisblock.Store
-	processed prometheus.Counter
-	reloader  *reloader
+	log        *slog.Logger
+	engine     *detector.Engine
+	tail       *loki.Tail
+	resp       *responder.Responder
+	listener   net.Listener // admin
+	pushLn     net.Listener // push receiver, nil when off
+	slackLn    net.Listener // Slack's interactions, nil when off
+	limits     serve.Limits
+	lifecycle  bool // POST /-/reload is served
+	registry   *prometheus.Registry
+	store      *redisblock.Store
+	neverBlock []netip.Prefix // --never-block, refused by the rules and by Slack's Extend
+	processed  prometheus.Counter
+	reloader   *reloader
 
 	trackedKeys, evictions, late, future atomic.Uint64
 	evictedBefore                        uint64              // evictions of engines replaced by reloads
@@ -233,7 +234,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		rdb.Close()
 		return nil, err
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, reloader: newReloader(c.Rules, reg), rules: c.Rules}
+	d := &daemon{log: log, engine: engine, listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: neverBlock, reloader: newReloader(c.Rules, reg), rules: c.Rules}
 	if c.LeaderElect {
 		client, err := leader.Client(c.Kubeconfig)
 		if err != nil {
@@ -442,7 +443,10 @@ func addrOf(l net.Listener) string {
 // storeOperator carries out Slack's buttons on the Redis store. An unblock
 // publishes its event, which resets the detector like the runbook's DEL of
 // both keys.
-type storeOperator struct{ store *redisblock.Store }
+type storeOperator struct {
+	store      *redisblock.Store
+	neverBlock []netip.Prefix
+}
 
 func (o storeOperator) Unblock(ctx context.Context, ip netip.Addr, operator, reason string) error {
 	_, err := o.store.Unblock(ctx, ip, operator, reason, time.Now())
@@ -450,7 +454,7 @@ func (o storeOperator) Unblock(ctx context.Context, ip netip.Addr, operator, rea
 }
 
 func (o storeOperator) Extend(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string) (time.Time, error) {
-	if why := responder.NeverBlocked(ip); why != "" {
+	if why := responder.NeverBlocked(ip, o.neverBlock); why != "" {
 		return time.Time{}, fmt.Errorf("%s is %s and is never blocked", ip, why)
 	}
 	now := time.Now()
@@ -489,7 +493,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	if d.slackLn != nil && d.signingSecret != "" {
 		slackMux := http.NewServeMux()
-		slackMux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store}))
+		slackMux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store, d.neverBlock}))
 		srv := d.limits.Server(slackMux, false)
 		go srv.Serve(d.slackLn)
 		defer srv.Close()

@@ -250,8 +250,8 @@ func TestReplayCountsLongLinesAndNeverAborts(t *testing.T) {
 
 // An operator cannot block an address that must never be blocked.
 func TestBlocksAddRefusesAddressesThatAreNeverBlocked(t *testing.T) {
-	for _, ip := range []string{"127.0.0.1", "::1", "0.0.0.0", "169.254.169.254"} {
-		_, _, err := runCLI(t, nil, "blocks", "add", ip, "--redis-url", "redis://127.0.0.1:1/0")
+	for _, ip := range []string{"127.0.0.1", "::1", "0.0.0.0", "169.254.169.254", "10.1.2.3"} {
+		_, _, err := runCLI(t, nil, "blocks", "add", ip, "--redis-url", "redis://127.0.0.1:1/0", "--never-block", "10.0.0.0/8")
 		if err == nil || !strings.Contains(err.Error(), "never blocks such an address") {
 			t.Errorf("blocks add %s: %v", ip, err)
 		}
