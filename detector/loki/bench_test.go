@@ -1,14 +1,22 @@
 package loki
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
 	"github.com/grafana/loki/pkg/push"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authguard/authguard/detector"
 )
 
 func auditLine(i int) string {
@@ -92,4 +100,39 @@ func BenchmarkParseLine(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lines/s")
+}
+
+// BenchmarkPushBombRefused sends the receiver the two bombs of issue #16,
+// a 9-byte snappy body whose header claims 4 GiB and a 2.9 MB one that
+// expands to 60 MiB, with the default 10 MiB --push-max-bytes. Each must
+// be answered 413; reports the time to answer and the bytes allocated.
+func BenchmarkPushBombRefused(b *testing.B) {
+	for _, bomb := range []struct {
+		name string
+		body []byte
+	}{
+		{"claims-4GiB", []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0}},
+		{"expands-to-60MiB", snappy.Encode(nil, make([]byte, 60<<20))},
+	} {
+		b.Run(bomb.name, func(b *testing.B) {
+			m := NewMetrics(prometheus.NewRegistry())
+			r := NewReceiver(NewParser(DefaultFields, 0, 0, false), make(chan detector.Event, 1), 10<<20, slog.New(slog.NewTextHandler(io.Discard, nil)), m, prometheus.NewRegistry())
+			b.ReportAllocs()
+			var worst time.Duration
+			start := time.Now()
+			for range b.N {
+				req := httptest.NewRequest("POST", "/loki/api/v1/push", bytes.NewReader(bomb.body))
+				req.Header.Set("Content-Type", "application/x-protobuf")
+				w := httptest.NewRecorder()
+				t0 := time.Now()
+				r.ServeHTTP(w, req)
+				worst = max(worst, time.Since(t0))
+				if w.Code != http.StatusRequestEntityTooLarge {
+					b.Fatalf("answered %d", w.Code)
+				}
+			}
+			b.ReportMetric(float64(time.Since(start).Microseconds())/1000/float64(b.N), "ms/refusal")
+			b.ReportMetric(float64(worst.Microseconds())/1000, "worst-ms")
+		})
+	}
 }
