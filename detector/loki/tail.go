@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/internal/lokiauth"
 )
 
 // Config says where and what to read.
@@ -74,7 +75,7 @@ type Config struct {
 	MaxLag time.Duration
 
 	// Auth is the tenant, credentials and headers sent with every request.
-	Auth
+	lokiauth.Auth
 	// TLS configures https and wss (custom CA, client certificate).
 	TLS *tls.Config
 }

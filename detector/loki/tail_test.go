@@ -23,6 +23,7 @@ import (
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/detector/loki/lokitest"
+	"github.com/authguard/authguard/internal/lokiauth"
 )
 
 func newTail(t *testing.T, srv *lokitest.Server, query string) (*loki.Tail, *loki.Metrics, chan detector.Event) {
@@ -326,7 +327,7 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 	pool.AddCert(srv.Certificate())
 	m := loki.NewMetrics(prometheus.NewRegistry())
 	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, Settle: 100 * time.Millisecond,
-		Auth: loki.Auth{BearerTokenFile: tokenFile}, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+		Auth: lokiauth.Auth{BearerTokenFile: tokenFile}, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})

@@ -12,7 +12,7 @@ import (
 	"os"
 
 	"github.com/authguard/authguard/cmd/internal/secret"
-	"github.com/authguard/authguard/detector/loki"
+	"github.com/authguard/authguard/internal/lokiauth"
 )
 
 // Loki is embedded in a command's flags.
@@ -30,8 +30,8 @@ type Loki struct {
 
 // Auth returns the tenant, credentials and headers to send. Without a
 // file the password and token may come from the environment, read once.
-func (f *Loki) Auth() loki.Auth {
-	a := loki.Auth{Tenant: f.LokiTenant, Username: f.LokiUsername, PasswordFile: f.LokiPasswordFile,
+func (f *Loki) Auth() lokiauth.Auth {
+	a := lokiauth.Auth{Tenant: f.LokiTenant, Username: f.LokiUsername, PasswordFile: f.LokiPasswordFile,
 		BearerTokenFile: f.LokiBearerTokenFile, Headers: f.LokiHeaders}
 	if a.PasswordFile == "" {
 		a.Password, _ = secret.Read("", "AUTHGUARD_LOKI_PASSWORD")

@@ -1,4 +1,8 @@
-package loki
+// Package lokiauth is how a client of Loki's HTTP API identifies itself
+// (tenant, basic auth or a bearer token, extra headers), shared by the
+// daemon's reader and the gateway's pusher without either linking the
+// other.
+package lokiauth
 
 import (
 	"bufio"
