@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"math"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 )
@@ -475,12 +476,7 @@ func (e *Engine) severityLevel(rate float64) (int, string) {
 }
 
 func (e *Engine) allowed(ip netip.Addr) bool {
-	for _, p := range e.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(e.allow, func(p netip.Prefix) bool { return p.Contains(ip) })
 }
 
 func (r *ruleState) group(ip netip.Addr) netip.Addr {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/redisblock"
 )
 
@@ -24,7 +25,7 @@ import (
 // its own, as it has in production.
 func BenchmarkBlockWrites(b *testing.B) {
 	rdb := startRedisServer(b).client()
-	store := &countingStore{Store: redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{}), want: b.N, all: make(chan struct{})}
+	store := &countingStore{Store: redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{}), want: b.N, all: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := responder.New(responder.Options{Store: store, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)), RunID: "bench"})
 	wait := resp.Start(ctx)
@@ -75,7 +76,7 @@ func BenchmarkDecisionToBlockVisible(b *testing.B) {
 		b.Fatal(err)
 	}
 	msgs := sub.Channel()
-	resp := responder.New(responder.Options{Store: redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{}),
+	resp := responder.New(responder.Options{Store: redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{}),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), RunID: "bench"})
 	wait := resp.Start(ctx)
 	defer wait()
@@ -88,7 +89,7 @@ func BenchmarkDecisionToBlockVisible(b *testing.B) {
 		resp.Submit(ctx, req.Decision, detector.Event{}, uint64(i))
 		m := <-msgs
 		lat = append(lat, time.Since(t0))
-		var ev redisblock.Event
+		var ev blockset.Event
 		if json.Unmarshal([]byte(m.Payload), &ev); ev.IP != req.Decision.Key {
 			b.Fatalf("event for %s, want %s", ev.IP, req.Decision.Key)
 		}

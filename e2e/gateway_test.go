@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authguard/authguard/internal/testcert"
+	"github.com/authguard/authguard/e2e/testcert"
 )
 
 // A block the daemon writes reaches the gateway by pub/sub: with the

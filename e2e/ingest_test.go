@@ -15,7 +15,7 @@ import (
 
 	"github.com/golang/snappy"
 
-	"github.com/authguard/authguard/internal/testcert"
+	"github.com/authguard/authguard/e2e/testcert"
 )
 
 // rssKB reads a process's resident set size from /proc.

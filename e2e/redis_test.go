@@ -20,6 +20,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/redisblock"
 )
 
@@ -42,7 +43,7 @@ func TestBlocksAreAllOrNothingWhenConnectionsDie(t *testing.T) {
 	ctx := context.Background()
 	writer := redis.NewClient(&redis.Options{Addr: srv.addr, MaxRetries: -1})
 	defer writer.Close()
-	store := redisblock.New(writer, redisblock.DefaultKeys, redisblock.Options{})
+	store := redisblock.New(writer, blockset.DefaultKeys, redisblock.Options{})
 
 	sub := rdb.Subscribe(ctx, "authguard:blocks")
 	defer sub.Close()
@@ -53,7 +54,7 @@ func TestBlocksAreAllOrNothingWhenConnectionsDie(t *testing.T) {
 	var evMu sync.Mutex
 	go func() {
 		for m := range sub.Channel() {
-			var ev redisblock.Event
+			var ev blockset.Event
 			json.Unmarshal([]byte(m.Payload), &ev)
 			evMu.Lock()
 			events[ev.IP]++
@@ -375,7 +376,7 @@ func evidenceField(m redis.XMessage, name string) string {
 // for that incident only, and gone with the block's metadata.
 func TestPageLocationIsKeptWithTheBlock(t *testing.T) {
 	rdb := startRedisServer(t).client()
-	store := redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{})
+	store := redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{})
 	ctx := context.Background()
 	ip := netip.MustParseAddr("203.0.113.160")
 	res, err := store.Write(ctx, []responder.Request{blockRequest(ip.String(), 1, time.Now())}, time.Now())

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authguard/authguard/detector/auditsig"
+	"github.com/authguard/authguard/responder/auditsig"
 )
 
 // A workload that can write {service="audit"} lines into Loki could have

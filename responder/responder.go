@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"time"
@@ -17,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder/backoff"
+	"github.com/authguard/authguard/responder/cidr"
 )
 
 // Store carries decisions out: it writes blocks and evidence records, in
@@ -399,7 +400,7 @@ func (r *Responder) send(ctx context.Context, j *job) bool {
 		}
 		j.preparedAt = time.Time{} // a batch is sent once
 		r.metrics.blockErrors.Inc()
-		wait := Backoff(attempt, 100*time.Millisecond, 5*time.Second)
+		wait := backoff.Jitter(attempt, 100*time.Millisecond, 5*time.Second)
 		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(j.reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
@@ -460,7 +461,7 @@ func NeverBlocked(ip netip.Addr, also []netip.Prefix) string {
 	switch {
 	case !ip.IsValid():
 		return ""
-	case contains(also, ip):
+	case cidr.Contains(also, ip):
 		return "in --never-block"
 	case ip.IsUnspecified():
 		return "unspecified"
@@ -474,15 +475,6 @@ func NeverBlocked(ip netip.Addr, also []netip.Prefix) string {
 		return "multicast"
 	}
 	return ""
-}
-
-func contains(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *Responder) runNotify(ctx context.Context) {
@@ -500,7 +492,7 @@ func (r *Responder) runNotify(ctx context.Context) {
 				break
 			}
 			r.metrics.notifyErrors.Inc()
-			wait := Backoff(attempt, time.Second, time.Minute)
+			wait := backoff.Jitter(attempt, time.Second, time.Minute)
 			if ra, ok := err.(interface{ RetryAfter() time.Duration }); ok && ra.RetryAfter() > 0 {
 				wait = ra.RetryAfter()
 			}
@@ -528,13 +520,4 @@ func (r *Responder) evidence(a Action) {
 		attrs = append(attrs, "incident", a.Incident)
 	}
 	r.opts.Log.Info("evidence", append([]any{"action", a.What}, attrs...)...)
-}
-
-// Backoff is full-jitter exponential backoff between base and ceiling.
-func Backoff(attempt int, base, ceiling time.Duration) time.Duration {
-	d := base << min(attempt, 20)
-	if d > ceiling || d <= 0 {
-		d = ceiling
-	}
-	return d/2 + rand.N(d/2+1)
 }

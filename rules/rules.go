@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder/cidr"
 )
 
 // File is the rules file as written by an operator.
@@ -370,42 +371,12 @@ func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return bad
 	}
-	pf, err := ParsePrefix(n.Value)
+	pf, err := cidr.Parse(n.Value)
 	if err != nil {
 		return bad
 	}
 	*p = Prefix(pf)
 	return nil
-}
-
-// ParsePrefixes reads a list of networks, skipping empty entries.
-func ParsePrefixes(ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		p, err := ParsePrefix(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-// ParsePrefix reads a CIDR (masked) or a single address (as a /32 or /128),
-// as rules files and network flags take them.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if pf, err := netip.ParsePrefix(s); err == nil {
-		return pf.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an address", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func syntaxError(name string, err error) Error {

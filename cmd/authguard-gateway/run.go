@@ -23,10 +23,10 @@ import (
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/cmd/internal/serve"
-	"github.com/authguard/authguard/detector/auditsig"
+	"github.com/authguard/authguard/responder/auditsig"
+	"github.com/authguard/authguard/responder/blockset"
+	"github.com/authguard/authguard/responder/cidr"
 	"github.com/authguard/authguard/responder/gateway"
-	"github.com/authguard/authguard/responder/redisblock"
-	"github.com/authguard/authguard/rules"
 )
 
 type cli struct {
@@ -110,7 +110,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	trusted, err := rules.ParsePrefixes(c.TrustedProxies)
+	trusted, err := cidr.ParseList(c.TrustedProxies)
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
@@ -145,7 +145,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s\n", c.Mode, c.Redacted())
 		return nil
 	}
-	store := redisblock.New(rdb, c.Keys(), redisblock.Options{})
+	store := blockset.NewReader(rdb, c.Keys())
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

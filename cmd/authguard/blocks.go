@@ -16,8 +16,8 @@ import (
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/cidr"
 	"github.com/authguard/authguard/responder/redisblock"
-	"github.com/authguard/authguard/rules"
 )
 
 // operatorFlags name who acts, for the evidence record.
@@ -140,7 +140,7 @@ func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
 	if c.TTL < time.Second {
 		return errors.New("--ttl must be at least 1s")
 	}
-	never, err := rules.ParsePrefixes(c.NeverBlock)
+	never, err := cidr.ParseList(c.NeverBlock)
 	if err != nil {
 		return fmt.Errorf("--never-block: %w", err)
 	}

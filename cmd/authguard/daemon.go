@@ -26,9 +26,11 @@ import (
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/cmd/internal/serve"
 	"github.com/authguard/authguard/detector"
-	"github.com/authguard/authguard/detector/auditsig"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/auditsig"
+	"github.com/authguard/authguard/responder/blockset"
+	"github.com/authguard/authguard/responder/cidr"
 	"github.com/authguard/authguard/responder/redisblock"
 	"github.com/authguard/authguard/responder/slack"
 	"github.com/authguard/authguard/rules"
@@ -202,7 +204,7 @@ func (c *runCmd) settings() (*settings, error) {
 	if _, err := secret.AuditKeys(c.AuditVerifyKeyFile); err != nil {
 		return nil, fmt.Errorf("--audit-verify-key-file: %w", err)
 	}
-	neverBlock, err := rules.ParsePrefixes(c.NeverBlock)
+	neverBlock, err := cidr.ParseList(c.NeverBlock)
 	if err != nil {
 		return nil, fmt.Errorf("--never-block: %w", err)
 	}
@@ -291,7 +293,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		d.tail, err = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, DelayFor: c.LokiDelayFor,
 			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
 			SweepInterval: c.LokiSweepInterval, SweepDelay: c.LokiSweepDelay, TailMaxRate: c.LokiTailMaxRate, MaxLag: c.LokiMaxLag,
-			Auth: c.Loki.Auth(), TLS: tlsConf}, parser, log, lokiMetrics)
+			Header: c.Loki.Auth().Apply, TLS: tlsConf}, parser, log, lokiMetrics)
 		if err != nil {
 			rdb.Close()
 			ln.Close()
@@ -595,7 +597,7 @@ func (d *daemon) loop(ctx context.Context) error {
 	// Unblocks through authguard (the CLI, a Slack button) reset the
 	// detector's window for the IP, like the runbook's DEL of both keys.
 	unblocks := make(chan netip.Addr, 64)
-	go d.store.Subscribe(ctx, func(ev redisblock.Event) {
+	go d.store.Subscribe(ctx, func(ev blockset.Event) {
 		ip, err := netip.ParseAddr(ev.IP)
 		if ev.Op != "unblock" || err != nil {
 			return

@@ -23,6 +23,7 @@ import (
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/detector/loki/lokitest"
+	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/gateway"
 	"github.com/authguard/authguard/responder/redisblock"
 )
@@ -63,9 +64,9 @@ func (c *demoCmd) Run(ctx context.Context, e *env) error {
 	defer app.Close()
 
 	quiet := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	store := redisblock.New(rdb, redisblock.DefaultKeys, redisblock.Options{})
+	store := redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{})
 	list := gateway.NewBlocklist()
-	go (&gateway.Syncer{Store: store, List: list, Interval: time.Second, Log: quiet}).Run(ctx)
+	go (&gateway.Syncer{Store: store.Reader, List: list, Interval: time.Second, Log: quiet}).Run(ctx)
 	pusher, err := gateway.NewPusher(gateway.PusherOptions{URL: lk.URL, FlushEvery: 100 * time.Millisecond, Log: quiet})
 	if err != nil {
 		return err

@@ -11,9 +11,9 @@ import (
 
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/detector"
-	"github.com/authguard/authguard/detector/auditsig"
 	"github.com/authguard/authguard/detector/logfile"
 	"github.com/authguard/authguard/detector/loki"
+	"github.com/authguard/authguard/responder/auditsig"
 )
 
 type replayCmd struct {

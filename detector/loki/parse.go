@@ -12,7 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/authguard/authguard/detector"
-	"github.com/authguard/authguard/detector/auditsig"
+	"github.com/authguard/authguard/responder/auditsig"
 )
 
 // Fields names the JSON fields of an audit line.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authguard/authguard/detector/auditsig"
+	"github.com/authguard/authguard/responder/auditsig"
 )
 
 func TestParseAuditLines(t *testing.T) {

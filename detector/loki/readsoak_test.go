@@ -58,7 +58,10 @@ func readSoak(t *testing.T, url, tenant string, rate int, d time.Duration, cfg l
 	t.Helper()
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	m := loki.NewMetrics(prometheus.NewRegistry())
-	cfg.URL, cfg.Tenant = url, tenant
+	cfg.URL = url
+	if tenant != "" {
+		cfg.Header = func(h http.Header) error { h.Set("X-Scope-OrgID", tenant); return nil }
+	}
 	cfg.Query = strings.Replace(loki.DefaultQuery, `{service="audit"}`, fmt.Sprintf(`{service="audit", run=%q}`, run), 1)
 	var logs syncBuffer
 	tl := mustTail(t, cfg, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(&logs, nil)), m)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -24,7 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/detector"
-	"github.com/authguard/authguard/internal/lokiauth"
+	"github.com/authguard/authguard/responder/backoff"
 )
 
 // Config says where and what to read.
@@ -74,8 +73,10 @@ type Config struct {
 	// Ready reports it (default 30s).
 	MaxLag time.Duration
 
-	// Auth is the tenant, credentials and headers sent with every request.
-	lokiauth.Auth
+	// Header sets the tenant, credentials and extra headers of every
+	// request (nil: none). It is called for every connection and query,
+	// so it may read files a rotated Secret rewrites.
+	Header func(http.Header) error
 	// TLS configures https and wss (custom CA, client certificate).
 	TLS *tls.Config
 }
@@ -271,9 +272,7 @@ func (t *Tail) advance(until int64) {
 
 // retryDelay is jittered exponential backoff from 250 ms to 30 s.
 func retryDelay(attempt int) time.Duration {
-	ceiling := 250 * time.Millisecond << min(attempt, 7)
-	ceiling = min(ceiling, 30*time.Second)
-	return ceiling/2 + rand.N(ceiling/2)
+	return backoff.Jitter(attempt, 250*time.Millisecond, 30*time.Second)
 }
 
 // futureGrace is how far ahead of the daemon's clock a catch-up reads:
@@ -303,7 +302,10 @@ func (t *Tail) endpoint(path string, q url.Values, ws bool) (string, error) {
 // header builds the request headers: tenant, auth, extras.
 func (t *Tail) header() (http.Header, error) {
 	h := http.Header{}
-	if err := t.cfg.Auth.Apply(h); err != nil {
+	if t.cfg.Header == nil {
+		return h, nil
+	}
+	if err := t.cfg.Header(h); err != nil {
 		return nil, err
 	}
 	return h, nil

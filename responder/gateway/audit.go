@@ -20,7 +20,7 @@ import (
 	"github.com/grafana/loki/pkg/push"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/backoff"
 )
 
 // AuditEvent is one audit line, in the contract of DESIGN.md.
@@ -188,7 +188,7 @@ func (p *LokiPusher) Run(ctx context.Context) {
 			n, err := p.flush(ctx)
 			if err != nil {
 				p.errors.Inc()
-				wait := responder.Backoff(attempt, 250*time.Millisecond, 15*time.Second)
+				wait := backoff.Jitter(attempt, 250*time.Millisecond, 15*time.Second)
 				attempt++
 				p.opts.Log.Warn("pushing audit lines to loki failed; retrying", "err", err, "retry_in", wait)
 				select {

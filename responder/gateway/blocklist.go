@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/authguard/authguard/responder/redisblock"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 // Blocklist is the gateway's in-memory copy of the blocks in Redis, so that
@@ -65,7 +65,7 @@ func (b *Blocklist) set(ip netip.Addr, exp time.Time) {
 	b.mu.Unlock()
 }
 
-func (b *Blocklist) apply(ev redisblock.Event) {
+func (b *Blocklist) apply(ev blockset.Event) {
 	ip, err := netip.ParseAddr(ev.IP)
 	if err != nil {
 		return
@@ -116,7 +116,7 @@ func (b *Blocklist) replace(scanned map[netip.Addr]time.Time) {
 // full reconcile at start, after every (re)subscription and every Interval,
 // which also picks up blocks set and deleted by hand with redis-cli.
 type Syncer struct {
-	Store    *redisblock.Store
+	Store    *blockset.Reader
 	List     *Blocklist
 	Interval time.Duration
 	Log      *slog.Logger

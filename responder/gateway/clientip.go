@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/authguard/authguard/responder/cidr"
 )
 
 // Headers a trusted proxy may name the client in.
@@ -34,7 +36,7 @@ type ClientIPResolver struct {
 // cannot be read.
 func (c ClientIPResolver) Resolve(r *http.Request) netip.Addr {
 	peer := peerAddr(r.RemoteAddr)
-	if !peer.IsValid() || !contains(c.Trusted, peer) {
+	if !peer.IsValid() || !cidr.Contains(c.Trusted, peer) {
 		return peer
 	}
 	// Direct map reads: the header names are already canonical, and
@@ -81,7 +83,7 @@ func (c ClientIPResolver) walk(peer netip.Addr, lines []string, last func(string
 				return client
 			}
 			client = addr
-			if !contains(c.Trusted, client) {
+			if !cidr.Contains(c.Trusted, client) {
 				return client
 			}
 		}
@@ -212,13 +214,4 @@ func peerAddr(remote string) netip.Addr {
 		return netip.Addr{}
 	}
 	return addr.WithZone("").Unmap()
-}
-
-func contains(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

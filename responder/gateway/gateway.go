@@ -27,7 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/authguard/authguard/detector/auditsig"
+	"github.com/authguard/authguard/responder/auditsig"
 )
 
 // Route is a method and path whose responses are audited.

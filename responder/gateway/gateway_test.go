@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authguard/authguard/responder/redisblock"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 var trusted = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
@@ -218,7 +218,7 @@ func TestEventsWinOverAnOlderScan(t *testing.T) {
 	ip := netip.MustParseAddr("203.0.113.7")
 	bl.beginReconcile()
 	// A block arrives by pub/sub while the SCAN, which missed it, runs.
-	bl.apply(redisblock.Event{Op: "block", IP: ip.String(), ExpiresMS: time.Now().Add(time.Minute).UnixMilli()})
+	bl.apply(blockset.Event{Op: "block", IP: ip.String(), ExpiresMS: time.Now().Add(time.Minute).UnixMilli()})
 	bl.replace(map[netip.Addr]time.Time{})
 	if blocked, _ := bl.Blocked(ip, time.Now()); !blocked {
 		t.Error("a reconcile undid a newer block event")

@@ -1,7 +1,8 @@
-// Package redisblock keeps IP blocks in Redis in the runbook SEC-010 schema:
-// ip_block:<ip> = 1 with a TTL, login_fail:<ip> holding the failure tally
-// and expiring with the block, plus an index, a metadata hash and a pub/sub
-// event for gateways. The daemon, the CLI and the gateway share it.
+// Package redisblock writes IP blocks to Redis in the runbook SEC-010
+// schema: ip_block:<ip> = 1 with a TTL, login_fail:<ip> holding the failure
+// tally and expiring with the block, plus an index, a metadata hash, the
+// evidence stream and a pub/sub event for gateways (see blockset, which
+// reads them). The daemon and the operator CLI use it.
 package redisblock
 
 import (
@@ -21,43 +22,15 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
-// Keys are the key names and prefixes; DefaultKeys are the runbook's.
-type Keys struct {
-	Block    string // prefix of ip_block:<ip>
-	Fail     string // prefix of login_fail:<ip>
-	Index    string // sorted set of blocked IPs by expiry
-	Meta     string // prefix of the metadata hash
-	Channel  string // pub/sub channel for block events
-	Offenses string // prefix of the IP's offence number (expires after the escalation memory)
-	Evidence string // stream of evidence records
-}
-
-// DefaultKeys is the schema operators already use with redis-cli.
-var DefaultKeys = Keys{
-	Block:    "ip_block:",
-	Fail:     "login_fail:",
-	Index:    "authguard:blocks",
-	Meta:     "authguard:block:",
-	Channel:  "authguard:blocks",
-	Offenses: "authguard:offenses:",
-	Evidence: "authguard:evidence",
-}
-
-// WithPrefix puts prefix in front of every key and the channel, for sharing
-// one Redis between environments.
-func (k Keys) WithPrefix(prefix string) Keys {
-	if prefix == "" {
-		return k
-	}
-	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence}
-}
-
-// Store reads and writes blocks.
+// Store reads and writes blocks; reading the set of blocked addresses and
+// following it is blockset's, which Store embeds.
 type Store struct {
+	*blockset.Reader
 	rdb    redis.UniversalClient
-	keys   Keys
+	keys   blockset.Keys
 	opts   Options
 	loaded atomic.Bool // blockScript is in the server's script cache
 }
@@ -73,18 +46,15 @@ type Options struct {
 }
 
 // New returns a store over rdb.
-func New(rdb redis.UniversalClient, keys Keys, opts Options) *Store {
+func New(rdb redis.UniversalClient, keys blockset.Keys, opts Options) *Store {
 	if opts.EvidenceMaxLen <= 0 {
 		opts.EvidenceMaxLen = 100_000
 	}
 	if opts.RememberOffences <= 0 {
 		opts.RememberOffences = 30 * 24 * time.Hour
 	}
-	return &Store{rdb: rdb, keys: keys, opts: opts}
+	return &Store{Reader: blockset.NewReader(rdb, keys), rdb: rdb, keys: keys, opts: opts}
 }
-
-// Keys returns the store's key names.
-func (s *Store) Keys() Keys { return s.keys }
 
 // blockScript writes blocks, each whole, so that ip_block, the tally, the
 // index, the metadata, the offence record, the evidence record and the
@@ -157,16 +127,6 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'incident', incident, '
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return existed
 `)
-
-// Event is what the store publishes on the channel.
-type Event struct {
-	Op string `json:"op"` // "block" or "unblock"
-	IP string `json:"ip"`
-	// ExpiresMS is the block's end in Unix milliseconds (blocks only).
-	ExpiresMS int64 `json:"expires_ms,omitempty"`
-	// By names the operator of an unblock.
-	By string `json:"by,omitempty"`
-}
 
 // record is one evidence record: what was done, to whom, why, by whom.
 // Stored as one JSON field; the names are the report's vocabulary.
@@ -482,7 +442,7 @@ func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, op
 // why, and tells gateways and the daemon. It reports whether there was a
 // block or a tally to delete.
 func (s *Store) Unblock(ctx context.Context, ip netip.Addr, operator, reason string, now time.Time) (bool, error) {
-	ev, _ := json.Marshal(Event{Op: "unblock", IP: ip.String(), By: operator})
+	ev, _ := json.Marshal(blockset.Event{Op: "unblock", IP: ip.String(), By: operator})
 	r := record{Time: stamp(now), Action: "unblock", IP: ip.String(), Operator: operator, Reason: reason}
 	args := []any{ip.String(), s.keys.Channel, string(ev), s.opts.EvidenceMaxLen, r.json()}
 	keys := []string{s.keys.Block + ip.String(), s.keys.Fail + ip.String(), s.keys.Index, s.keys.Meta + ip.String(), s.keys.Evidence}
@@ -532,7 +492,7 @@ func (s *Store) List(ctx context.Context) ([]Entry, error) {
 // Tallies returns the IPs that have a login_fail:<ip> key, found with SCAN.
 func (s *Store) Tallies(ctx context.Context) ([]netip.Addr, error) {
 	var out []netip.Addr
-	node, err := s.scanNode(ctx)
+	node, err := s.ScanNode(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("scan tallies: %w", err)
 	}
@@ -612,118 +572,4 @@ func (s *Store) LoadMessage(ctx context.Context, ip netip.Addr, incident string)
 	channel, _ = v[1].(string)
 	ts, _ = v[2].(string)
 	return channel, ts, nil
-}
-
-// BlockedNow looks one IP up: whether ip_block:<ip> exists and when it
-// expires (the zero time when it has no TTL). One round trip.
-func (s *Store) BlockedNow(ctx context.Context, ip netip.Addr) (bool, time.Time, error) {
-	ttl, err := s.rdb.PTTL(ctx, s.keys.Block+ip.String()).Result()
-	if err != nil {
-		return false, time.Time{}, fmt.Errorf("look up %s: %w", ip, err)
-	}
-	switch {
-	case ttl == -2: // no such key
-		return false, time.Time{}, nil
-	case ttl < 0: // no expiry
-		return true, time.Time{}, nil
-	}
-	return true, time.Now().Add(ttl), nil
-}
-
-// scanNode is where SCAN finds the store's keys. Under Redis Cluster a
-// keyless command goes to any node, but the keys' hash tag keeps them all
-// in one slot, on the master that owns it.
-func (s *Store) scanNode(ctx context.Context) (redis.Cmdable, error) {
-	if c, ok := s.rdb.(*redis.ClusterClient); ok {
-		return c.MasterForKey(ctx, s.keys.Block)
-	}
-	return s.rdb, nil
-}
-
-// Blocked returns every IP with an ip_block key and its expiry, found with
-// SCAN (never KEYS), so blocks set by hand with redis-cli are included.
-func (s *Store) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) {
-	out := map[netip.Addr]time.Time{}
-	now := time.Now()
-	node, err := s.scanNode(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
-	}
-	iter := node.Scan(ctx, 0, s.keys.Block+"*", 1000).Iterator()
-	var batch []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range batch {
-				p.PTTL(ctx, k)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return err
-		}
-		for i, c := range cmds {
-			ttl := c.(*redis.DurationCmd).Val()
-			ip, err := netip.ParseAddr(strings.TrimPrefix(batch[i], s.keys.Block))
-			if err != nil || ttl == -2 {
-				continue // not an address, or expired between SCAN and PTTL
-			}
-			exp := time.Time{} // no TTL: blocked until deleted
-			if ttl > 0 {
-				exp = now.Add(ttl)
-			}
-			out[ip.Unmap()] = exp
-		}
-		batch = batch[:0]
-		return nil
-	}
-	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
-		if len(batch) == 1000 {
-			if err := flush(); err != nil {
-				return nil, fmt.Errorf("list blocks: %w", err)
-			}
-		}
-	}
-	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
-	}
-	if err := flush(); err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
-	}
-	return out, nil
-}
-
-// Subscribe calls fn for every block event until ctx ends. onSubscribed is
-// called each time the subscription is (re)established, so that callers can
-// reconcile what they may have missed.
-func (s *Store) Subscribe(ctx context.Context, fn func(Event), onSubscribed func()) error {
-	sub := s.rdb.Subscribe(ctx, s.keys.Channel)
-	defer sub.Close()
-	for {
-		msg, err := sub.Receive(ctx)
-		if err != nil {
-			// go-redis reconnects on the next Receive; wait a little so an
-			// outage does not spin.
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" && onSubscribed != nil {
-				onSubscribed()
-			}
-		case *redis.Message:
-			var ev Event
-			if json.Unmarshal([]byte(m.Payload), &ev) == nil {
-				fn(ev)
-			}
-		}
-	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/backoff"
 )
 
 // Options configure the notifier. Set Token and Channel for bot-token mode,
@@ -896,7 +897,7 @@ func (n *Notifier) retry(ctx context.Context, op func() error) error {
 		if err == nil {
 			return nil
 		}
-		wait := responder.Backoff(attempt, n.opts.RetryBase, n.opts.RetryMax)
+		wait := backoff.Jitter(attempt, n.opts.RetryBase, n.opts.RetryMax)
 		var rl *slack.RateLimitedError
 		switch {
 		case errors.As(err, &rl):

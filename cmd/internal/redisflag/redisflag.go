@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authguard/authguard/cmd/internal/secret"
-	"github.com/authguard/authguard/responder/redisblock"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 // Flags are the Redis settings.
@@ -36,12 +36,12 @@ type Flags struct {
 const ClusterKeyPrefix = "{authguard}"
 
 // Keys returns the key schema with the configured prefix.
-func (f *Flags) Keys() redisblock.Keys {
+func (f *Flags) Keys() blockset.Keys {
 	prefix := f.RedisKeyPrefix
 	if prefix == "" && len(f.RedisClusterAddrs) > 0 {
 		prefix = ClusterKeyPrefix
 	}
-	return redisblock.DefaultKeys.WithPrefix(prefix)
+	return blockset.DefaultKeys.WithPrefix(prefix)
 }
 
 // hasHashTag reports whether Redis Cluster would hash only part of a key

@@ -3,7 +3,7 @@ package secret
 import (
 	"fmt"
 
-	"github.com/authguard/authguard/detector/auditsig"
+	"github.com/authguard/authguard/responder/auditsig"
 )
 
 // AuditKeys reads audit signing keys, one a file (several while rotating).

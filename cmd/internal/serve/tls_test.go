@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authguard/authguard/internal/testcert"
+	"github.com/authguard/authguard/e2e/testcert"
 )
 
 // A certificate renewed on disk (cert-manager rewrites the Secret's files)

@@ -1,0 +1,185 @@
+// Package blockset is the set of blocked addresses as Redis holds it, in
+// the runbook SEC-010 schema (ip_block:<ip> with a TTL), and the events
+// that announce changes to it: the key names, reading the set and
+// following it. It is what the gateway needs to enforce blocks; the
+// daemon's writer (redisblock) builds on it. It links nothing of the
+// detector or the responder.
+package blockset
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Keys are the key names and prefixes; DefaultKeys are the runbook's.
+type Keys struct {
+	Block    string // prefix of ip_block:<ip>
+	Fail     string // prefix of login_fail:<ip>
+	Index    string // sorted set of blocked IPs by expiry
+	Meta     string // prefix of the metadata hash
+	Channel  string // pub/sub channel for block events
+	Offenses string // prefix of the IP's offence number (expires after the escalation memory)
+	Evidence string // stream of evidence records
+}
+
+// DefaultKeys is the schema operators already use with redis-cli.
+var DefaultKeys = Keys{
+	Block:    "ip_block:",
+	Fail:     "login_fail:",
+	Index:    "authguard:blocks",
+	Meta:     "authguard:block:",
+	Channel:  "authguard:blocks",
+	Offenses: "authguard:offenses:",
+	Evidence: "authguard:evidence",
+}
+
+// WithPrefix puts prefix in front of every key and the channel, for sharing
+// one Redis between environments.
+func (k Keys) WithPrefix(prefix string) Keys {
+	if prefix == "" {
+		return k
+	}
+	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence}
+}
+
+// Event is what the store publishes on the channel.
+type Event struct {
+	Op string `json:"op"` // "block" or "unblock"
+	IP string `json:"ip"`
+	// ExpiresMS is the block's end in Unix milliseconds (blocks only).
+	ExpiresMS int64 `json:"expires_ms,omitempty"`
+	// By names the operator of an unblock.
+	By string `json:"by,omitempty"`
+}
+
+// Reader reads and follows the blocks.
+type Reader struct {
+	rdb  redis.UniversalClient
+	keys Keys
+}
+
+// NewReader returns a reader over rdb.
+func NewReader(rdb redis.UniversalClient, keys Keys) *Reader {
+	return &Reader{rdb: rdb, keys: keys}
+}
+
+// BlockedNow looks one IP up: whether ip_block:<ip> exists and when it
+// expires (the zero time when it has no TTL). One round trip.
+func (s *Reader) BlockedNow(ctx context.Context, ip netip.Addr) (bool, time.Time, error) {
+	ttl, err := s.rdb.PTTL(ctx, s.keys.Block+ip.String()).Result()
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("look up %s: %w", ip, err)
+	}
+	switch {
+	case ttl == -2: // no such key
+		return false, time.Time{}, nil
+	case ttl < 0: // no expiry
+		return true, time.Time{}, nil
+	}
+	return true, time.Now().Add(ttl), nil
+}
+
+// ScanNode is where SCAN finds the store's keys. Under Redis Cluster a
+// keyless command goes to any node, but the keys' hash tag keeps them all
+// in one slot, on the master that owns it.
+func (s *Reader) ScanNode(ctx context.Context) (redis.Cmdable, error) {
+	if c, ok := s.rdb.(*redis.ClusterClient); ok {
+		return c.MasterForKey(ctx, s.keys.Block)
+	}
+	return s.rdb, nil
+}
+
+// Blocked returns every IP with an ip_block key and its expiry, found with
+// SCAN (never KEYS), so blocks set by hand with redis-cli are included.
+func (s *Reader) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) {
+	out := map[netip.Addr]time.Time{}
+	now := time.Now()
+	node, err := s.ScanNode(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	iter := node.Scan(ctx, 0, s.keys.Block+"*", 1000).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range batch {
+				p.PTTL(ctx, k)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		for i, c := range cmds {
+			ttl := c.(*redis.DurationCmd).Val()
+			ip, err := netip.ParseAddr(strings.TrimPrefix(batch[i], s.keys.Block))
+			if err != nil || ttl == -2 {
+				continue // not an address, or expired between SCAN and PTTL
+			}
+			exp := time.Time{} // no TTL: blocked until deleted
+			if ttl > 0 {
+				exp = now.Add(ttl)
+			}
+			out[ip.Unmap()] = exp
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			if err := flush(); err != nil {
+				return nil, fmt.Errorf("list blocks: %w", err)
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	if err := flush(); err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	return out, nil
+}
+
+// Subscribe calls fn for every block event until ctx ends. onSubscribed is
+// called each time the subscription is (re)established, so that callers can
+// reconcile what they may have missed.
+func (s *Reader) Subscribe(ctx context.Context, fn func(Event), onSubscribed func()) error {
+	sub := s.rdb.Subscribe(ctx, s.keys.Channel)
+	defer sub.Close()
+	for {
+		msg, err := sub.Receive(ctx)
+		if err != nil {
+			// go-redis reconnects on the next Receive; wait a little so an
+			// outage does not spin.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && onSubscribed != nil {
+				onSubscribed()
+			}
+		case *redis.Message:
+			var ev Event
+			if json.Unmarshal([]byte(m.Payload), &ev) == nil {
+				fn(ev)
+			}
+		}
+	}
+}
