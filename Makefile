@@ -7,7 +7,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
 demo: redis-server
-	$(GO) run ./cmd/authguard demo
+	$(GO) build -o bin/ ./cmd/authguard ./cmd/authguard-gateway ./cmd/authguard-demo
+	bin/authguard-demo
 
 ## test: formatting, vet, and every test (unit and e2e) with the race detector
 test: redis-server

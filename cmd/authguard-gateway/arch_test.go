@@ -30,3 +30,19 @@ func TestTheGatewayLinksNoDetectorResponderOrRules(t *testing.T) {
 		t.Fatalf("go list found %d authguard packages; the check saw nothing", linked)
 	}
 }
+
+// The fakes (lokitest, httptest) are for tests and make demo; neither
+// production binary carries them.
+func TestProductionBinariesCarryNoFakes(t *testing.T) {
+	for _, bin := range []string{".", "../authguard"} {
+		out, err := exec.Command("go", "list", "-deps", bin).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", bin, err)
+		}
+		for _, pkg := range strings.Fields(string(out)) {
+			if strings.HasSuffix(pkg, "/lokitest") || pkg == "net/http/httptest" || strings.HasSuffix(pkg, "/slacktest") {
+				t.Errorf("%s links %s", bin, pkg)
+			}
+		}
+	}
+}

@@ -24,7 +24,6 @@ type cli struct {
 	Rules     rulesCmd     `cmd:"" help:"Work with rules files."`
 	Blocks    blocksCmd    `cmd:"" help:"List, add and remove blocks in Redis."`
 	Incidents incidentsCmd `cmd:"" help:"Incident reports from the evidence records."`
-	Demo      demoCmd      `cmd:"" help:"Run the whole loop on this machine against a scripted attack (needs redis-server)."`
 	Version   versionCmd   `cmd:"" help:"Print the version and build information."`
 }
 

@@ -93,7 +93,7 @@ func TestHelpListsCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range []string{"run", "rules lint", "demo", "version"} {
+	for _, cmd := range []string{"run", "replay", "rules lint", "blocks add", "incidents show", "version"} {
 		if !strings.Contains(out, cmd) {
 			t.Errorf("help lacks %q", cmd)
 		}
