@@ -118,6 +118,10 @@ func (d Decision) Trigger() string {
 	return n + " or more " + what + " events " + scope + " within " + FormatDuration(d.Window)
 }
 
+// FormatTime writes a moment the way pages, reports and the CLI show it to
+// people: in UTC, to the second, saying so ("2026-11-22 10:00:00 UTC").
+func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
+
 // FormatDuration writes a duration the way operators write them in rules:
 // 24h, 5m, 1h30m, 90s.
 func FormatDuration(d time.Duration) string {

@@ -129,7 +129,7 @@ func (c *cli) demo(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	ttl := rdb.TTL(ctx, blockKey).Val()
-	say("   redis-cli GET %s  -> %s   TTL %d s (expires %s)", blockKey, rdb.Get(ctx, blockKey).Val(), int(ttl.Seconds()), time.Now().Add(ttl).UTC().Format("2006-01-02 15:04:05 UTC"))
+	say("   redis-cli GET %s  -> %s   TTL %d s (expires %s)", blockKey, rdb.Get(ctx, blockKey).Val(), int(ttl.Seconds()), time.Now().Add(ttl).UTC().Format(time.DateTime+" UTC"))
 	say("   redis-cli GET %s -> %s", failKey, rdb.Get(ctx, failKey).Val())
 	say("")
 	say("3. the incident page (no Slack token configured, so authguard renders it on its stdout)")

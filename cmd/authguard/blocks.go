@@ -157,7 +157,7 @@ func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s blocked for %s, until %s (incident %s)\n", ip, detector.FormatDuration(c.TTL), now.Add(c.TTL).UTC().Format("2006-01-02 15:04:05 UTC"), incident)
+	fmt.Fprintf(e.stdout, "%s blocked for %s, until %s (incident %s)\n", ip, detector.FormatDuration(c.TTL), detector.FormatTime(now.Add(c.TTL)), incident)
 	return nil
 }
 
@@ -265,7 +265,7 @@ func writeReport(w io.Writer, id string, recs []redisblock.Record, now time.Time
 	)
 	status = "Resolved"
 	parse := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, s); return t }
-	clock := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
+	clock := detector.FormatTime
 	for _, r := range recs {
 		f := r.Fields
 		at := parse(f["time"])

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authguard/authguard/responder/clip"
 )
 
 // TestFrameDecoderAgreesWithEncodingJSON: the hand-written decoder reads
@@ -116,7 +118,7 @@ func FuzzParse(f *testing.F) {
 		if pev, perr := p.Parse(time.Time{}, padded); perr != nil || pev.IP != ev.IP || pev.Action != ev.Action || pev.Username != ev.Username {
 			t.Fatalf("%q behind a long field: %+v, %v; alone %+v", line, pev, perr, ev)
 		}
-		if a, _ := obj["action"].(string); truncate(a, 64) != ev.Action {
+		if a, _ := obj["action"].(string); clip.String(a, 64) != ev.Action {
 			t.Fatalf("%q: action %q, parsed %q", line, a, ev.Action)
 		}
 	})

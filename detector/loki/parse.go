@@ -13,6 +13,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder/auditsig"
+	"github.com/authguard/authguard/responder/clip"
 )
 
 // Fields names the JSON fields of an audit line.
@@ -166,16 +167,16 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 	}
 	addr, ok := ParseClientAddr(ip)
 	if !ok {
-		return detector.Event{}, &SkipError{SkipBadClientIP, "client address " + truncate(ip, 64) + " is not an IP"}
+		return detector.Event{}, &SkipError{SkipBadClientIP, "client address " + clip.String(ip, 64) + " is not an IP"}
 	}
 	if p.verifier != nil {
 		if why := p.verifier.Verify(auditsig.Fields{TS: lineTS, Action: action, ClientIP: ip, Username: user, RequestID: reqID}, sig); why != "" {
-			return detector.Event{}, &SkipError{"sig_" + why, "audit line from " + truncate(ip, 64) + ": " + why}
+			return detector.Event{}, &SkipError{"sig_" + why, "audit line from " + clip.String(ip, 64) + ": " + why}
 		}
 		// A signed line copied into Loki later, or from elsewhere: its own
 		// time must be near the entry's.
 		if t, err := time.Parse(time.RFC3339Nano, lineTS); !ts.IsZero() && (err != nil || t.Sub(ts) > signedSkew || ts.Sub(t) > signedSkew) {
-			return detector.Event{}, &SkipError{SkipSigReplayed, "signed audit line from " + truncate(ip, 64) + " stamped " + truncate(lineTS, 40) + ", entry at " + ts.UTC().Format(time.RFC3339)}
+			return detector.Event{}, &SkipError{SkipSigReplayed, "signed audit line from " + clip.String(ip, 64) + " stamped " + clip.String(lineTS, 40) + ", entry at " + ts.UTC().Format(time.RFC3339)}
 		}
 	}
 	switch action { // share the common values instead of a copy per line
@@ -187,13 +188,13 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 	excerpt := line
 	if len(line) > p.excerpt {
 		// A copy, so that the long line itself is not kept alive.
-		excerpt = strings.Clone(truncate(line, p.excerpt))
+		excerpt = strings.Clone(clip.String(line, p.excerpt))
 	}
-	ev := detector.Event{Time: ts, Action: truncate(action, 64), IP: addr, Username: truncate(user, maxUsernameBytes), Line: excerpt}
+	ev := detector.Event{Time: ts, Action: clip.String(action, 64), IP: addr, Username: clip.String(user, maxUsernameBytes), Line: excerpt}
 	if p.useLineTime {
 		t, err := time.Parse(time.RFC3339Nano, lineTS)
 		if err != nil {
-			return detector.Event{}, &SkipError{SkipBadTime, "time field " + truncate(lineTS, 64) + " is not RFC 3339"}
+			return detector.Event{}, &SkipError{SkipBadTime, "time field " + clip.String(lineTS, 64) + " is not RFC 3339"}
 		}
 		ev.Time = t
 	}
@@ -262,7 +263,7 @@ func (p *Parser) clientIP(line string) string {
 	d.object(func(key []byte) error {
 		if string(key) == p.fields.ClientIP && d.peek() == '"' {
 			v, err := d.view()
-			ip = truncate(string(v), 64)
+			ip = clip.String(string(v), 64)
 			if err == nil {
 				return errFound
 			}
@@ -274,14 +275,6 @@ func (p *Parser) clientIP(line string) string {
 }
 
 var errFound = errors.New("found")
-
-// truncate cuts s to at most n bytes, dropping a UTF-8 sequence cut in two.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "")
-}
 
 // IsSkip reports whether err is a *SkipError and returns it.
 func IsSkip(err error) (*SkipError, bool) {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder/clip"
 )
 
 // PushedStream is one stream of a push request.
@@ -107,7 +108,7 @@ func decodeContent(encoding string, body []byte, max int) ([]byte, error) {
 		case "deflate":
 			return flate.NewReader(bytes.NewReader(body)), nil
 		}
-		return nil, &PushError{"unsupported Content-Encoding " + truncate(encoding, 40)}
+		return nil, &PushError{"unsupported Content-Encoding " + clip.String(encoding, 40)}
 	}
 	switch strings.ToLower(strings.TrimSpace(encoding)) {
 	case "", "identity":
@@ -159,7 +160,7 @@ func decodeJSONPush(body []byte) ([]PushedStream, error) {
 			}
 			ts, err := strconv.ParseInt(tsText, 10, 64)
 			if err != nil {
-				return nil, &PushError{fmt.Sprintf("loghttp.PushRequest: bad timestamp %q", truncate(tsText, 40))}
+				return nil, &PushError{fmt.Sprintf("loghttp.PushRequest: bad timestamp %q", clip.String(tsText, 40))}
 			}
 			ps.Entries = append(ps.Entries, PushedEntry{ts, line})
 		}
@@ -170,7 +171,7 @@ func decodeJSONPush(body []byte) ([]PushedStream, error) {
 
 // ParseLabels reads a label set in Prometheus text form: {a="1", b="2"}.
 func ParseLabels(s string) (map[string]string, error) {
-	bad := fmt.Errorf("labels %q: want {name=\"value\", ...}", truncate(s, 200))
+	bad := fmt.Errorf("labels %q: want {name=\"value\", ...}", clip.String(s, 200))
 	s = strings.TrimSpace(s)
 	if !strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") {
 		return nil, bad

@@ -24,6 +24,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder/backoff"
+	"github.com/authguard/authguard/responder/clip"
 )
 
 // Config says where and what to read.
@@ -798,7 +799,7 @@ func mergeEntries(streams []wireStream, skips *skipLog) []tsLine {
 			ts, err := strconv.ParseInt(v[0], 10, 64)
 			if err != nil {
 				if skips != nil {
-					skips.skip(&SkipError{SkipBadTime, "entry timestamp " + truncate(v[0], 32)}, v[1])
+					skips.skip(&SkipError{SkipBadTime, "entry timestamp " + clip.String(v[0], 32)}, v[1])
 				}
 				continue
 			}
@@ -891,5 +892,5 @@ func (l *skipLog) skip(err error, line string) {
 		return
 	}
 	l.sampled.Store(reason, now)
-	l.log.Warn("skipped log line", "reason", reason, "err", err.Error(), "sample", truncate(line, 256))
+	l.log.Warn("skipped log line", "reason", reason, "err", err.Error(), "sample", clip.String(line, 256))
 }

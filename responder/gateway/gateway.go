@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/responder/auditsig"
+	"github.com/authguard/authguard/responder/clip"
 )
 
 // Route is a method and path whose responses are audited.
@@ -220,8 +221,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	at := g.opts.Now()
 	ev := AuditEvent{
 		TS: at.UTC().Format(time.RFC3339Nano), Service: "audit", Action: action,
-		ClientIP: ip.String(), Username: username, Path: truncate(r.URL.Path, 1024), Status: rec.status,
-		UserAgent: truncate(r.UserAgent(), 256), RequestID: requestID(),
+		ClientIP: ip.String(), Username: username, Path: clip.String(r.URL.Path, 1024), Status: rec.status,
+		UserAgent: clip.String(r.UserAgent(), 256), RequestID: requestID(),
 	}
 	if k := g.opts.SigningKey; k != nil {
 		ev.Sig = k.Sign(auditsig.Fields{TS: ev.TS, Action: ev.Action, ClientIP: ev.ClientIP, Username: ev.Username, RequestID: ev.RequestID})
@@ -288,7 +289,7 @@ func (g *Gateway) peekUsername(r *http.Request) string {
 		// decoder reads it.
 		head = head[:maxLoginBody]
 	}
-	return truncate(UsernameFromBody(r.Header.Get("Content-Type"), head, g.opts.UsernameField), 256)
+	return clip.String(UsernameFromBody(r.Header.Get("Content-Type"), head, g.opts.UsernameField), 256)
 }
 
 // UsernameFromBody extracts the username field of a JSON or form login body.
@@ -324,13 +325,6 @@ func UsernameFromBody(contentType string, body []byte, field string) string {
 		return s
 	}
 	return ""
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "")
 }
 
 type statusRecorder struct {

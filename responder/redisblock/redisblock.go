@@ -23,6 +23,7 @@ import (
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
 	"github.com/authguard/authguard/responder/blockset"
+	"github.com/authguard/authguard/responder/clip"
 )
 
 // Store reads and writes blocks; reading the set of blocked addresses and
@@ -239,7 +240,7 @@ func decisionRecord(req responder.Request, now, expires time.Time) record {
 	d := req.Decision
 	r := record{Time: stamp(now), Action: req.Action, IP: d.Key, Rule: d.Rule, Trigger: d.Trigger(), Severity: d.Severity,
 		Count: d.Count, Rate: strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64), FirstSeen: stamp(d.FirstSeen), LastSeen: stamp(d.LastSeen),
-		Sample: truncate(d.Sample, 1024)}
+		Sample: clip.String(d.Sample, 1024)}
 	if d.Kind == detector.KindBlock {
 		r.TTLSeconds, r.Offence = int64(d.TTL/time.Second), d.Offence
 		if !expires.IsZero() {
@@ -247,13 +248,6 @@ func decisionRecord(req responder.Request, now, expires time.Time) record {
 		}
 	}
 	return r
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "")
 }
 
 // maxRun bounds the blocks one script call writes: long enough that a

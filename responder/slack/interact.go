@@ -11,6 +11,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
 )
 
@@ -85,7 +86,7 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 			if out.ts == "" {
 				out.ts = cb.Message.Timestamp
 			}
-			at := n.opts.Now().UTC().Format(utc)
+			at := detector.FormatTime(n.opts.Now())
 			switch act.ActionID {
 			case ActionUnblock:
 				err = op.Unblock(r.Context(), ip, operator, "Unblock button in Slack")
@@ -94,7 +95,7 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 				var until time.Time
 				until, err = op.Extend(r.Context(), ip, ExtendBy, operator, "Extend 24 h button in Slack")
 				out.until = until
-				out.status = "Extended by 24 h by <@" + cb.User.ID + "> at " + at + ": blocked until " + until.UTC().Format(utc)
+				out.status = "Extended by 24 h by <@" + cb.User.ID + "> at " + at + ": blocked until " + detector.FormatTime(until)
 			}
 			if err != nil {
 				n.metrics.interaction.WithLabelValues(act.ActionID, "failed").Inc()

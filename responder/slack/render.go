@@ -13,6 +13,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/clip"
 )
 
 // Button action IDs, as Slack sends them back in interaction payloads.
@@ -73,8 +74,6 @@ func colour(sev string) string {
 	return "#9e9e9e"
 }
 
-const utc = "2006-01-02 15:04:05 UTC"
-
 // IncidentType names the kind of abuse in the playbook's words.
 func IncidentType(d detector.Decision) string {
 	switch {
@@ -112,8 +111,8 @@ func Render(a responder.Action, p Page) Message {
 		fields = append(fields, [2]string{"Attempts per minute", Sparkline(p.PerMinute)})
 	}
 	fields = append(fields, [][2]string{
-		{"First seen", d.FirstSeen.UTC().Format(utc)},
-		{"Last seen", d.LastSeen.UTC().Format(utc)},
+		{"First seen", detector.FormatTime(d.FirstSeen)},
+		{"Last seen", detector.FormatTime(d.LastSeen)},
 		{"Action", action},
 		{"Rule", d.Rule + ": " + d.Trigger()},
 	}...)
@@ -138,7 +137,7 @@ func Render(a responder.Action, p Page) Message {
 			if p.MaskUsernames {
 				s = MaskUsernames(s)
 			}
-			lines = append(lines, truncate(s, 900))
+			lines = append(lines, clip.Marked(s, 900))
 		}
 		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "```"+strings.Join(lines, "\n")+"```", false, false), nil, nil))
 	}
@@ -173,7 +172,7 @@ func actionText(a responder.Action) string {
 	d := a.Decision
 	switch {
 	case a.Blocked:
-		s := "blocked for " + detector.FormatDuration(d.TTL) + ", until " + a.Expires.UTC().Format(utc)
+		s := "blocked for " + detector.FormatDuration(d.TTL) + ", until " + detector.FormatTime(a.Expires)
 		if d.Offence > 1 {
 			s += fmt.Sprintf(" (offence %d, escalated)", d.Offence)
 		}
@@ -248,7 +247,7 @@ func RenderSummary(s Summary) Message {
 	fields := [][2]string{{"Rule", s.Rule}, {"IPs", strconv.Itoa(s.Keys)}, {"Blocked", strconv.Itoa(s.Blocked)}}
 	m := Message{title: title, fields: fields, Text: title}
 	blocks := []slack.Block{
-		slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, truncate(title, 150), false, false)),
+		slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, clip.Marked(title, 150), false, false)),
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "*Top offenders*\n"+strings.Join(top, "\n"), false, false), nil, nil),
 		slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, "Each is recorded as evidence; `authguard blocks list` shows them all.", false, false)),
 	}
@@ -289,11 +288,4 @@ func (e *Explore) link(d detector.Decision) string {
 	}}
 	b, _ := json.Marshal(pane)
 	return strings.TrimSuffix(e.URL, "/") + "/explore?schemaVersion=1&panes=" + url.QueryEscape(string(b))
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }

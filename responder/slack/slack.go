@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/slack-go/slack"
 
+	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
 	"github.com/authguard/authguard/responder/backoff"
 )
@@ -629,7 +630,7 @@ func (n *Notifier) Unblocked(ip netip.Addr, by string) {
 
 // lift shows an unblock on the pages of the IP's standing blocks.
 func (n *Notifier) lift(ctx context.Context, l *lifted) {
-	at := n.opts.Now().UTC().Format(utc)
+	at := detector.FormatTime(n.opts.Now())
 	status := "Unblocked by " + l.by + " at " + at
 	if l.by == "" {
 		status = "Unblocked at " + at
@@ -659,7 +660,7 @@ func (n *Notifier) expire(ctx context.Context, now time.Time) {
 		if inc == nil || inc.status != "" || inc.action.Expires.After(now) {
 			continue
 		}
-		inc.status = "Block expired at " + inc.action.Expires.UTC().Format(utc)
+		inc.status = "Block expired at " + detector.FormatTime(inc.action.Expires)
 		ended = append(ended, inc)
 	}
 	n.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -113,10 +114,9 @@ func (f *Flags) Redacted() string {
 	if len(f.RedisSentinelAddrs) > 0 {
 		return fmt.Sprintf("sentinel master %q via %s", f.RedisSentinelMaster, strings.Join(f.RedisSentinelAddrs, ","))
 	}
-	if i := strings.Index(f.RedisURL, "@"); i >= 0 {
-		if j := strings.Index(f.RedisURL, "://"); j >= 0 && j < i {
-			return f.RedisURL[:j+3] + "***" + f.RedisURL[i:]
-		}
+	u, err := url.Parse(f.RedisURL)
+	if err != nil {
+		return "(a malformed --redis-url)" // its text may hold a password
 	}
-	return f.RedisURL
+	return u.Redacted()
 }

@@ -38,3 +38,13 @@ func TestClusterKeysCarryAHashTag(t *testing.T) {
 		})
 	}
 }
+
+// Logs and --check-config name the Redis target, never its password.
+func TestRedactedHidesThePassword(t *testing.T) {
+	for _, u := range []string{"redis://:hunter2@redis:6379/0", "rediss://authguard:hunter2@redis:6380/1"} {
+		f := Flags{RedisURL: u}
+		if got := f.Redacted(); strings.Contains(got, "hunter2") || !strings.Contains(got, "redis:63") {
+			t.Errorf("Redacted(%s) = %q", u, got)
+		}
+	}
+}
