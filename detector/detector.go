@@ -64,8 +64,12 @@ type Decision struct {
 	Kind Kind
 	// TTL is the block duration; zero for alerts.
 	TTL time.Duration
-	// Severity is the incident severity derived from the attempt rate.
+	// Severity is the incident severity derived from the attempt rate: the
+	// name of its level in the rules' scale, for display.
 	Severity string
+	// SeverityRank is that level's place in the scale, 0 the most severe;
+	// colours, ordering and a burst's severity follow it, never the name.
+	SeverityRank int
 	// Count is the number of matching events for the key since its clean
 	// slate (start, block expiry or reset), the tally the runbook keeps in
 	// login_fail:<ip>.

@@ -416,7 +416,7 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 	}
 	d.RatePerMinute = rate(s.count, s.first, s.last)
 	level, name := severity(d.RatePerMinute)
-	d.Severity = name
+	d.Severity, d.SeverityRank = name, level
 	// An open incident whose rate reaches a higher severity escalates;
 	// it never becomes a second incident.
 	escalates := level < int(s.level)

@@ -329,6 +329,12 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 			p.errorf(field(n, "level"), "duplicate severity level %q", s.Level)
 		}
 		levels[s.Level] = true
+		if i > 0 && s.Above >= f.Severity[i-1].Above {
+			// A level the one before always takes first could never be
+			// reached, and the ranks (colours, burst severity) follow
+			// the order.
+			p.errorf(field(n, "above"), "severity level %q: above %g is not below the level before it (%g); list levels from the most severe down", s.Level, s.Above, f.Severity[i-1].Above)
+		}
 		cfg.Severity = append(cfg.Severity, detector.SeverityLevel{Level: s.Level, Above: s.Above})
 	}
 	for _, a := range f.Allow {

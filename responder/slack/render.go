@@ -63,12 +63,15 @@ type Message struct {
 	fields     [][2]string
 }
 
-// Colour by severity: P1 red, P2 amber, anything else neutral grey.
-func colour(sev string) string {
-	switch sev {
-	case "P1":
+// colour by severity rank, whatever the levels are called: the most severe
+// level red (P1 in the playbook's scale), the next amber, others grey, as
+// is a page without a severity.
+func colour(severity string, rank int) string {
+	switch {
+	case severity == "":
+	case rank == 0:
 		return "danger"
-	case "P2":
+	case rank == 1:
 		return "warning"
 	}
 	return "#9e9e9e"
@@ -164,7 +167,7 @@ func Render(a responder.Action, p Page) Message {
 	}
 	// The blocks ride in an attachment for the colour bar; Fallback is
 	// what clients without blocks show.
-	m.Attachment = slack.Attachment{Color: colour(d.Severity), Fallback: m.Text, Blocks: slack.Blocks{BlockSet: blocks}}
+	m.Attachment = slack.Attachment{Color: colour(d.Severity, d.SeverityRank), Fallback: m.Text, Blocks: slack.Blocks{BlockSet: blocks}}
 	return m
 }
 
@@ -220,8 +223,9 @@ func (m Message) Terminal() string {
 
 // Summary is one coalesced page: many incidents of one rule in a burst.
 type Summary struct {
-	Rule     string
-	Severity string // the highest among them
+	Rule         string
+	Severity     string // the highest among them
+	SeverityRank int    // its rank, 0 the most severe
 	// Keys counts the IPs (or prefixes) in the burst.
 	Keys int
 	// Blocked counts those blocked.
@@ -251,7 +255,7 @@ func RenderSummary(s Summary) Message {
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "*Top offenders*\n"+strings.Join(top, "\n"), false, false), nil, nil),
 		slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, "Each is recorded as evidence; `authguard blocks list` shows them all.", false, false)),
 	}
-	m.Attachment = slack.Attachment{Color: colour(s.Severity), Fallback: title, Blocks: slack.Blocks{BlockSet: blocks}}
+	m.Attachment = slack.Attachment{Color: colour(s.Severity, s.SeverityRank), Fallback: title, Blocks: slack.Blocks{BlockSet: blocks}}
 	return m
 }
 

@@ -145,7 +145,8 @@ type storm struct {
 	first, last   time.Time // the first incident's start, the last update
 	latest        time.Time // the newest event seen in any incident
 	keys, blocked int
-	severity      string
+	severity      string // the highest seen, by rank
+	rank          int
 	top           []responder.Action // the most attempts first, at most topOffenders
 	pending       []responder.Action // joined since the summary was last sent
 }
@@ -786,8 +787,8 @@ func (n *Notifier) join(rule string, a responder.Action, now time.Time) {
 		st.first = d.FirstSeen
 	}
 	st.latest = maxTime(st.latest, d.LastSeen)
-	if rank(d.Severity) < rank(st.severity) {
-		st.severity = d.Severity
+	if st.severity == "" || d.SeverityRank < st.rank {
+		st.severity, st.rank = d.Severity, d.SeverityRank
 	}
 	// Keep the offenders with the most attempts, most first.
 	i := sort.Search(len(st.top), func(i int) bool {
@@ -803,19 +804,11 @@ func (n *Notifier) join(rule string, a responder.Action, now time.Time) {
 	n.metrics.coalesced.Inc()
 }
 
-// rank orders severities, P1 first; unknown ones last.
-func rank(sev string) int {
-	if len(sev) == 2 && sev[0] == 'P' && sev[1] >= '1' && sev[1] <= '9' {
-		return int(sev[1] - '0')
-	}
-	return 100
-}
-
 // postSummary posts a burst's summary, or updates the one already posted.
 func (n *Notifier) postSummary(ctx context.Context, rule string, now time.Time) {
 	n.mu.Lock()
 	st := n.storms[rule]
-	s := Summary{Rule: rule, Severity: st.severity, Keys: st.keys, Blocked: st.blocked, Span: st.latest.Sub(st.first),
+	s := Summary{Rule: rule, Severity: st.severity, SeverityRank: st.rank, Keys: st.keys, Blocked: st.blocked, Span: st.latest.Sub(st.first),
 		Top: append([]responder.Action(nil), st.top...)}
 	// Taken now, so that a summary Slack refuses for good does not hold
 	// them (and let them pile up) for the next.

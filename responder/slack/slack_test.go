@@ -37,10 +37,21 @@ func blockAction(sev string) responder.Action {
 	return ipAction("203.0.113.7", sev, 5)
 }
 
+// playbookRank is sev's place in the playbook's scale (P1 first), as the
+// engine ranks it.
+func playbookRank(sev string) int {
+	for i, l := range detector.DefaultSeverity {
+		if l.Level == sev {
+			return i
+		}
+	}
+	return len(detector.DefaultSeverity)
+}
+
 func ipAction(ip, sev string, count int) responder.Action {
 	return responder.Action{
 		Decision: detector.Decision{Time: at, Rule: "failed-login-burst", Key: ip, IP: netip.MustParseAddr(ip),
-			Kind: detector.KindBlock, TTL: 5 * time.Minute, Severity: sev, Count: count, RatePerMinute: float64(count),
+			Kind: detector.KindBlock, TTL: 5 * time.Minute, Severity: sev, SeverityRank: playbookRank(sev), Count: count, RatePerMinute: float64(count),
 			FirstSeen: at.Add(-4 * time.Second), LastSeen: at, Alert: true, Match: "auth_failed", Threshold: 5, Window: 24 * time.Hour,
 			Sample: `{"action":"auth_failed","client_ip":"` + ip + `","username":"alice"}`},
 		At: at, Blocked: true, Expires: at.Add(5 * time.Minute), What: "block", Incident: "1795398025343-" + ip,
