@@ -47,9 +47,9 @@ func (s *stack) pushSpread(t *testing.T, ip string, span, end time.Duration) {
 // burst's summary takes the most severe of its incidents.
 func TestRenamedSeverityLevelsKeepColoursAndOrder(t *testing.T) {
 	attack := func(s *stack) {
-		s.pushSpread(t, "203.0.113.201", 4*time.Minute, time.Minute) // 1.25/min: SEV3
+		s.pushSpread(t, "203.0.113.201", 4*time.Minute, time.Minute)    // 1.25/min: SEV3
 		s.pushSpread(t, "203.0.113.202", 2*time.Minute, 30*time.Second) // 2.5/min: SEV2
-		s.pushSpread(t, "203.0.113.203", 10*time.Second, 0)            // 5/min: SEV1
+		s.pushSpread(t, "203.0.113.203", 10*time.Second, 0)             // 5/min: SEV1
 	}
 	t.Run("pages", func(t *testing.T) {
 		s := newStack(t, stackOptions{rules: renamedScale, direct: true, dArgs: []string{"--slack-coalesce", "0s"}})
