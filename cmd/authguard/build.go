@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/klog/v2"
+
+	"github.com/authguard/authguard/cmd/internal/leader"
+	"github.com/authguard/authguard/cmd/internal/secret"
+	"github.com/authguard/authguard/cmd/internal/serve"
+	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/detector/loki"
+	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/auditsig"
+	"github.com/authguard/authguard/responder/cidr"
+	"github.com/authguard/authguard/responder/redisblock"
+	"github.com/authguard/authguard/responder/slack"
+	"github.com/authguard/authguard/rules"
+)
+
+// loadRules reads a rules file, or returns the embedded defaults for "".
+func loadRules(path string) (*rules.Set, error) {
+	if path == "" {
+		set, _ := rules.Default()
+		return set, nil
+	}
+	return rules.Load(path)
+}
+
+// settings are the parts of runCmd that are parsed and validated before
+// anything is started; --check-config stops after them.
+type settings struct {
+	set        *rules.Set
+	engine     *detector.Engine
+	neverBlock []netip.Prefix
+	lokiTLS    *tls.Config
+	pushAuth   *pushAuth
+	pushTLS    *tls.Config // nil: plain HTTP
+}
+
+func (c *runCmd) settings() (*settings, error) {
+	set, err := loadRules(c.Rules)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := detector.New(set.Config)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	if c.LokiDelayFor < 0 || c.LokiDelayFor > 5 {
+		return nil, fmt.Errorf("--loki-delay-for %d: Loki accepts 0 to 5 seconds", c.LokiDelayFor)
+	}
+	if c.LokiURL != "" {
+		if _, err := loki.ParseQuery(c.LokiQuery); err != nil {
+			return nil, err
+		}
+		if err := c.Loki.Auth().Check(); err != nil {
+			return nil, err
+		}
+	}
+	pushAuth, err := c.pushAuth()
+	if err != nil {
+		return nil, err
+	}
+	pushTLS, err := serve.TLS("--push-tls", c.PushTLSCertFile, c.PushTLSKeyFile, c.PushTLSClientCAFile)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := secret.AuditKeys(c.AuditVerifyKeyFile); err != nil {
+		return nil, fmt.Errorf("--audit-verify-key-file: %w", err)
+	}
+	neverBlock, err := cidr.ParseList(c.NeverBlock)
+	if err != nil {
+		return nil, fmt.Errorf("--never-block: %w", err)
+	}
+	tlsConf, err := c.Loki.TLS()
+	if err != nil {
+		return nil, err
+	}
+	return &settings{set, engine, neverBlock, tlsConf, pushAuth, pushTLS}, nil
+}
+
+func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
+	st, err := c.settings()
+	if err != nil {
+		return nil, err
+	}
+	if c.Rules == "" {
+		log.Info("using the embedded default rules", "file", rules.DefaultFile)
+	}
+	set, engine, neverBlock, tlsConf := st.set, st.engine, st.neverBlock, st.lokiTLS
+	rdb, err := c.Client()
+	if err != nil {
+		return nil, err
+	}
+	store := redisblock.New(rdb, c.Keys(), redisblock.Options{EvidenceMaxLen: c.EvidenceMaxLen})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := c.Limits.Listen(c.Listen)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	d := &daemon{log: log, engine: engine, listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: neverBlock, reloader: newReloader(c.Rules, reg), rules: c.Rules}
+	if c.LeaderElect {
+		client, err := leader.Client(c.Kubeconfig)
+		if err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
+		klog.SetSlogLogger(log) // client-go logs through klog
+		cfg := leader.Config{Namespace: c.LeaderElectNamespace, Name: c.LeaderElectLeaseName, Identity: c.LeaderElectIdentity,
+			LeaseDuration: c.LeaderElectLeaseDuration, RenewDeadline: c.LeaderElectRenewDeadline, RetryPeriod: c.LeaderElectRetryPeriod}
+		if cfg.Namespace == "" {
+			cfg.Namespace = leader.Namespace()
+		}
+		if cfg.Identity == "" {
+			cfg.Identity = leader.Identity()
+		}
+		d.elect = &election{client, cfg}
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_leader", Help: "1 while this replica runs the loop (holds the Lease, or runs without leader election)."}, func() float64 {
+		if d.leading.Load() {
+			return 1
+		}
+		return 0
+	}))
+	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
+	// The engine belongs to the detect loop; it publishes its counters here
+	// every second for scrapes to read.
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_detector_tracked_keys", Help: "Keys held in the detector's windows."}, func() float64 { return float64(d.trackedKeys.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_evictions_total", Help: "Keys evicted to keep the detector under its memory cap."}, func() float64 { return float64(d.evictions.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_late_events_total", Help: "Events dropped for arriving later than the out-of-order tolerance."}, func() float64 { return float64(d.late.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_future_events_total", Help: "Events stamped more than 10 minutes ahead of the daemon's clock, counted at the clock's time."}, func() float64 { return float64(d.future.Load()) }),
+	)
+	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
+	reg.MustRegister(d.processed)
+	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, c.UseLineTime)
+	if len(c.AuditVerifyKeyFile) > 0 {
+		keys, err := secret.AuditKeys(c.AuditVerifyKeyFile)
+		if err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
+		parser.Verify(auditsig.NewVerifier(keys...))
+	}
+	lokiMetrics := loki.NewMetrics(reg)
+	d.events = make(chan detector.Event, 1024)
+	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
+	d.receiver.Authorize = st.pushAuth.authorize
+	if c.PushListen != "" && !st.pushAuth.authenticates() {
+		log.Warn("the push receiver takes pushes without credentials (--push-allow-unauthenticated): whoever reaches it can have any address blocked")
+	}
+	if c.LokiURL != "" {
+		d.tail, err = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, DelayFor: c.LokiDelayFor,
+			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
+			SweepInterval: c.LokiSweepInterval, SweepDelay: c.LokiSweepDelay, TailMaxRate: c.LokiTailMaxRate, MaxLag: c.LokiMaxLag,
+			Header: c.Loki.Auth().Apply, TLS: tlsConf}, parser, log, lokiMetrics)
+		if err != nil {
+			rdb.Close()
+			ln.Close()
+			return nil, err
+		}
+	}
+	// Pages draw each incident's attempts per minute from Loki.
+	var attempts slack.Attempts
+	if d.tail != nil {
+		attempts = d.tail
+	}
+	if d.notifier, d.signingSecret, err = c.notifier(stdout, log, reg, attempts, store); err != nil {
+		rdb.Close()
+		ln.Close()
+		return nil, err
+	}
+	if d.pushLn, d.slackLn, err = c.listeners(d.signingSecret != "", st.pushTLS); err != nil {
+		rdb.Close()
+		ln.Close()
+		return nil, err
+	}
+	d.resp = responder.New(responder.Options{Store: store, Notifier: d.notifier, Log: log, Registry: reg,
+		DryRun: c.DryRun, NeverBlock: neverBlock})
+	d.close = func() {
+		rdb.Close()
+		for _, l := range []net.Listener{ln, d.pushLn, d.slackLn} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		log.Warn("redis is not reachable yet; blocks will be queued and retried", "redis", c.Redacted(), "err", err)
+	}
+	return d, nil
+}
+
+// listeners opens the push and Slack listeners that are asked for (the
+// push one over TLS when pushTLS is set). Slack's
+// buttons need theirs: it is the endpoint exposed to the internet, and
+// nothing else is served there.
+func (c *runCmd) listeners(buttons bool, pushTLS *tls.Config) (push, slack net.Listener, err error) {
+	if buttons && c.SlackListen == "" {
+		return nil, nil, errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
+	}
+	if c.PushListen != "" {
+		if push, err = c.Limits.Listen(c.PushListen); err != nil {
+			return nil, nil, err
+		}
+		if pushTLS != nil {
+			push = tls.NewListener(push, pushTLS)
+		}
+	}
+	if c.SlackListen != "" {
+		if slack, err = c.Limits.Listen(c.SlackListen); err != nil {
+			if push != nil {
+				push.Close()
+			}
+			return nil, nil, err
+		}
+	}
+	return push, slack, nil
+}
+
+// check validates everything build would use, without listening or
+// connecting.
+func (c *runCmd) check(e *env) error {
+	st, err := c.settings()
+	if err != nil {
+		return err
+	}
+	rdb, err := c.Client()
+	if err != nil {
+		return err
+	}
+	rdb.Close()
+	if _, _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
+		return err
+	}
+	for flag, addr := range map[string]string{"--listen": c.Listen, "--push-listen": c.PushListen, "--slack-listen": c.SlackListen} {
+		if addr == "" && flag != "--listen" {
+			continue
+		}
+		if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+			return fmt.Errorf("%s %q: %w", flag, addr, err)
+		}
+	}
+	if c.SlackSigningSecretFile != "" && c.SlackListen == "" {
+		return errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
+	}
+	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s, loki %s\n", len(st.set.Config.Rules), c.Redacted(), orNone(c.LokiURL))
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none: push receiver only)"
+	}
+	return s
+}
+
+// notifier builds the pager from the Slack settings, reading its secrets
+// once; it also returns the signing secret the buttons' endpoint checks
+// ("" when there are no buttons).
+func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts, messages slack.Messages) (*slack.Notifier, string, error) {
+	signing, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET")
+	if err != nil {
+		return nil, "", err
+	}
+	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout,
+		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
+		Buttons: signing != "", Attempts: attempts, Messages: messages, Log: log, Registry: reg}
+	if opts.Coalesce <= 0 {
+		opts.Coalesce = -1 // the flag's 0 is the notifier's "no waiting"
+	}
+	if opts.Refresh = c.SlackRefresh; opts.Refresh <= 0 {
+		opts.Refresh = -1 // the flag's 0 is the notifier's "never"
+	}
+	if c.GrafanaURL != "" {
+		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}
+	}
+	if opts.Token, err = secret.Read(c.SlackTokenFile, "AUTHGUARD_SLACK_TOKEN"); err != nil {
+		return nil, "", err
+	}
+	if opts.WebhookURL, err = secret.Read(c.SlackWebhookURLFile, "AUTHGUARD_SLACK_WEBHOOK_URL"); err != nil {
+		return nil, "", err
+	}
+	n, err := slack.New(opts)
+	return n, signing, err
+}
+
+// streamSelector is the {...} part of a LogQL query.
+func streamSelector(query string) string {
+	if q, err := loki.ParseQuery(query); err == nil {
+		return q.Selector
+	}
+	return `{service="audit"}`
+}
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return "off"
+	}
+	return l.Addr().String()
+}
+
+// storeOperator carries out Slack's buttons on the Redis store. An unblock
+// publishes its event, which resets the detector like the runbook's DEL of
+// both keys.
+type storeOperator struct {
+	store      *redisblock.Store
+	neverBlock []netip.Prefix
+}
+
+func (o storeOperator) Unblock(ctx context.Context, ip netip.Addr, operator, reason string) error {
+	_, err := o.store.Unblock(ctx, ip, operator, reason, time.Now())
+	return err
+}
+
+func (o storeOperator) Extend(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string) (time.Time, error) {
+	if why := responder.NeverBlocked(ip, o.neverBlock); why != "" {
+		return time.Time{}, fmt.Errorf("%s is %s and is never blocked", ip, why)
+	}
+	now := time.Now()
+	_, err := o.store.Manual(ctx, ip, ttl, operator, reason, now)
+	return now.Add(ttl), err
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/authguard/authguard/cmd/internal/leader"
+	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder/blockset"
+	"github.com/authguard/authguard/rules"
+)
+
+// run serves the admin endpoints and runs the loop until ctx ends: at once,
+// or, with leader election, while this replica holds the Lease.
+func (d *daemon) run(ctx context.Context) error {
+	defer d.close()
+	if d.elect == nil {
+		d.leading.Store(true) // before the listeners: pushes are taken at once
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Each audience has its listener and sees only its endpoints.
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	if d.lifecycle {
+		mux.Handle("POST /-/reload", d.reloader.handler(ctx, d))
+	}
+	if d.pushLn != nil {
+		push := http.NewServeMux()
+		push.HandleFunc("POST /loki/api/v1/push", func(w http.ResponseWriter, r *http.Request) {
+			if !d.leading.Load() {
+				http.Error(w, "standby: this authguard replica does not hold the lease; push to the leader", http.StatusServiceUnavailable)
+				return
+			}
+			d.receiver.ServeHTTP(w, r)
+		})
+		srv := d.limits.Server(push, false)
+		go srv.Serve(d.pushLn)
+		defer srv.Close()
+	}
+	if d.slackLn != nil && d.signingSecret != "" {
+		slackMux := http.NewServeMux()
+		slackMux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store, d.neverBlock}))
+		srv := d.limits.Server(slackMux, false)
+		go srv.Serve(d.slackLn)
+		defer srv.Close()
+	}
+	go d.reloader.run(ctx, d)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !d.leading.Load():
+			fmt.Fprintln(w, "ready: standby, another replica holds the lease")
+		case d.tail != nil && d.tail.Ready(time.Now()) != nil:
+			http.Error(w, "not ready: "+d.tail.Ready(time.Now()).Error(), http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ready")
+		}
+	})
+	srv := d.limits.Server(mux, false)
+	go srv.Serve(d.listener)
+	defer srv.Close()
+
+	// Slack outlives the loop by a little: the pages of the decisions the
+	// responder still writes at shutdown are sent too.
+	slackCtx, stopSlack := context.WithCancel(context.Background())
+	defer stopSlack()
+	slackDone := make(chan struct{})
+	go func() { d.notifier.Run(slackCtx); close(slackDone) }()
+	d.log.Info("authguard running", "admin", d.listener.Addr().String(), "push", addrOf(d.pushLn), "slack", addrOf(d.slackLn), "leader_election", d.elect != nil)
+	var err error
+	if d.elect == nil {
+		err = d.loop(ctx)
+	} else {
+		var loopErr error
+		err = leader.Run(ctx, d.elect.client, d.elect.cfg, d.log, func(ctx context.Context) {
+			if loopErr = d.takeOver(); loopErr != nil {
+				return
+			}
+			d.leading.Store(true)
+			loopErr = d.loop(ctx)
+			d.leading.Store(false)
+		})
+		if loopErr != nil && !errors.Is(loopErr, context.Canceled) {
+			err = loopErr
+		}
+	}
+	stopSlack()
+	<-slackDone
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// takeOver readies a standby to lead: the rules file may have changed
+// while it stood by, so it is read again.
+func (d *daemon) takeOver() error {
+	if d.rules == "" {
+		return nil
+	}
+	set, err := rules.Load(d.rules)
+	if err == nil {
+		err = d.apply(set.Config)
+	}
+	if err != nil {
+		return fmt.Errorf("taking over: %w", err)
+	}
+	return nil
+}
+
+// apply replaces the engine with one running cfg, carrying the windows
+// over (detector.Engine.Reload), and keeps the eviction count going.
+func (d *daemon) apply(cfg detector.Config) error {
+	before := d.engine.Stats().Evictions
+	next, err := d.engine.Reload(cfg)
+	if err != nil {
+		return err
+	}
+	d.evictedBefore += before - next.Stats().Evictions
+	d.engine = next
+	d.reloader.loaded.Set(float64(len(cfg.Rules)))
+	return nil
+}
+
+// loop reads events, decides and acts until ctx ends: the tail (whose
+// start-up backfill rebuilds the windows), the detector and the responder.
+func (d *daemon) loop(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The responder stops after the detector, so that every decision
+	// submitted is in its queue when it flushes.
+	respCtx, stopResp := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopResp()
+	waitResp := d.resp.Start(respCtx)
+	events := d.events
+	tailDone := make(chan struct{})
+	if d.tail != nil {
+		go func() { d.tail.Run(ctx, events); close(tailDone) }()
+	} else {
+		close(tailDone)
+	}
+	// Unblocks through authguard (the CLI, a Slack button) reset the
+	// detector's window for the IP, like the runbook's DEL of both keys.
+	unblocks := make(chan netip.Addr, 64)
+	go d.store.Subscribe(ctx, func(ev blockset.Event) {
+		ip, err := netip.ParseAddr(ev.IP)
+		if ev.Op != "unblock" || err != nil {
+			return
+		}
+		if !strings.HasPrefix(ev.By, "slack:") { // a button shows its own press
+			d.notifier.Unblocked(ip.Unmap(), ev.By)
+		}
+		select {
+		case unblocks <- ip.Unmap():
+		case <-ctx.Done():
+		}
+	}, nil)
+	err := d.detect(ctx, events, unblocks)
+	cancel()
+	<-tailDone
+	stopResp()
+	waitResp()
+	return err
+}
+
+// detect is the single goroutine that owns the engine: events in, decisions
+// out to the responder, and resets back in when an operator cleared an IP.
+func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblocks <-chan netip.Addr) error {
+	var seq uint64
+	// resetAt remembers the sequence number current when each IP was reset,
+	// so that several in-flight decisions about one clearance reset it once.
+	resetAt := map[netip.Addr]uint64{}
+	var ds []detector.Decision
+	stats := time.NewTicker(time.Second)
+	defer stats.Stop()
+	var futureLogged time.Time
+	observe := func(ev detector.Event) error {
+		before := d.engine.Future()
+		now := time.Now()
+		ds = d.engine.Observe(ev, now, ds[:0])
+		if d.engine.Future() != before {
+			d.future.Add(1)
+			if now.Sub(futureLogged) >= 10*time.Second {
+				futureLogged = now
+				sample := ev.Line // bounded by the source
+				if len(sample) > 256 {
+					sample = strings.ToValidUTF8(sample[:256], "")
+				}
+				d.log.Warn("event stamped ahead of the clock; counted at the clock's time", "client_ip", ev.IP.String(),
+					"stamped", ev.Time.UTC().Format(time.RFC3339Nano), "sample", sample)
+			}
+		}
+		for _, dec := range ds {
+			seq++
+			if err := d.resp.Submit(ctx, dec, ev, seq); err != nil {
+				return err
+			}
+		}
+		d.processed.Inc()
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-events:
+			if err := observe(ev); err != nil {
+				return err
+			}
+		case ip := <-unblocks:
+			d.engine.Reset(ip)
+			resetAt[ip] = seq
+		case <-stats.C:
+			st := d.engine.Stats()
+			d.trackedKeys.Store(uint64(st.TrackedKeys))
+			d.evictions.Store(d.evictedBefore + st.Evictions)
+			d.late.Store(st.Late)
+		case req := <-d.reloader.requests:
+			req.done <- d.apply(req.set.Config)
+		case <-d.resp.ClearedSignal():
+			for _, c := range d.resp.TakeCleared() {
+				ip := c.Decision.IP
+				if at, ok := resetAt[ip]; !ok || c.Seq > at {
+					d.engine.Reset(ip)
+					resetAt[ip] = seq
+				}
+				if err := observe(c.Event); err != nil {
+					return err
+				}
+			}
+			if len(resetAt) > 10000 {
+				clear(resetAt) // bounded; only in-flight decisions need it
+			}
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package responder
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder/backoff"
+)
+
+// runBlocks carries out queued decisions in three stages, so that Redis is
+// kept waiting for neither the encoding of the next batch nor the evidence
+// and pages of the last: this goroutine takes a batch from the queue and
+// prepares it, a writer sends it (retrying until Redis takes it), a
+// finisher writes its evidence to the log and queues its pages. Once ctx
+// ends, what is queued is still written within ShutdownGrace.
+func (r *Responder) runBlocks(ctx context.Context) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	context.AfterFunc(ctx, func() { time.AfterFunc(r.opts.ShutdownGrace, cancel) })
+	jobs := make(chan job)
+	written := make(chan job, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for j := range written {
+			for i, it := range j.batch {
+				r.done(it, j.reqs[i], j.results[i])
+			}
+		}
+	}()
+	go func() {
+		defer close(written)
+		r.writer(wctx, jobs, written)
+	}()
+	for {
+		var batch []item
+		select {
+		case <-ctx.Done():
+			// The rest of the queue, without waiting for more.
+			for batch = r.drain(nil); len(batch) > 0; batch = r.drain(nil) {
+				jobs <- r.prepare(batch)
+			}
+			close(jobs)
+			<-finished
+			return
+		case it := <-r.blocks:
+			batch = r.drain(append(make([]item, 0, min(1+len(r.blocks), maxBatch)), it))
+		}
+		jobs <- r.prepare(batch)
+	}
+}
+
+// job is a batch of decisions on its way through the stages.
+type job struct {
+	batch      []item
+	reqs       []Request
+	prepared   Batch
+	preparedAt time.Time // zero: to be prepared again
+	results    []Result
+}
+
+// maxStale is how long a prepared batch may wait for the writer before it
+// is prepared again: its TTLs were counted when it was prepared, and a block
+// must not outlast its decision by more than this.
+const maxStale = 100 * time.Millisecond
+
+func (r *Responder) prepare(batch []item) job {
+	reqs := make([]Request, len(batch))
+	for i, it := range batch {
+		reqs[i] = r.request(it)
+	}
+	j := job{batch: batch, reqs: reqs}
+	if r.opts.Store != nil {
+		j.preparedAt = r.opts.Now()
+		j.prepared = r.opts.Store.Prepare(reqs, j.preparedAt)
+	}
+	return j
+}
+
+// writer sends each job, retrying with backoff until the store takes it,
+// and passes it on. When ctx ends (the shutdown grace ran out) what was not
+// written is counted and logged.
+func (r *Responder) writer(ctx context.Context, jobs <-chan job, written chan<- job) {
+	lost := 0
+	for j := range jobs {
+		if lost > 0 {
+			lost += len(j.batch)
+			continue
+		}
+		if !r.send(ctx, &j) {
+			lost = len(j.batch)
+			continue
+		}
+		written <- j
+	}
+	if lost > 0 {
+		r.metrics.unwritten.Add(float64(lost))
+		r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", lost)
+	}
+}
+
+// drain adds queued decisions to batch, up to maxBatch, without waiting.
+func (r *Responder) drain(batch []item) []item {
+	defer func() { r.metrics.queue.Set(float64(len(r.blocks))) }()
+	for len(batch) < maxBatch {
+		select {
+		case it := <-r.blocks:
+			batch = append(batch, it)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// request says what to do about a decision.
+func (r *Responder) request(it item) Request {
+	// The ID is the decision's identity, the same whenever it is made: a
+	// daemon that restarts and re-reads the window decides it again, and
+	// the store then knows it has it.
+	req := Request{Decision: it.d, Do: DoRecord, Action: "alert", ID: fmt.Sprintf("%s|%s|%d|%d", it.d.Rule, it.d.Key, it.d.Time.UnixNano(), it.d.Count), DecidedAt: it.decidedAt}
+	if it.d.Kind != detector.KindBlock {
+		return req
+	}
+	switch {
+	case NeverBlocked(it.d.IP, r.opts.NeverBlock) != "":
+		req.Action = "refused"
+	case it.d.DryRun || r.opts.DryRun:
+		req.Action = "dry-run"
+	default:
+		req.Do, req.Action = DoBlock, "block"
+		if it.d.Renewal {
+			req.Action = "block renewed"
+		}
+	}
+	return req
+}
+
+// send hands a job to the store, retrying with backoff until it is taken or
+// ctx ends. A job that waited (behind an outage, say) or failed is prepared
+// anew, for the TTLs left.
+func (r *Responder) send(ctx context.Context, j *job) bool {
+	if r.opts.Store == nil {
+		j.results = make([]Result, len(j.reqs))
+		return true
+	}
+	for attempt := 0; ; attempt++ {
+		if now := r.opts.Now(); j.preparedAt.IsZero() || now.Sub(j.preparedAt) > maxStale {
+			j.prepared, j.preparedAt = r.opts.Store.Prepare(j.reqs, now), now
+		}
+		results, err := r.opts.Store.Send(ctx, j.prepared)
+		if err == nil {
+			j.results = results
+			return true
+		}
+		j.preparedAt = time.Time{} // a batch is sent once
+		r.metrics.blockErrors.Inc()
+		wait := backoff.Jitter(attempt, 100*time.Millisecond, 5*time.Second)
+		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(j.reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// done finishes one decision after the store took it: evidence in the log,
+// the detector told of a clearance, the page queued.
+func (r *Responder) done(it item, req Request, res Result) {
+	a := Action{Decision: it.d, At: r.opts.Now(), What: req.Action, Incident: res.Incident}
+	switch {
+	case res.Outcome == AlreadyWritten:
+		r.metrics.repeated.Inc()
+		r.opts.Log.Debug("decision already carried out", "ip", it.d.Key, "rule", it.d.Rule)
+		return
+	case res.Outcome == Cleared:
+		r.metrics.cleared.Inc()
+		r.opts.Log.Info("operator had cleared the IP; giving it a clean slate", "ip", it.d.Key, "rule", it.d.Rule)
+		r.mu.Lock()
+		r.cleared = append(r.cleared, ClearedDecision{it.d, it.ev, it.seq})
+		r.mu.Unlock()
+		select {
+		case r.signal <- struct{}{}:
+		default:
+		}
+		return
+	case req.Action == "refused":
+		r.metrics.refused.Inc()
+		why := NeverBlocked(it.d.IP, r.opts.NeverBlock)
+		r.opts.Log.Warn("refused to block an address that is never blocked", "ip", it.d.Key, "rule", it.d.Rule, "why", why)
+	case req.Do == DoBlock && res.Outcome == Written:
+		r.metrics.blocks.Inc()
+		a.Blocked = true
+		a.Expires = it.decidedAt.Add(it.d.TTL)
+	case req.Do == DoBlock && res.Outcome == Expired:
+		a.What = "expired before it could be written"
+	}
+	r.evidence(a)
+	if it.d.Alert && (!it.d.Renewal || it.d.Escalation) && r.opts.Notifier != nil {
+		select {
+		case r.notify <- a:
+		default:
+			r.metrics.notifyDropped.Inc()
+			r.opts.Log.Error("page queue full: page dropped", "rule", it.d.Rule, "key", it.d.Key)
+		}
+	}
+}
