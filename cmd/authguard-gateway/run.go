@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/logflag"
 	"github.com/authguard/authguard/cmd/internal/lokiflag"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/cmd/internal/secret"
@@ -56,8 +57,7 @@ type cli struct {
 	lokiflag.Loki            `embed:""`
 	LokiLabels               map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
 	CheckConfig              bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
-	LogLevel                 string            `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
-	LogFormat                string            `help:"json or text." default:"json" enum:"json,text"`
+	logflag.Log              `embed:""`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -84,91 +84,124 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return c.serve(ctx, stdout, stderr)
 }
 
-func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return err
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	log := slog.New(slog.NewJSONHandler(stderr, hopts))
-	if c.LogFormat == "text" {
-		log = slog.New(slog.NewTextHandler(stderr, hopts))
-	}
-	var upstream *url.URL
+// settings are the flags checked and turned into what the gateway runs
+// with; nothing is contacted.
+type settings struct {
+	upstream          *url.URL
+	proxyTLS, pushTLS *tls.Config // nil: plain HTTP
+	clientIP          gateway.ClientIPResolver
+	routes            []gateway.Route
+	signingKey        *auditsig.Key
+}
+
+func (c *cli) settings() (*settings, error) {
+	st := &settings{}
 	switch {
 	case c.Mode == "proxy":
 		u, err := url.Parse(c.Upstream)
 		if err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("--upstream %q: proxy mode needs a URL such as http://app:3000", c.Upstream)
+			return nil, fmt.Errorf("--upstream %q: proxy mode needs a URL such as http://app:3000", c.Upstream)
 		}
-		upstream = u
+		st.upstream = u
 	case c.Upstream != "":
-		return errors.New("--upstream is for proxy mode; forward-auth mode answers checks itself")
+		return nil, errors.New("--upstream is for proxy mode; forward-auth mode answers checks itself")
 	}
+	var err error
 	// The certificate is read again when it is renewed on disk.
-	proxyTLS, err := serve.TLS("--tls", c.TLSCertFile, c.TLSKeyFile, "")
-	if err != nil {
-		return err
+	if st.proxyTLS, err = serve.TLS("--tls", c.TLSCertFile, c.TLSKeyFile, ""); err != nil {
+		return nil, err
 	}
 	trusted, err := cidr.ParseList(c.TrustedProxies)
 	if err != nil {
-		return fmt.Errorf("--trusted-proxies: %w", err)
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	ipResolver := gateway.ClientIPResolver{Trusted: trusted, Header: c.ClientIPHeader}
-	routes, err := parseRoutes(c.LoginRoutes)
-	if err != nil {
-		return err
+	st.clientIP = gateway.ClientIPResolver{Trusted: trusted, Header: c.ClientIPHeader}
+	if st.routes, err = parseRoutes(c.LoginRoutes); err != nil {
+		return nil, err
 	}
-	var signingKey *auditsig.Key
 	if c.AuditSigningKeyFile != "" {
 		keys, err := secret.AuditKeys([]string{c.AuditSigningKeyFile})
 		if err != nil {
-			return fmt.Errorf("--audit-signing-key-file: %w", err)
+			return nil, fmt.Errorf("--audit-signing-key-file: %w", err)
 		}
-		signingKey = &keys[0]
+		st.signingKey = &keys[0]
+	}
+	if c.LokiPushURL != "" {
+		if err := c.Loki.Check(); err != nil {
+			return nil, err
+		}
+		if st.pushTLS, err = c.Loki.TLS(); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
+	log, err := c.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	st, err := c.settings()
+	if err != nil {
+		return err
 	}
 	rdb, err := c.Client()
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	var pushTLS *tls.Config
-	if c.LokiPushURL != "" {
-		if err := c.Loki.Check(); err != nil {
-			return err
-		}
-		if pushTLS, err = c.Loki.TLS(); err != nil {
-			return err
-		}
-	}
 	if c.CheckConfig {
 		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s\n", c.Mode, c.Redacted())
 		return nil
 	}
 	store := blockset.NewReader(rdb, c.Keys())
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	sinks, pusherDone, err := c.audit(ctx, stdout, st.pushTLS, log, reg)
+	if err != nil {
+		return err
+	}
+	list := gateway.NewBlocklist()
+	redisOK := c.sync(ctx, store, list, log, reg)
+	opts := gateway.Options{Upstream: st.upstream, ClientIP: st.clientIP, FailClosed: c.FailMode == "closed",
+		Blocklist: list, LoginRoutes: st.routes, CaseSensitiveRoutes: c.LoginRoutesCaseSensitive, UsernameField: c.UsernameField,
+		Audit: sinks, SigningKey: st.signingKey, Log: log, Registry: reg}
+	if c.CheckRedisOnMiss {
+		opts.MissCheck = store
+	}
+	err = c.listen(ctx, gateway.New(opts), admin(reg, list, redisOK), st.proxyTLS, log)
+	cancel()
+	<-pusherDone
+	return err
+}
+
+// audit returns where audit lines go: stdout, and the pusher (running
+// until ctx ends; done closes when it has flushed) with --loki-push-url.
+func (c *cli) audit(ctx context.Context, stdout io.Writer, pushTLS *tls.Config, log *slog.Logger, reg prometheus.Registerer) (gateway.MultiSink, <-chan struct{}, error) {
 	var sinks gateway.MultiSink
 	if c.AuditStdout {
 		sinks = append(sinks, &gateway.WriterSink{W: stdout})
 	}
-	pusherDone := make(chan struct{})
-	if c.LokiPushURL != "" {
-		p, err := gateway.NewPusher(gateway.PusherOptions{URL: c.LokiPushURL, Header: c.Loki.Auth().Apply, TLS: pushTLS, Labels: c.LokiLabels, Log: log, Registry: reg})
-		if err != nil {
-			return err
-		}
-		sinks = append(sinks, p)
-		go func() { p.Run(ctx); close(pusherDone) }()
-	} else {
-		close(pusherDone)
+	done := make(chan struct{})
+	if c.LokiPushURL == "" {
+		close(done)
+		return sinks, done, nil
 	}
+	p, err := gateway.NewPusher(gateway.PusherOptions{URL: c.LokiPushURL, Header: c.Loki.Auth().Apply, TLS: pushTLS, Labels: c.LokiLabels, Log: log, Registry: reg})
+	if err != nil {
+		return nil, nil, err
+	}
+	go func() { p.Run(ctx); close(done) }()
+	return append(sinks, p), done, nil
+}
 
-	list := gateway.NewBlocklist()
+// sync keeps list in step with Redis until ctx ends; the flag it returns
+// says whether the last reconcile reached Redis.
+func (c *cli) sync(ctx context.Context, store *blockset.Reader, list *gateway.Blocklist, log *slog.Logger, reg prometheus.Registerer) *atomic.Bool {
 	redisUp := prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_gateway_redis_up", Help: "1 when the last reconcile with Redis succeeded."})
 	lastSync := prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_gateway_last_reconcile_timestamp_seconds", Help: "When the blocklist was last read from Redis in full."})
 	reg.MustRegister(redisUp, lastSync)
@@ -183,18 +216,17 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		}
 	}}
 	go syncer.Run(ctx)
+	return &redisOK
+}
 
-	opts := gateway.Options{Upstream: upstream, ClientIP: ipResolver, FailClosed: c.FailMode == "closed",
-		Blocklist: list, LoginRoutes: routes, CaseSensitiveRoutes: c.LoginRoutesCaseSensitive, UsernameField: c.UsernameField, Audit: sinks, SigningKey: signingKey, Log: log, Registry: reg}
-	if c.CheckRedisOnMiss {
-		opts.MissCheck = store
-	}
-	gw := gateway.New(opts)
-
-	admin := http.NewServeMux()
-	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+// admin serves /metrics, /healthz and /readyz: ready once the blocks were
+// read from Redis, and still ready (enforcing what it knows) through a
+// Redis outage after that.
+func admin(reg *prometheus.Registry, list *gateway.Blocklist, redisOK *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case list.Loaded() && redisOK.Load():
 			fmt.Fprintln(w, "ready")
@@ -204,6 +236,12 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 			http.Error(w, "not ready: blocks not yet read from redis", http.StatusServiceUnavailable)
 		}
 	})
+	return mux
+}
+
+// listen serves the proxy (or check) port and the admin port until ctx
+// ends or a server fails, then shuts both down gracefully.
+func (c *cli) listen(ctx context.Context, gw http.Handler, adminMux http.Handler, proxyTLS *tls.Config, log *slog.Logger) error {
 	proxyLn, err := c.Limits.Listen(c.Listen)
 	if err != nil {
 		return err
@@ -223,7 +261,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	proxySrv.Protocols.SetHTTP1(true)
 	proxySrv.Protocols.SetHTTP2(proxyTLS != nil)
 	proxySrv.Protocols.SetUnencryptedHTTP2(c.H2C)
-	adminSrv := c.Limits.Server(admin, false)
+	adminSrv := c.Limits.Server(adminMux, false)
 	errc := make(chan error, 2)
 	go func() {
 		if proxyTLS != nil {
@@ -243,8 +281,6 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	defer done()
 	proxySrv.Shutdown(shut)
 	adminSrv.Shutdown(shut)
-	cancel()
-	<-pusherDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
