@@ -251,8 +251,6 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 	names := map[string]bool{}
 	for i, r := range f.Rules {
 		n := rulesNode.Content[i]
-		d := detector.Rule{Name: r.Name, Match: r.Match.Action, Window: time.Duration(r.Window), Distinct: r.Distinct, MinSuccessRatio: r.MinSuccessRatio,
-			Threshold: r.Threshold, Alert: r.Alert, IPv4Prefix: r.IPv4Prefix, IPv6Prefix: r.IPv6Prefix}
 		switch {
 		case r.Name == "":
 			p.errorf(n, "rule without a name")
@@ -260,67 +258,87 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 			p.errorf(field(n, "name"), "duplicate rule name %q", r.Name)
 		}
 		names[r.Name] = true
-		switch r.GroupBy {
-		case "client_ip":
-			d.PerIP = true
-		case "", "none":
-		default:
-			p.errorf(field(n, "group_by"), "group_by %q: want client_ip, or leave it out for a global rule", r.GroupBy)
-		}
-		if r.Distinct != "" && r.Distinct != "username" {
-			p.errorf(field(n, "distinct"), "distinct %q: only username can be counted", r.Distinct)
-		}
-		if r.MinSuccessRatio != 0 && (r.Distinct == "" || r.MinSuccessRatio < 0 || r.MinSuccessRatio > 1) {
-			p.errorf(field(n, "min_success_ratio"), "min_success_ratio %g: want a share from 0 to 1, with distinct: username", r.MinSuccessRatio)
-		}
-		if r.IPv4Prefix < 0 || r.IPv4Prefix > 32 {
-			p.errorf(field(n, "ipv4_prefix"), "ipv4_prefix %d: want 1 to 32", r.IPv4Prefix)
-		}
-		if r.IPv6Prefix < 0 || r.IPv6Prefix > 128 {
-			p.errorf(field(n, "ipv6_prefix"), "ipv6_prefix %d: want 1 to 128", r.IPv6Prefix)
-		}
-		if r.Window <= 0 {
-			p.errorf(field(n, "window"), "window must be a positive duration such as 10m or 1d")
-		}
-		if r.Threshold < 1 || r.Threshold > 65535 {
-			p.errorf(field(n, "threshold"), "threshold %d: want 1 to 65535", r.Threshold)
-		}
-		if r.Block != nil {
-			bn := field(n, "block")
-			switch {
-			case r.Block.TTL <= 0:
-				p.errorf(field(bn, "ttl"), "block ttl must be a positive duration such as 5m")
-			case !d.PerIP:
-				p.errorf(bn, "a global rule cannot block: add group_by: client_ip")
-			}
-			d.BlockTTL = time.Duration(r.Block.TTL)
-			if esc := r.Block.Escalate; esc != nil {
-				en := field(bn, "escalate")
-				if esc.Factor < 1 {
-					p.errorf(field(en, "factor"), "escalate factor %g: want 1 or more", esc.Factor)
-				}
-				if esc.Max > 0 && esc.Max < r.Block.TTL {
-					p.errorf(field(en, "max"), "escalate max is shorter than the block ttl")
-				}
-				remember := time.Duration(esc.Remember)
-				if remember == 0 {
-					remember = 30 * 24 * time.Hour
-				}
-				d.Escalate = detector.Escalation{Factor: esc.Factor, Max: time.Duration(esc.Max), Remember: remember}
-			}
-		}
-		d.DryRun = r.DryRun
-		if d.BlockTTL == 0 && !d.Alert {
-			p.errorf(n, "rule %q neither blocks nor alerts: add block or alert: true", r.Name)
-		}
-		if d.Window > set.MaxWindow {
-			set.MaxWindow = d.Window
-		}
+		d := p.rule(n, r)
+		set.MaxWindow = max(set.MaxWindow, d.Window)
 		cfg.Rules = append(cfg.Rules, d)
 	}
-	sevNode := field(doc, "severity")
+	cfg.Severity = p.severity(field(doc, "severity"), f.Severity)
+	for _, a := range f.Allow {
+		cfg.Allow = append(cfg.Allow, netip.Prefix(a))
+	}
+	return set
+}
+
+// rule checks one rule (at n) and compiles it.
+func (p *parser) rule(n *yaml.Node, r Rule) detector.Rule {
+	d := detector.Rule{Name: r.Name, Match: r.Match.Action, Window: time.Duration(r.Window), Distinct: r.Distinct, MinSuccessRatio: r.MinSuccessRatio,
+		Threshold: r.Threshold, Alert: r.Alert, IPv4Prefix: r.IPv4Prefix, IPv6Prefix: r.IPv6Prefix, DryRun: r.DryRun}
+	switch r.GroupBy {
+	case "client_ip":
+		d.PerIP = true
+	case "", "none":
+	default:
+		p.errorf(field(n, "group_by"), "group_by %q: want client_ip, or leave it out for a global rule", r.GroupBy)
+	}
+	if r.Distinct != "" && r.Distinct != "username" {
+		p.errorf(field(n, "distinct"), "distinct %q: only username can be counted", r.Distinct)
+	}
+	if r.MinSuccessRatio != 0 && (r.Distinct == "" || r.MinSuccessRatio < 0 || r.MinSuccessRatio > 1) {
+		p.errorf(field(n, "min_success_ratio"), "min_success_ratio %g: want a share from 0 to 1, with distinct: username", r.MinSuccessRatio)
+	}
+	if r.IPv4Prefix < 0 || r.IPv4Prefix > 32 {
+		p.errorf(field(n, "ipv4_prefix"), "ipv4_prefix %d: want 1 to 32", r.IPv4Prefix)
+	}
+	if r.IPv6Prefix < 0 || r.IPv6Prefix > 128 {
+		p.errorf(field(n, "ipv6_prefix"), "ipv6_prefix %d: want 1 to 128", r.IPv6Prefix)
+	}
+	if r.Window <= 0 {
+		p.errorf(field(n, "window"), "window must be a positive duration such as 10m or 1d")
+	}
+	if r.Threshold < 1 || r.Threshold > 65535 {
+		p.errorf(field(n, "threshold"), "threshold %d: want 1 to 65535", r.Threshold)
+	}
+	if r.Block != nil {
+		p.block(field(n, "block"), r.Block, &d)
+	}
+	if d.BlockTTL == 0 && !d.Alert {
+		p.errorf(n, "rule %q neither blocks nor alerts: add block or alert: true", r.Name)
+	}
+	return d
+}
+
+// block checks a rule's block (at bn) and sets its TTL and escalation on d.
+func (p *parser) block(bn *yaml.Node, b *Block, d *detector.Rule) {
+	switch {
+	case b.TTL <= 0:
+		p.errorf(field(bn, "ttl"), "block ttl must be a positive duration such as 5m")
+	case !d.PerIP:
+		p.errorf(bn, "a global rule cannot block: add group_by: client_ip")
+	}
+	d.BlockTTL = time.Duration(b.TTL)
+	esc := b.Escalate
+	if esc == nil {
+		return
+	}
+	en := field(bn, "escalate")
+	if esc.Factor < 1 {
+		p.errorf(field(en, "factor"), "escalate factor %g: want 1 or more", esc.Factor)
+	}
+	if esc.Max > 0 && esc.Max < b.TTL {
+		p.errorf(field(en, "max"), "escalate max is shorter than the block ttl")
+	}
+	remember := time.Duration(esc.Remember)
+	if remember == 0 {
+		remember = 30 * 24 * time.Hour
+	}
+	d.Escalate = detector.Escalation{Factor: esc.Factor, Max: time.Duration(esc.Max), Remember: remember}
+}
+
+// severity checks the severity scale (at sevNode) and compiles it.
+func (p *parser) severity(sevNode *yaml.Node, scale []Severity) []detector.SeverityLevel {
+	var out []detector.SeverityLevel
 	levels := map[string]bool{}
-	for i, s := range f.Severity {
+	for i, s := range scale {
 		n := sevNode.Content[i]
 		if s.Level == "" {
 			p.errorf(n, "severity level without a name")
@@ -329,18 +347,15 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 			p.errorf(field(n, "level"), "duplicate severity level %q", s.Level)
 		}
 		levels[s.Level] = true
-		if i > 0 && s.Above >= f.Severity[i-1].Above {
+		if i > 0 && s.Above >= scale[i-1].Above {
 			// A level the one before always takes first could never be
 			// reached, and the ranks (colours, burst severity) follow
 			// the order.
-			p.errorf(field(n, "above"), "severity level %q: above %g is not below the level before it (%g); list levels from the most severe down", s.Level, s.Above, f.Severity[i-1].Above)
+			p.errorf(field(n, "above"), "severity level %q: above %g is not below the level before it (%g); list levels from the most severe down", s.Level, s.Above, scale[i-1].Above)
 		}
-		cfg.Severity = append(cfg.Severity, detector.SeverityLevel{Level: s.Level, Above: s.Above})
+		out = append(out, detector.SeverityLevel{Level: s.Level, Above: s.Above})
 	}
-	for _, a := range f.Allow {
-		cfg.Allow = append(cfg.Allow, netip.Prefix(a))
-	}
-	return set
+	return out
 }
 
 // Duration is a YAML duration: Go syntax (90s, 5m, 1h30m) plus whole days (7d).

@@ -45,7 +45,8 @@ type settings struct {
 	neverBlock []netip.Prefix
 	lokiTLS    *tls.Config
 	pushAuth   *pushAuth
-	pushTLS    *tls.Config // nil: plain HTTP
+	pushTLS    *tls.Config        // nil: plain HTTP
+	verifier   *auditsig.Verifier // nil: audit lines are not checked
 }
 
 func (c *runCmd) settings() (*settings, error) {
@@ -76,8 +77,13 @@ func (c *runCmd) settings() (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := secret.AuditKeys(c.AuditVerifyKeyFile); err != nil {
+	keys, err := secret.AuditKeys(c.AuditVerifyKeyFile)
+	if err != nil {
 		return nil, fmt.Errorf("--audit-verify-key-file: %w", err)
+	}
+	var verifier *auditsig.Verifier
+	if len(keys) > 0 {
+		verifier = auditsig.NewVerifier(keys...)
 	}
 	neverBlock, err := cidr.ParseList(c.NeverBlock)
 	if err != nil {
@@ -87,10 +93,10 @@ func (c *runCmd) settings() (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &settings{set, engine, neverBlock, tlsConf, pushAuth, pushTLS}, nil
+	return &settings{set, engine, neverBlock, tlsConf, pushAuth, pushTLS, verifier}, nil
 }
 
-func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (*daemon, error) {
+func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) (_ *daemon, err error) {
 	st, err := c.settings()
 	if err != nil {
 		return nil, err
@@ -98,7 +104,6 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if c.Rules == "" {
 		log.Info("using the embedded default rules", "file", rules.DefaultFile)
 	}
-	set, engine, neverBlock, tlsConf := st.set, st.engine, st.neverBlock, st.lokiTLS
 	rdb, err := c.Client()
 	if err != nil {
 		return nil, err
@@ -111,87 +116,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		rdb.Close()
 		return nil, err
 	}
-	d := &daemon{log: log, engine: engine, listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: neverBlock, reloader: newReloader(c.Rules, reg), rules: c.Rules}
-	if c.LeaderElect {
-		client, err := leader.Client(c.Kubeconfig)
-		if err != nil {
-			rdb.Close()
-			ln.Close()
-			return nil, err
-		}
-		klog.SetSlogLogger(log) // client-go logs through klog
-		cfg := leader.Config{Namespace: c.LeaderElectNamespace, Name: c.LeaderElectLeaseName, Identity: c.LeaderElectIdentity,
-			LeaseDuration: c.LeaderElectLeaseDuration, RenewDeadline: c.LeaderElectRenewDeadline, RetryPeriod: c.LeaderElectRetryPeriod}
-		if cfg.Namespace == "" {
-			cfg.Namespace = leader.Namespace()
-		}
-		if cfg.Identity == "" {
-			cfg.Identity = leader.Identity()
-		}
-		d.elect = &election{client, cfg}
-	}
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_leader", Help: "1 while this replica runs the loop (holds the Lease, or runs without leader election)."}, func() float64 {
-		if d.leading.Load() {
-			return 1
-		}
-		return 0
-	}))
-	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
-	// The engine belongs to the detect loop; it publishes its counters here
-	// every second for scrapes to read.
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_detector_tracked_keys", Help: "Keys held in the detector's windows."}, func() float64 { return float64(d.trackedKeys.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_evictions_total", Help: "Keys evicted to keep the detector under its memory cap."}, func() float64 { return float64(d.evictions.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_late_events_total", Help: "Events dropped for arriving later than the out-of-order tolerance."}, func() float64 { return float64(d.late.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_future_events_total", Help: "Events stamped more than 10 minutes ahead of the daemon's clock, counted at the clock's time."}, func() float64 { return float64(d.future.Load()) }),
-	)
-	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
-	reg.MustRegister(d.processed)
-	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, c.UseLineTime)
-	if len(c.AuditVerifyKeyFile) > 0 {
-		keys, err := secret.AuditKeys(c.AuditVerifyKeyFile)
-		if err != nil {
-			rdb.Close()
-			ln.Close()
-			return nil, err
-		}
-		parser.Verify(auditsig.NewVerifier(keys...))
-	}
-	lokiMetrics := loki.NewMetrics(reg)
-	d.events = make(chan detector.Event, 1024)
-	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
-	d.receiver.Authorize = st.pushAuth.authorize
-	if c.PushListen != "" && !st.pushAuth.authenticates() {
-		log.Warn("the push receiver takes pushes without credentials (--push-allow-unauthenticated): whoever reaches it can have any address blocked")
-	}
-	if c.LokiURL != "" {
-		d.tail, err = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, DelayFor: c.LokiDelayFor,
-			Backfill: min(set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
-			SweepInterval: c.LokiSweepInterval, SweepDelay: c.LokiSweepDelay, TailMaxRate: c.LokiTailMaxRate, MaxLag: c.LokiMaxLag,
-			Header: c.Loki.Auth().Apply, TLS: tlsConf}, parser, log, lokiMetrics)
-		if err != nil {
-			rdb.Close()
-			ln.Close()
-			return nil, err
-		}
-	}
-	// Pages draw each incident's attempts per minute from Loki.
-	var attempts slack.Attempts
-	if d.tail != nil {
-		attempts = d.tail
-	}
-	if d.notifier, d.signingSecret, err = c.notifier(stdout, log, reg, attempts, store); err != nil {
-		rdb.Close()
-		ln.Close()
-		return nil, err
-	}
-	if d.pushLn, d.slackLn, err = c.listeners(d.signingSecret != "", st.pushTLS); err != nil {
-		rdb.Close()
-		ln.Close()
-		return nil, err
-	}
-	d.resp = responder.New(responder.Options{Store: store, Notifier: d.notifier, Log: log, Registry: reg,
-		DryRun: c.DryRun, NeverBlock: neverBlock})
+	d := &daemon{log: log, engine: st.engine, listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: st.neverBlock, reloader: newReloader(c.Rules, reg), rules: c.Rules}
 	d.close = func() {
 		rdb.Close()
 		for _, l := range []net.Listener{ln, d.pushLn, d.slackLn} {
@@ -200,12 +125,102 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 			}
 		}
 	}
+	defer func() {
+		if err != nil { // what was opened so far
+			d.close()
+		}
+	}()
+	if c.LeaderElect {
+		if d.elect, err = c.election(log); err != nil {
+			return nil, err
+		}
+	}
+	d.register(reg, st.set)
+	if err := c.readers(d, st, log, reg); err != nil {
+		return nil, err
+	}
+	// Pages draw each incident's attempts per minute from Loki.
+	var attempts slack.Attempts
+	if d.tail != nil {
+		attempts = d.tail
+	}
+	if d.notifier, d.signingSecret, err = c.notifier(stdout, log, reg, attempts, store); err != nil {
+		return nil, err
+	}
+	if d.pushLn, d.slackLn, err = c.listeners(d.signingSecret != "", st.pushTLS); err != nil {
+		return nil, err
+	}
+	d.resp = responder.New(responder.Options{Store: store, Notifier: d.notifier, Log: log, Registry: reg,
+		DryRun: c.DryRun, NeverBlock: st.neverBlock})
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		log.Warn("redis is not reachable yet; blocks will be queued and retried", "redis", c.Redacted(), "err", err)
 	}
 	return d, nil
+}
+
+// election is the Lease to hold with --leader-elect.
+func (c *runCmd) election(log *slog.Logger) (*election, error) {
+	client, err := leader.Client(c.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	klog.SetSlogLogger(log) // client-go logs through klog
+	cfg := leader.Config{Namespace: c.LeaderElectNamespace, Name: c.LeaderElectLeaseName, Identity: c.LeaderElectIdentity,
+		LeaseDuration: c.LeaderElectLeaseDuration, RenewDeadline: c.LeaderElectRenewDeadline, RetryPeriod: c.LeaderElectRetryPeriod}
+	if cfg.Namespace == "" {
+		cfg.Namespace = leader.Namespace()
+	}
+	if cfg.Identity == "" {
+		cfg.Identity = leader.Identity()
+	}
+	return &election{client, cfg}, nil
+}
+
+// register adds the daemon's own metrics. The engine belongs to the detect
+// loop; it publishes its counters in d every second for scrapes to read.
+func (d *daemon) register(reg prometheus.Registerer, set *rules.Set) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_leader", Help: "1 while this replica runs the loop (holds the Lease, or runs without leader election)."}, func() float64 {
+		if d.leading.Load() {
+			return 1
+		}
+		return 0
+	}))
+	d.reloader.loaded.Set(float64(len(set.Config.Rules)))
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_detector_tracked_keys", Help: "Keys held in the detector's windows."}, func() float64 { return float64(d.trackedKeys.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_evictions_total", Help: "Keys evicted to keep the detector under its memory cap."}, func() float64 { return float64(d.evictions.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_late_events_total", Help: "Events dropped for arriving later than the out-of-order tolerance."}, func() float64 { return float64(d.late.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_future_events_total", Help: "Events stamped more than 10 minutes ahead of the daemon's clock, counted at the clock's time."}, func() float64 { return float64(d.future.Load()) }),
+	)
+	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
+	reg.MustRegister(d.processed)
+}
+
+// readers builds what turns audit lines into events: the parser, the push
+// receiver and, with --loki-url, the Loki reader.
+func (c *runCmd) readers(d *daemon, st *settings, log *slog.Logger, reg prometheus.Registerer) error {
+	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, c.UseLineTime)
+	if st.verifier != nil {
+		parser.Verify(st.verifier)
+	}
+	lokiMetrics := loki.NewMetrics(reg)
+	d.events = make(chan detector.Event, 1024)
+	d.receiver = loki.NewReceiver(parser, d.events, c.PushMaxBytes, log, lokiMetrics, reg)
+	d.receiver.Authorize = st.pushAuth.authorize
+	if c.PushListen != "" && !st.pushAuth.authenticates() {
+		log.Warn("the push receiver takes pushes without credentials (--push-allow-unauthenticated): whoever reaches it can have any address blocked")
+	}
+	if c.LokiURL == "" {
+		return nil
+	}
+	var err error
+	d.tail, err = loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, DelayFor: c.LokiDelayFor,
+		Backfill: min(st.set.MaxWindow, c.LokiBackfillMax), DedupWindow: c.LokiDedupWindow, Settle: c.LokiSettle,
+		SweepInterval: c.LokiSweepInterval, SweepDelay: c.LokiSweepDelay, TailMaxRate: c.LokiTailMaxRate, MaxLag: c.LokiMaxLag,
+		Header: c.Loki.Auth().Apply, TLS: st.lokiTLS}, parser, log, lokiMetrics)
+	return err
 }
 
 // listeners opens the push and Slack listeners that are asked for (the

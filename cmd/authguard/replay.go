@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -62,6 +63,33 @@ func (c *replayCmd) Run(e *env) error {
 		lineTime.Verify(v)
 		entry.Verify(v)
 	}
+	events, total, err := c.read(e.stderr, lineTime, entry)
+	if err != nil {
+		return err
+	}
+	out, byRule := replayDecisions(engine, events)
+	if err := c.print(e.stdout, out); err != nil {
+		return err
+	}
+	if c.Report != "" {
+		f, err := os.Create(c.Report)
+		if err != nil {
+			return err
+		}
+		err = writeHTMLReport(f, c.Logs, events, out, byRule)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("report %s: %w", c.Report, err)
+		}
+	}
+	summarize(e.stderr, total, len(events), out, byRule)
+	return nil
+}
+
+// read reads every log into events, in time order, and what was skipped.
+func (c *replayCmd) read(progress io.Writer, lineTime, entry *loki.Parser) ([]detector.Event, logfile.Stats, error) {
 	// A logcli line wraps the audit line in JSON: escaping can double it.
 	wrapped := 2*lineTime.HardLimit() + 4096
 	var events []detector.Event
@@ -69,12 +97,12 @@ func (c *replayCmd) Run(e *env) error {
 	for _, path := range c.Logs {
 		f, err := os.Open(path)
 		if err != nil {
-			return err
+			return nil, total, err
 		}
-		evs, st, err := logfile.Read(withProgress(f, path, e.stderr), lineTime, entry, wrapped)
+		evs, st, err := logfile.Read(withProgress(f, path, progress), lineTime, entry, wrapped)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return nil, total, fmt.Errorf("%s: %w", path, err)
 		}
 		events = append(events, evs...)
 		total.Lines += st.Lines
@@ -87,6 +115,13 @@ func (c *replayCmd) Run(e *env) error {
 		sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
 	}
 
+	return events, total, nil
+}
+
+// replayDecisions runs events through engine, each at its own time as the
+// log's clock, and returns the decisions and their count per rule and
+// severity.
+func replayDecisions(engine *detector.Engine, events []detector.Event) ([]replayDecision, map[string]int) {
 	var out []replayDecision
 	byRule := map[string]int{}
 	var ds []detector.Decision
@@ -102,15 +137,20 @@ func (c *replayCmd) Run(e *env) error {
 			byRule[d.Rule+" "+d.Severity]++
 		}
 	}
+	return out, byRule
+}
+
+// print writes the decisions as a table or as jsonl.
+func (c *replayCmd) print(w io.Writer, out []replayDecision) error {
 	if c.Output == "jsonl" {
-		enc := json.NewEncoder(e.stdout)
+		enc := json.NewEncoder(w)
 		for _, d := range out {
 			if err := enc.Encode(d); err != nil {
 				return err
 			}
 		}
 	} else {
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tRULE\tKEY\tACTION\tTTL\tSEVERITY\tCOUNT")
 		for _, d := range out {
 			ttl := "-"
@@ -119,21 +159,13 @@ func (c *replayCmd) Run(e *env) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Time, d.Rule, dash(d.Key), d.Action, ttl, d.Severity, d.Count)
 		}
-		tw.Flush()
+		return tw.Flush()
 	}
-	if c.Report != "" {
-		f, err := os.Create(c.Report)
-		if err != nil {
-			return err
-		}
-		err = writeHTMLReport(f, c.Logs, events, out, byRule)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("report %s: %w", c.Report, err)
-		}
-	}
+	return nil
+}
+
+// summarize tells what was read, skipped and decided.
+func summarize(w io.Writer, total logfile.Stats, events int, out []replayDecision, byRule map[string]int) {
 	var skipped []string
 	for r, n := range total.Skipped {
 		skipped = append(skipped, fmt.Sprintf("%s %d", r, n))
@@ -147,7 +179,6 @@ func (c *replayCmd) Run(e *env) error {
 	if total.Duplicates > 0 {
 		skipped = append(skipped, fmt.Sprintf("duplicate %d", total.Duplicates))
 	}
-	fmt.Fprintf(e.stderr, "replayed %d lines: %d events, %d skipped (%s); %d decisions (%s)\n",
-		total.Lines, len(events), total.Lines-len(events), strings.Join(skipped, ", "), len(out), strings.Join(rules, ", "))
-	return nil
+	fmt.Fprintf(w, "replayed %d lines: %d events, %d skipped (%s); %d decisions (%s)\n",
+		total.Lines, events, total.Lines-events, strings.Join(skipped, ", "), len(out), strings.Join(rules, ", "))
 }

@@ -63,35 +63,8 @@ func (q *Query) Local() bool { return len(q.local) > 0 }
 func ParseQuery(s string) (*Query, error) {
 	q := &Query{Full: s}
 	p := &queryLexer{s: s}
-	p.space()
-	if !p.eat("{") {
-		return nil, p.errorf("a query starts with a stream selector in braces, like {service=\"audit\"}")
-	}
-	for {
-		p.space()
-		if p.eat("}") {
-			break
-		}
-		if p.at() == 0 {
-			return nil, p.errorf("the stream selector is not closed with }")
-		}
-		if _, err := p.ident(); err != nil {
-			return nil, err
-		}
-		p.space()
-		if _, ok := p.op("=~", "!~", "!=", "="); !ok {
-			return nil, p.errorf("want = != =~ or !~ in the stream selector")
-		}
-		if _, err := p.str(); err != nil {
-			return nil, err
-		}
-		p.space()
-		if p.at() == 0 {
-			return nil, p.errorf("the stream selector is not closed with }")
-		}
-		if !p.eat(",") && p.at() != '}' {
-			return nil, p.errorf("want , or } in the stream selector")
-		}
+	if err := p.selector(); err != nil {
+		return nil, err
 	}
 	q.Selector = strings.TrimSpace(s[:p.i])
 	remoteEnd := p.i
@@ -101,84 +74,140 @@ func ParseQuery(s string) (*Query, error) {
 		if p.at() == 0 {
 			break
 		}
-		col := p.i
-		if op, ok := p.op("|=", "!=", "|~", "!~"); ok {
-			text, err := p.str()
-			if err != nil {
-				return nil, err
-			}
-			st := localStage{text: text}
-			switch op {
-			case "|=":
-				st.kind = lineContains
-			case "!=":
-				st.kind = lineNotContains
-			case "|~", "!~":
-				st.kind = lineMatches
-				if op == "!~" {
-					st.kind = lineNotMatches
-				}
-				re, err := regexp.Compile(text)
-				if err != nil {
-					return nil, fmt.Errorf("--loki-query col %d: line filter %s %q: %w", col+1, op, text, err)
-				}
-				st.re = re
-			}
-			p.space()
-			if p.word("or") {
-				return nil, p.errorf("line filters joined with \"or\" are not supported; use one |~ with an alternation")
-			}
-			if remote {
-				remoteEnd = p.i
-			} else {
-				q.local = append(q.local, st)
-			}
+		st, isFilter, err := p.lineFilter()
+		switch {
+		case err != nil:
+			return nil, err
+		case isFilter && remote:
+			remoteEnd = p.i
+			continue
+		case isFilter:
+			q.local = append(q.local, st)
 			continue
 		}
 		if !p.eat("|") {
 			return nil, p.errorf("want a line filter or | and a stage")
 		}
-		p.space()
 		remote = false
-		if p.word("json") {
-			p.space()
-			if c := p.at(); c != 0 && c != '|' && c != '!' {
-				return nil, p.errorf("| json with parameters is not supported: authguard reads the fields it needs itself; write plain | json")
-			}
-			q.local = append(q.local, localStage{kind: jsonParser})
-			continue
-		}
-		start := p.i
-		name, err := p.ident()
-		if err != nil {
-			return nil, fmt.Errorf("--loki-query col %d: stage %q: authguard checks | json and string label filters itself and sends Loki only the stream selector and line filters (Loki's tail silently loses entries with parser stages); other stages are not supported", start+1, until(s[start:], '|'))
-		}
-		p.space()
-		op, ok := p.op("=~", "!~", "!=", "=")
-		if !ok || strings.HasPrefix(s[p.i:], "=") {
-			return nil, fmt.Errorf("--loki-query col %d: stage %q: authguard checks | json and string label filters itself and sends Loki only the stream selector and line filters (Loki's tail silently loses entries with parser stages); other stages, and numeric comparisons, are not supported", start+1, until(s[start:], '|'))
-		}
-		value, err := p.str()
-		if err != nil {
+		if st, err = p.stage(); err != nil {
 			return nil, err
-		}
-		st := localStage{kind: labelFilter, label: name, op: op, text: value}
-		if op == "=~" || op == "!~" {
-			_, err := regexp.Compile(value)
-			re, err2 := regexp.Compile("^(?:" + value + ")$")
-			if err == nil {
-				err = err2
-			}
-			if err != nil {
-				return nil, fmt.Errorf("--loki-query col %d: label filter %s%s%q: %w", start+1, name, op, value, err)
-			}
-			st.re = re
 		}
 		q.local = append(q.local, st)
 	}
 	q.Remote = strings.TrimSpace(s[:remoteEnd])
 	q.want = q.wanted()
 	return q, nil
+}
+
+// selector reads the stream selector, {name="value", ...}.
+func (p *queryLexer) selector() error {
+	p.space()
+	if !p.eat("{") {
+		return p.errorf("a query starts with a stream selector in braces, like {service=\"audit\"}")
+	}
+	for {
+		p.space()
+		if p.eat("}") {
+			return nil
+		}
+		if p.at() == 0 {
+			return p.errorf("the stream selector is not closed with }")
+		}
+		if _, err := p.ident(); err != nil {
+			return err
+		}
+		p.space()
+		if _, ok := p.op("=~", "!~", "!=", "="); !ok {
+			return p.errorf("want = != =~ or !~ in the stream selector")
+		}
+		if _, err := p.str(); err != nil {
+			return err
+		}
+		p.space()
+		if p.at() == 0 {
+			return p.errorf("the stream selector is not closed with }")
+		}
+		if !p.eat(",") && p.at() != '}' {
+			return p.errorf("want , or } in the stream selector")
+		}
+	}
+}
+
+// lineFilter reads a line filter (|= != |~ !~ and a string) if one comes
+// next; ok is false, and nothing read, when none does.
+func (p *queryLexer) lineFilter() (st localStage, ok bool, err error) {
+	col := p.i
+	op, ok := p.op("|=", "!=", "|~", "!~")
+	if !ok {
+		return localStage{}, false, nil
+	}
+	text, err := p.str()
+	if err != nil {
+		return localStage{}, true, err
+	}
+	st = localStage{text: text}
+	switch op {
+	case "|=":
+		st.kind = lineContains
+	case "!=":
+		st.kind = lineNotContains
+	case "|~", "!~":
+		st.kind = lineMatches
+		if op == "!~" {
+			st.kind = lineNotMatches
+		}
+		if st.re, err = regexp.Compile(text); err != nil {
+			return localStage{}, true, fmt.Errorf("--loki-query col %d: line filter %s %q: %w", col+1, op, text, err)
+		}
+	}
+	p.space()
+	if p.word("or") {
+		return localStage{}, true, p.errorf("line filters joined with \"or\" are not supported; use one |~ with an alternation")
+	}
+	return st, true, nil
+}
+
+// stage reads what follows a |: the json parser, or a string label filter;
+// any other stage is refused, saying why.
+func (p *queryLexer) stage() (localStage, error) {
+	p.space()
+	if p.word("json") {
+		p.space()
+		if c := p.at(); c != 0 && c != '|' && c != '!' {
+			return localStage{}, p.errorf("| json with parameters is not supported: authguard reads the fields it needs itself; write plain | json")
+		}
+		return localStage{kind: jsonParser}, nil
+	}
+	start := p.i
+	unsupported := func(what string) error {
+		return fmt.Errorf("--loki-query col %d: stage %q: authguard checks | json and string label filters itself and sends Loki only the stream selector and line filters (Loki's tail silently loses entries with parser stages); %s", start+1, until(p.s[start:], '|'), what)
+	}
+	name, err := p.ident()
+	if err != nil {
+		return localStage{}, unsupported("other stages are not supported")
+	}
+	p.space()
+	op, ok := p.op("=~", "!~", "!=", "=")
+	if !ok || strings.HasPrefix(p.s[p.i:], "=") {
+		return localStage{}, unsupported("other stages, and numeric comparisons, are not supported")
+	}
+	value, err := p.str()
+	if err != nil {
+		return localStage{}, err
+	}
+	st := localStage{kind: labelFilter, label: name, op: op, text: value}
+	if op == "=~" || op == "!~" {
+		_, err := regexp.Compile(value)
+		re, err2 := regexp.Compile("^(?:" + value + ")$")
+		if err == nil {
+			err = err2
+		}
+		if err != nil {
+			return localStage{}, fmt.Errorf("--loki-query col %d: label filter %s%s%q: %w", start+1, name, op, value, err)
+		}
+		st.re = re
+	}
+	return st, nil
 }
 
 // until returns s up to (not including) the first c, trimmed.
