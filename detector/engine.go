@@ -293,6 +293,13 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 		s.active = false
 		return Decision{}, false
 	}
+	return r.fire(s, hashes, t, now, severity)
+}
+
+// fire makes the decision of a rule that fires for slot s on an event at t
+// (now is the newest event): a block, a renewal or escalation of one, or an
+// alert unless the incident is already open and no worse.
+func (r *ruleState) fire(s *slot, hashes []uint64, t, now int64, severity func(float64) (int, string)) (Decision, bool) {
 	d := Decision{
 		Rule:      r.Name,
 		Count:     int(s.count),

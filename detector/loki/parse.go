@@ -114,51 +114,11 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		}
 		return detector.Event{}, &SkipError{SkipTooLong, detail}
 	}
-	var action, ip, user, lineTS, reqID, sig string
-	d := frameDecoder{b: unsafe.Slice(unsafe.StringData(line), len(line))} // read only
-	field := func(dst *string) error {
-		if d.peek() != '"' {
-			return d.skip() // not a string: as if absent
-		}
-		v, err := d.view()
-		*dst = string(v)
-		return err
-	}
-	if d.peek() != '{' {
+	f, ok := p.read(line)
+	if !ok {
 		return detector.Event{}, &SkipError{SkipNotJSON, "line is not a JSON object"}
 	}
-	err := d.object(func(key []byte) error {
-		switch string(key) {
-		case p.fields.Action:
-			return field(&action)
-		case p.fields.ClientIP:
-			return field(&ip)
-		case p.fields.Username:
-			return field(&user)
-		case p.fields.Time:
-			if p.useLineTime || p.verifier != nil {
-				return field(&lineTS)
-			}
-		case "request_id":
-			if p.verifier != nil {
-				return field(&reqID)
-			}
-		case "sig":
-			if p.verifier != nil {
-				return field(&sig)
-			}
-		}
-		return d.skip()
-	})
-	if err == nil {
-		d.ws()
-		if d.i != len(d.b) {
-			err = errors.New("data after the object")
-		}
-	}
-	if err != nil {
-		return detector.Event{}, &SkipError{SkipNotJSON, "line is not a JSON object"}
-	}
+	action, ip, user, lineTS := f.action, f.ip, f.user, f.ts
 	if action == "" {
 		return detector.Event{}, &SkipError{SkipNoAction, "no " + p.fields.Action + " field"}
 	}
@@ -170,13 +130,8 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		return detector.Event{}, &SkipError{SkipBadClientIP, "client address " + clip.String(ip, 64) + " is not an IP"}
 	}
 	if p.verifier != nil {
-		if why := p.verifier.Verify(auditsig.Fields{TS: lineTS, Action: action, ClientIP: ip, Username: user, RequestID: reqID}, sig); why != "" {
-			return detector.Event{}, &SkipError{"sig_" + why, "audit line from " + clip.String(ip, 64) + ": " + why}
-		}
-		// A signed line copied into Loki later, or from elsewhere: its own
-		// time must be near the entry's.
-		if t, err := time.Parse(time.RFC3339Nano, lineTS); !ts.IsZero() && (err != nil || t.Sub(ts) > signedSkew || ts.Sub(t) > signedSkew) {
-			return detector.Event{}, &SkipError{SkipSigReplayed, "signed audit line from " + clip.String(ip, 64) + " stamped " + clip.String(lineTS, 40) + ", entry at " + ts.UTC().Format(time.RFC3339)}
+		if err := p.verify(ts, f); err != nil {
+			return detector.Event{}, err
 		}
 	}
 	switch action { // share the common values instead of a copy per line
@@ -199,6 +154,68 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		ev.Time = t
 	}
 	return ev, nil
+}
+
+// lineFields are the fields Parse reads from a line, as they are spelled
+// there.
+type lineFields struct{ action, ip, user, ts, reqID, sig string }
+
+// read takes the fields Parse needs from a JSON object line; ok is false
+// when the line is not one JSON object.
+func (p *Parser) read(line string) (f lineFields, ok bool) {
+	d := frameDecoder{b: unsafe.Slice(unsafe.StringData(line), len(line))} // read only
+	field := func(dst *string) error {
+		if d.peek() != '"' {
+			return d.skip() // not a string: as if absent
+		}
+		v, err := d.view()
+		*dst = string(v)
+		return err
+	}
+	if d.peek() != '{' {
+		return f, false
+	}
+	err := d.object(func(key []byte) error {
+		switch string(key) {
+		case p.fields.Action:
+			return field(&f.action)
+		case p.fields.ClientIP:
+			return field(&f.ip)
+		case p.fields.Username:
+			return field(&f.user)
+		case p.fields.Time:
+			if p.useLineTime || p.verifier != nil {
+				return field(&f.ts)
+			}
+		case "request_id":
+			if p.verifier != nil {
+				return field(&f.reqID)
+			}
+		case "sig":
+			if p.verifier != nil {
+				return field(&f.sig)
+			}
+		}
+		return d.skip()
+	})
+	if err != nil {
+		return f, false
+	}
+	d.ws()
+	return f, d.i == len(d.b)
+}
+
+// verify checks a signed line's signature, and that its own time is near
+// its entry's (a signed line copied into Loki later, or from elsewhere, is
+// not).
+func (p *Parser) verify(ts time.Time, f lineFields) *SkipError {
+	if why := p.verifier.Verify(auditsig.Fields{TS: f.ts, Action: f.action, ClientIP: f.ip, Username: f.user, RequestID: f.reqID}, f.sig); why != "" {
+		return &SkipError{"sig_" + why, "audit line from " + clip.String(f.ip, 64) + ": " + why}
+	}
+	if t, err := time.Parse(time.RFC3339Nano, f.ts); !ts.IsZero() && (err != nil || t.Sub(ts) > signedSkew || ts.Sub(t) > signedSkew) {
+		return &SkipError{SkipSigReplayed, "signed audit line from " + clip.String(f.ip, 64) + " stamped " + clip.String(f.ts, 40) + ", entry at " + ts.UTC().Format(time.RFC3339)}
+	}
+	return nil
 }
 
 // ParseClientAddr reads a client address however an emitter spelled it,
