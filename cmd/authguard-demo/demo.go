@@ -58,123 +58,195 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func (c *cli) demo(ctx context.Context, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	authguard, gatewayBin := filepath.Join(c.Bin, "authguard"), filepath.Join(c.Bin, "authguard-gateway")
-	for _, b := range []string{authguard, gatewayBin} {
-		if _, err := os.Stat(b); err != nil {
-			return fmt.Errorf("%w (make demo builds it; or give --bin)", err)
-		}
-	}
-
-	rdb, stopRedis, err := startRedis(ctx, c.RedisServer)
+	r := &demoRun{cli: c, say: func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) },
+		authguard: filepath.Join(c.Bin, "authguard")}
+	stop, err := r.start(ctx)
 	if err != nil {
 		return err
 	}
-	defer stopRedis()
-	redisURL := "redis://" + rdb.Options().Addr + "/0"
-	lk := lokitest.New(lokitest.Options{})
-	defer lk.Close()
-	appURL, stopApp, err := startLoginApp()
-	if err != nil {
-		return err
-	}
-	defer stopApp()
-
-	gwAddr, gwAdmin, daemonAdmin := freeAddr(), freeAddr(), freeAddr()
-	gw, err := start(ctx, gatewayBin, "--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", appURL,
-		"--redis-url", redisURL, "--trusted-proxies", "127.0.0.0/8", "--loki-push-url", lk.URL, "--log-level", "error")
-	if err != nil {
-		return err
-	}
-	defer gw.stop()
-	daemon, err := start(ctx, authguard, "run", "--loki-url", lk.URL, "--redis-url", redisURL, "--listen", daemonAdmin,
-		"--loki-settle", "200ms", "--log-level", "error")
-	if err != nil {
-		return err
-	}
-	defer daemon.stop()
-	for _, p := range []struct{ what, url string }{{"the gateway to be ready", "http://" + gwAdmin + "/readyz"}, {"authguard to tail Loki", "http://" + daemonAdmin + "/readyz"}} {
-		if err := await(ctx, 20*time.Second, p.what, func() bool { return statusOf(p.url) == http.StatusOK }, gw, daemon); err != nil {
+	defer stop()
+	for _, step := range []func(context.Context) error{r.introduce, r.attack, r.block, r.page, r.refuse, r.unblock, r.report} {
+		if err := step(ctx); err != nil {
 			return err
 		}
 	}
-	gwURL := "http://" + gwAddr
+	r.say("Done. In production: authguard run --loki-url ... --redis-url ... --slack-token-file ...; see README.md.")
+	return nil
+}
 
-	say("authguard demo: runbook SEC-010 on real parts")
-	say("  redis-server   %s (started for this demo, removed after)", rdb.Options().Addr)
-	say("  loki           %s (lokitest, the protocol-faithful fake)", lk.URL)
-	say("  login app      %s (alice / %q)", appURL, demoPassword)
-	say("  gateway        %s -> login app, audit lines pushed to Loki (bin/authguard-gateway)", gwURL)
-	say("  authguard      tailing Loki with the embedded default rules (bin/authguard run)")
-	say("  rules          5 failed logins from one IP in 24h -> block 300 s")
-	say("")
-	say("1. %s guesses alice's password through the gateway", c.Attacker)
+// demoRun is one run of the demo: its parts, and what the steps share.
+type demoRun struct {
+	*cli
+	say                func(format string, args ...any)
+	authguard          string // the binary, for the operator's commands
+	rdb                *redis.Client
+	redisURL, lokiURL  string
+	appURL, gatewayURL string
+	gateway, daemon    *process
+	incident           string
+}
+
+// start starts Redis, the fake Loki, the login app, the gateway and the
+// daemon, and waits until both binaries are ready; stop ends them all.
+func (r *demoRun) start(ctx context.Context) (stop func(), err error) {
+	gatewayBin := filepath.Join(r.Bin, "authguard-gateway")
+	for _, b := range []string{r.authguard, gatewayBin} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("%w (make demo builds it; or give --bin)", err)
+		}
+	}
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	rdb, stopRedis, err := startRedis(ctx, r.RedisServer)
+	if err != nil {
+		return nil, err
+	}
+	stops = append(stops, stopRedis)
+	r.rdb, r.redisURL = rdb, "redis://"+rdb.Options().Addr+"/0"
+	lk := lokitest.New(lokitest.Options{})
+	stops = append(stops, lk.Close)
+	r.lokiURL = lk.URL
+	appURL, stopApp, err := startLoginApp()
+	if err != nil {
+		return nil, err
+	}
+	stops = append(stops, stopApp)
+	r.appURL = appURL
+
+	gwAddr, gwAdmin, daemonAdmin := freeAddr(), freeAddr(), freeAddr()
+	r.gatewayURL = "http://" + gwAddr
+	if r.gateway, err = start(ctx, gatewayBin, "--listen", gwAddr, "--admin-listen", gwAdmin, "--upstream", appURL,
+		"--redis-url", r.redisURL, "--trusted-proxies", "127.0.0.0/8", "--loki-push-url", lk.URL, "--log-level", "error"); err != nil {
+		return nil, err
+	}
+	stops = append(stops, r.gateway.stop)
+	if r.daemon, err = start(ctx, r.authguard, "run", "--loki-url", lk.URL, "--redis-url", r.redisURL, "--listen", daemonAdmin,
+		"--loki-settle", "200ms", "--log-level", "error"); err != nil {
+		return nil, err
+	}
+	stops = append(stops, r.daemon.stop)
+	for _, p := range []struct{ what, url string }{{"the gateway to be ready", "http://" + gwAdmin + "/readyz"}, {"authguard to tail Loki", "http://" + daemonAdmin + "/readyz"}} {
+		if err := await(ctx, 20*time.Second, p.what, func() bool { return statusOf(p.url) == http.StatusOK }, r.gateway, r.daemon); err != nil {
+			return nil, err
+		}
+	}
+	return stop, nil
+}
+
+func (r *demoRun) introduce(context.Context) error {
+	r.say("authguard demo: runbook SEC-010 on real parts")
+	r.say("  redis-server   %s (started for this demo, removed after)", r.rdb.Options().Addr)
+	r.say("  loki           %s (lokitest, the protocol-faithful fake)", r.lokiURL)
+	r.say("  login app      %s (alice / %q)", r.appURL, demoPassword)
+	r.say("  gateway        %s -> login app, audit lines pushed to Loki (bin/authguard-gateway)", r.gatewayURL)
+	r.say("  authguard      tailing Loki with the embedded default rules (bin/authguard run)")
+	r.say("  rules          5 failed logins from one IP in 24h -> block 300 s")
+	r.say("")
+	return nil
+}
+
+// attack guesses alice's password five times through the gateway.
+func (r *demoRun) attack(ctx context.Context) error {
+	r.say("1. %s guesses alice's password through the gateway", r.Attacker)
 	for i, guess := range []string{"123456", "password", "qwerty", "letmein", "alice2026"} {
-		a, err := login(ctx, gwURL, c.Attacker, guess)
+		a, err := login(ctx, r.gatewayURL, r.Attacker, guess)
 		if err != nil {
 			return err
 		}
-		say("   POST /auth/login  password=%-10s -> %d", guess, a.status)
+		r.say("   POST /auth/login  password=%-10s -> %d", guess, a.status)
 		if i == 0 {
-			if err := await(ctx, 5*time.Second, "the gateway's audit line", func() bool { return gw.out.firstLine() != "" }, gw); err != nil {
+			if err := await(ctx, 5*time.Second, "the gateway's audit line", func() bool { return r.gateway.out.firstLine() != "" }, r.gateway); err != nil {
 				return err
 			}
-			say("   audit line: %s", gw.out.firstLine())
+			r.say("   audit line: %s", r.gateway.out.firstLine())
 		}
 	}
-	say("")
-	say("2. authguard counts 5 failures in the window and blocks %s in Redis", c.Attacker)
-	blockKey, failKey := "ip_block:"+c.Attacker, "login_fail:"+c.Attacker
-	if err := await(ctx, 15*time.Second, "the block in Redis", func() bool { return rdb.Exists(ctx, blockKey).Val() == 1 }, daemon); err != nil {
+	r.say("")
+	return nil
+}
+
+// block shows the runbook's keys authguard wrote.
+func (r *demoRun) block(ctx context.Context) error {
+	r.say("2. authguard counts 5 failures in the window and blocks %s in Redis", r.Attacker)
+	blockKey, failKey := "ip_block:"+r.Attacker, "login_fail:"+r.Attacker
+	if err := await(ctx, 15*time.Second, "the block in Redis", func() bool { return r.rdb.Exists(ctx, blockKey).Val() == 1 }, r.daemon); err != nil {
 		return err
 	}
-	ttl := rdb.TTL(ctx, blockKey).Val()
-	say("   redis-cli GET %s  -> %s   TTL %d s (expires %s)", blockKey, rdb.Get(ctx, blockKey).Val(), int(ttl.Seconds()), time.Now().Add(ttl).UTC().Format(time.DateTime+" UTC"))
-	say("   redis-cli GET %s -> %s", failKey, rdb.Get(ctx, failKey).Val())
-	say("")
-	say("3. the incident page (no Slack token configured, so authguard renders it on its stdout)")
-	if err := await(ctx, 15*time.Second, "the incident page", func() bool { return strings.Contains(daemon.out.String(), c.Attacker) }, daemon); err != nil {
+	ttl := r.rdb.TTL(ctx, blockKey).Val()
+	r.say("   redis-cli GET %s  -> %s   TTL %d s (expires %s)", blockKey, r.rdb.Get(ctx, blockKey).Val(), int(ttl.Seconds()), time.Now().Add(ttl).UTC().Format(time.DateTime+" UTC"))
+	r.say("   redis-cli GET %s -> %s", failKey, r.rdb.Get(ctx, failKey).Val())
+	r.say("")
+	r.incident = r.rdb.HGet(ctx, "authguard:block:"+r.Attacker, "incident").Val()
+	return nil
+}
+
+// page shows the incident page the daemon rendered.
+func (r *demoRun) page(ctx context.Context) error {
+	r.say("3. the incident page (no Slack token configured, so authguard renders it on its stdout)")
+	if err := await(ctx, 15*time.Second, "the incident page", func() bool { return strings.Contains(r.daemon.out.String(), r.Attacker) }, r.daemon); err != nil {
 		return err
 	}
-	say("%s", indent(daemon.out.String(), "   "))
-	say("4. the gateway refuses %s everywhere; others are unaffected", c.Attacker)
+	r.say("%s", indent(r.daemon.out.String(), "   "))
+	return nil
+}
+
+// refuse shows the attacker refused and another client let through.
+func (r *demoRun) refuse(ctx context.Context) error {
+	r.say("4. the gateway refuses %s everywhere; others are unaffected", r.Attacker)
 	if err := await(ctx, 5*time.Second, "the gateway to learn of the block", func() bool {
-		a, err := request(ctx, gwURL, c.Attacker, "GET", "/health", "")
+		a, err := request(ctx, r.gatewayURL, r.Attacker, "GET", "/health", "")
 		return err == nil && a.status == http.StatusForbidden
-	}, gw); err != nil {
+	}, r.gateway); err != nil {
 		return err
 	}
-	a, err := login(ctx, gwURL, c.Attacker, demoPassword)
+	a, err := login(ctx, r.gatewayURL, r.Attacker, demoPassword)
 	if err != nil {
 		return err
 	}
-	say("   POST /auth/login from %s (right password) -> %d %s   Retry-After: %s", c.Attacker, a.status, strings.TrimSpace(a.body), a.retryAfter)
-	a, _ = login(ctx, gwURL, "198.51.100.23", demoPassword)
-	say("   POST /auth/login from 198.51.100.23 (right password) -> %d", a.status)
-	say("")
-	incident := rdb.HGet(ctx, "authguard:block:"+c.Attacker, "incident").Val()
-	say("5. an operator unblocks: authguard blocks remove %s --reason ...", c.Attacker)
-	say("   (deletes %s and %s, as the runbook's redis-cli DEL does, and records who and why)", blockKey, failKey)
-	if _, err := command(ctx, authguard, "blocks", "remove", c.Attacker, "--redis-url", redisURL, "--operator", "demo-operator", "--reason", "customer confirmed a forgotten password"); err != nil {
+	r.say("   POST /auth/login from %s (right password) -> %d %s   Retry-After: %s", r.Attacker, a.status, strings.TrimSpace(a.body), a.retryAfter)
+	a, _ = login(ctx, r.gatewayURL, "198.51.100.23", demoPassword)
+	r.say("   POST /auth/login from 198.51.100.23 (right password) -> %d", a.status)
+	r.say("")
+	return nil
+}
+
+// unblock runs the operator's command and shows the attacker let in.
+func (r *demoRun) unblock(ctx context.Context) error {
+	r.say("5. an operator unblocks: authguard blocks remove %s --reason ...", r.Attacker)
+	r.say("   (deletes ip_block:%s and login_fail:%s, as the runbook's redis-cli DEL does, and records who and why)", r.Attacker, r.Attacker)
+	if _, err := command(ctx, r.authguard, "blocks", "remove", r.Attacker, "--redis-url", r.redisURL, "--operator", "demo-operator", "--reason", "customer confirmed a forgotten password"); err != nil {
 		return err
 	}
 	if err := await(ctx, 5*time.Second, "the gateway to drop the block", func() bool {
-		a, err := request(ctx, gwURL, c.Attacker, "GET", "/health", "")
+		a, err := request(ctx, r.gatewayURL, r.Attacker, "GET", "/health", "")
 		return err == nil && a.status == http.StatusOK
-	}, gw); err != nil {
+	}, r.gateway); err != nil {
 		return err
 	}
-	a, _ = login(ctx, gwURL, c.Attacker, demoPassword)
-	say("   POST /auth/login from %s (right password) -> %d", c.Attacker, a.status)
-	say("")
-	say("6. the incident report: authguard incidents show %s", incident)
-	report, err := command(ctx, authguard, "incidents", "show", incident, "--redis-url", redisURL)
+	a, _ := login(ctx, r.gatewayURL, r.Attacker, demoPassword)
+	r.say("   POST /auth/login from %s (right password) -> %d", r.Attacker, a.status)
+	r.say("")
+	return nil
+}
+
+// report prints the incident report from the evidence records.
+func (r *demoRun) report(ctx context.Context) error {
+	r.say("6. the incident report: authguard incidents show %s", r.incident)
+	report, err := command(ctx, r.authguard, "incidents", "show", r.incident, "--redis-url", r.redisURL)
 	if err != nil {
 		return err
 	}
-	say("%s", indent(report, "   "))
-	say("")
-	say("Done. In production: authguard run --loki-url ... --redis-url ... --slack-token-file ...; see README.md.")
+	r.say("%s", indent(report, "   "))
+	r.say("")
 	return nil
 }
 

@@ -102,6 +102,12 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	s.stream(conn, tl, history)
+}
+
+// stream sends a registered tail its history, then its entries batch by
+// batch, pings, and the close Loki sends at the tail's end.
+func (s *Server) stream(conn *websocket.Conn, tl *tail, history []result) {
 	// Read side: answer pings and notice the client leaving.
 	gone := make(chan struct{})
 	go func() {
@@ -144,30 +150,37 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-batch.C:
-			// A tail sends at most TailCapacity entries a second, in frames
-			// of at most 100 with FrameCaps; the rest wait for the next
-			// batch, in arrival order.
-			s.mu.Lock()
-			budget := max(1, int(float64(s.opts.TailCapacity)*s.opts.BatchInterval.Seconds()))
-			n := min(budget, len(tl.pending))
-			rs := append([]result(nil), tl.pending[:n]...)
-			tl.pending = append(tl.pending[:0], tl.pending[n:]...)
-			dropped := tl.dropped
-			tl.dropped = nil
-			s.mu.Unlock()
-			per := len(rs)
-			if s.has(FrameCaps) {
-				per = maxFrameEntries
-			}
-			for len(rs) > 0 || len(dropped) > 0 {
-				k := min(per, len(rs))
-				chunk := rs[:k]
-				sort.SliceStable(chunk, func(i, j int) bool { return chunk[i].e.ts < chunk[j].e.ts })
-				if err := s.frame(conn, chunk, dropped); err != nil {
-					return
-				}
-				rs, dropped = rs[k:], nil
+			if s.sendBatch(conn, tl) != nil {
+				return
 			}
 		}
 	}
+}
+
+// sendBatch sends a tail at most TailCapacity entries a second, in frames
+// of at most 100 with FrameCaps; the rest wait for the next batch, in
+// arrival order.
+func (s *Server) sendBatch(conn *websocket.Conn, tl *tail) error {
+	s.mu.Lock()
+	budget := max(1, int(float64(s.opts.TailCapacity)*s.opts.BatchInterval.Seconds()))
+	n := min(budget, len(tl.pending))
+	rs := append([]result(nil), tl.pending[:n]...)
+	tl.pending = append(tl.pending[:0], tl.pending[n:]...)
+	dropped := tl.dropped
+	tl.dropped = nil
+	s.mu.Unlock()
+	per := len(rs)
+	if s.has(FrameCaps) {
+		per = maxFrameEntries
+	}
+	for len(rs) > 0 || len(dropped) > 0 {
+		k := min(per, len(rs))
+		chunk := rs[:k]
+		sort.SliceStable(chunk, func(i, j int) bool { return chunk[i].e.ts < chunk[j].e.ts })
+		if err := s.frame(conn, chunk, dropped); err != nil {
+			return err
+		}
+		rs, dropped = rs[k:], nil
+	}
+	return nil
 }
