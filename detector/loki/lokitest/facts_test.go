@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -589,22 +590,22 @@ func factRestart(t *testing.T, tg target) {
 	}
 }
 
-// awaitStatus polls until status() answers want (the fake's restart
-// phases start in another goroutine).
-func awaitStatus(t *testing.T, status func() int, want int) {
+// awaitStatus polls until status() answers one of want (the fake's
+// restart phases start in another goroutine).
+func awaitStatus(t *testing.T, status func() int, want ...int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	var seen []int
 	for {
 		got := status()
-		if got == want {
+		if slices.Contains(want, got) {
 			return
 		}
 		if len(seen) == 0 || seen[len(seen)-1] != got {
 			seen = append(seen, got)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("never answered %d; answers in turn: %v", want, seen)
+			t.Fatalf("never answered %v; answers in turn: %v", want, seen)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
