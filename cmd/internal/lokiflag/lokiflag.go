@@ -5,7 +5,6 @@
 package lokiflag
 
 import (
-	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/authguard/authguard/cmd/internal/secret"
+	"github.com/authguard/authguard/cmd/internal/serve"
 )
 
 // Loki is embedded in a command's flags.
@@ -75,19 +75,12 @@ func (f *Loki) TLS() (*tls.Config, error) {
 		}
 	}
 	if f.LokiTLSCertFile != "" {
-		// Read again for every handshake, so a renewed certificate (as
-		// cert-manager writes it) is used without a restart.
-		if _, err := tls.LoadX509KeyPair(f.LokiTLSCertFile, f.LokiTLSKeyFile); err != nil {
-			return nil, fmt.Errorf("--loki-tls-cert-file: %w", err)
+		// Read again when renewed on disk (as cert-manager writes it).
+		kp, err := serve.NewKeyPair("--loki-tls", f.LokiTLSCertFile, f.LokiTLSKeyFile)
+		if err != nil {
+			return nil, err
 		}
-		certFile, keyFile := f.LokiTLSCertFile, f.LokiTLSKeyFile
-		conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-			if err != nil {
-				return nil, fmt.Errorf("--loki-tls-cert-file: %w", err)
-			}
-			return &cert, nil
-		}
+		conf.GetClientCertificate = kp.Client
 	}
 	return conf, nil
 }
@@ -149,19 +142,12 @@ func (a Auth) Check() error {
 }
 
 func firstLine(path string) (string, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
-			return line, nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
+	if lines := secret.Lines(b); len(lines) > 0 {
+		return lines[0], nil
 	}
 	return "", fmt.Errorf("%s holds no token", path)
 }

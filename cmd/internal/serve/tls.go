@@ -25,11 +25,11 @@ func TLS(flag, certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 		}
 		return nil, nil
 	}
-	kp := &keyPair{flag: flag, certFile: certFile, keyFile: keyFile}
-	if err := kp.load(time.Now()); err != nil {
+	kp, err := NewKeyPair(flag, certFile, keyFile)
+	if err != nil {
 		return nil, err
 	}
-	conf := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.get}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.Server}
 	if clientCAFile != "" {
 		pem, err := os.ReadFile(clientCAFile)
 		if err != nil {
@@ -44,8 +44,12 @@ func TLS(flag, certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	return conf, nil
 }
 
-// keyPair is a certificate and its key as files, re-read when they change.
-type keyPair struct {
+// reloadCheck is how often a KeyPair looks whether its files changed.
+var reloadCheck = time.Second
+
+// KeyPair is a certificate and its key as files, re-read when they change
+// (looked at at most every reloadCheck), for a server or a client.
+type KeyPair struct {
 	flag, certFile, keyFile string
 
 	mu      sync.Mutex
@@ -54,7 +58,17 @@ type keyPair struct {
 	cert    *tls.Certificate
 }
 
-func (kp *keyPair) load(now time.Time) error {
+// NewKeyPair reads the pair; flag names it in errors ("--push-tls" for
+// --push-tls-cert-file).
+func NewKeyPair(flag, certFile, keyFile string) (*KeyPair, error) {
+	kp := &KeyPair{flag: flag, certFile: certFile, keyFile: keyFile}
+	if err := kp.load(time.Now()); err != nil {
+		return nil, err
+	}
+	return kp, nil
+}
+
+func (kp *KeyPair) load(now time.Time) error {
 	kp.checked = now
 	var stamp [2]time.Time
 	for i, name := range []string{kp.certFile, kp.keyFile} {
@@ -75,13 +89,21 @@ func (kp *keyPair) load(now time.Time) error {
 	return nil
 }
 
-// get serves the current pair; when the files cannot be read (half
-// written during a renewal), the pair read before is kept.
-func (kp *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// current is the pair now; when the files cannot be read (half written
+// during a renewal), the pair read before is kept.
+func (kp *KeyPair) current() *tls.Certificate {
 	kp.mu.Lock()
 	defer kp.mu.Unlock()
-	if now := time.Now(); now.Sub(kp.checked) >= time.Second {
+	if now := time.Now(); now.Sub(kp.checked) >= reloadCheck {
 		kp.load(now)
 	}
-	return kp.cert, nil
+	return kp.cert
+}
+
+// Server is tls.Config.GetCertificate.
+func (kp *KeyPair) Server(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.current(), nil }
+
+// Client is tls.Config.GetClientCertificate.
+func (kp *KeyPair) Client(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return kp.current(), nil
 }
