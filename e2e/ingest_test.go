@@ -173,11 +173,21 @@ func TestPushesMustNameTheTenantWhenOneIsSet(t *testing.T) {
 
 // fiveFailures is a push body of five failed logins of ip, in Loki's JSON.
 func fiveFailures(ip string) []byte {
-	var lines []string
+	var at []time.Time
 	for i := range 5 {
-		lines = append(lines, fmt.Sprintf(`["%d","{\"action\":\"auth_failed\",\"client_ip\":\"%s\"}"]`, time.Now().UnixNano()+int64(i), ip))
+		at = append(at, time.Now().Add(time.Duration(i)))
 	}
-	return []byte(`{"streams":[{"stream":{"service":"audit"},"values":[` + strings.Join(lines, ",") + `]}]}`)
+	return failuresAt(ip, at)
+}
+
+// failuresAt is a push body, in Loki's JSON, of a failed login of ip at
+// each of at.
+func failuresAt(ip string, at []time.Time) []byte {
+	var values []string
+	for _, t := range at {
+		values = append(values, fmt.Sprintf(`["%d","{\"action\":\"auth_failed\",\"client_ip\":\"%s\"}"]`, t.UnixNano(), ip))
+	}
+	return []byte(`{"streams":[{"stream":{"service":"audit"},"values":[` + strings.Join(values, ",") + `]}]}`)
 }
 
 // With mutual TLS the push receiver takes pushes only over connections

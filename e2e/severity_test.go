@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -30,14 +29,12 @@ severity:
 // ending end ago, to the daemon's receiver, as the gateway would.
 func (s *stack) pushSpread(t *testing.T, ip string, span, end time.Duration) {
 	t.Helper()
-	var values []string
+	var at []time.Time
 	last := time.Now().Add(-end)
 	for i := range 5 {
-		at := last.Add(-span + time.Duration(i)*span/4)
-		values = append(values, fmt.Sprintf(`["%d","{\"action\":\"auth_failed\",\"client_ip\":\"%s\"}"]`, at.UnixNano(), ip))
+		at = append(at, last.Add(-span+time.Duration(i)*span/4))
 	}
-	body := `{"streams":[{"stream":{"service":"audit"},"values":[` + strings.Join(values, ",") + `]}]}`
-	if code := s.pushAnswer(t, s.token(t), "", "application/json", []byte(body)); code != http.StatusNoContent {
+	if code := s.pushAnswer(t, s.token(t), "", "application/json", failuresAt(ip, at)); code != http.StatusNoContent {
 		t.Fatalf("push for %s: %d", ip, code)
 	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -11,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/authguard/authguard/cmd/internal/secret"
 )
 
 // pushAuth decides which pushes the receiver takes. A push is taken when
@@ -104,15 +104,10 @@ func (s *secretLines) load(now time.Time) error {
 		return fmt.Errorf("%s: %w", s.flag, err)
 	}
 	var lines [][]byte
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
+	for _, line := range secret.Lines(b) {
 		if err := s.check(line); err != nil {
 			// The line number, never the secret.
-			return fmt.Errorf("%s %s:%d: %w", s.flag, s.path, n, err)
+			return fmt.Errorf("%s %s:%d: %w", s.flag, s.path, lineOf(b, line), err)
 		}
 		lines = append(lines, []byte(line))
 	}
@@ -139,6 +134,16 @@ func (s *secretLines) contains(given []byte) bool {
 		match |= subtle.ConstantTimeCompare(given, l)
 	}
 	return match == 1
+}
+
+// lineOf is the number of the first line of b that holds entry.
+func lineOf(b []byte, entry string) int {
+	for n, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == entry {
+			return n + 1
+		}
+	}
+	return 0
 }
 
 func checkToken(line string) error {

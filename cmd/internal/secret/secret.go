@@ -27,3 +27,15 @@ func Read(file, env string) (string, error) {
 	}
 	return s, nil
 }
+
+// Lines are the entries of a secrets file of one a line (several during a
+// rotation): trimmed, without blank lines and # comments.
+func Lines(b []byte) []string {
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
