@@ -16,7 +16,7 @@ import (
 // same place at the next tick; the lag metric shows how far behind it is.
 func (t *Tail) sweep(ctx context.Context, h http.Header, out chan<- detector.Event) int {
 	until := time.Now().Add(-t.cfg.SweepDelay).UnixNano()
-	from := t.dedup.start(t.sweptUntil.Load())
+	from := t.stage.dedup.start(t.sweptUntil.Load())
 	if until <= from {
 		return 0
 	}
@@ -57,7 +57,7 @@ func (t *Tail) poll(ctx context.Context, out chan<- detector.Event, connected fu
 	calmSince := time.Time{}
 	for {
 		at := time.Now()
-		n, err := t.catchUp(ctx, h, t.dedup.start(t.sweptUntil.Load()), at.Add(futureGrace).UnixNano(), fromSweep, out)
+		n, err := t.catchUp(ctx, h, t.stage.dedup.start(t.sweptUntil.Load()), at.Add(futureGrace).UnixNano(), fromSweep, out)
 		if err != nil {
 			t.metrics.Sweeps.WithLabelValues("failure").Inc()
 			return err
@@ -120,7 +120,7 @@ func (t *Tail) recoverDropped(ctx context.Context, h http.Header, f *frame, out 
 	// Loki lists at most 1,000 dropped entries a frame: the span may be
 	// wider than what it names, so the sweeper's mark is not moved, and
 	// the next sweep reads the rest.
-	_, err := t.catchUp(ctx, h, t.dedup.start(lo), hi+1, fromSweep, out)
+	_, err := t.catchUp(ctx, h, t.stage.dedup.start(lo), hi+1, fromSweep, out)
 	return err
 }
 

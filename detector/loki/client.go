@@ -105,7 +105,7 @@ func (t *Tail) AttemptsPerMinute(ctx context.Context, key string, from, to time.
 		if err != nil {
 			return nil, fmt.Errorf("attempts per minute: %q is not a single address", key)
 		}
-		query += " | " + t.parser.fields.ClientIP + `="` + addr.String() + `"`
+		query += " | " + t.stage.parser.fields.ClientIP + `="` + addr.String() + `"`
 	}
 	ceil := func(x time.Time) time.Time {
 		if m := x.Truncate(time.Minute); !m.Equal(x) {

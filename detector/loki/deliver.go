@@ -43,40 +43,74 @@ func mergeEntries(streams []wireStream, skips *skipLog) []tsLine {
 	return entries
 }
 
+// stage turns entries into events, the same way for the tail and the push
+// receiver: a repeat (overlapping query answers, a pusher's retry) is
+// dropped, a line the query's own stages reject is filtered, one that does
+// not parse is counted and sampled, and the rest is sent on.
+type stage struct {
+	parser  *Parser
+	metrics *Metrics
+	skips   skipLog
+	// keep applies the query's stages Loki was not sent (nil: keep all).
+	keep func(labels map[string]string, line string) bool
+	// mu guards dedup between concurrent pushes; the tail reads from one
+	// goroutine.
+	mu    sync.Mutex
+	dedup *dedup
+}
+
+func newStage(p *Parser, log *slog.Logger, m *Metrics) *stage {
+	return &stage{parser: p, metrics: m, skips: skipLog{log: log, metrics: m}, dedup: newDedup(1 << 20)}
+}
+
+// pass delivers one entry first seen at seen (the dedup memory's clock);
+// fresh says it was not a repeat.
+func (s *stage) pass(ctx context.Context, e tsLine, seen int64, catchUp bool, out chan<- detector.Event) (fresh bool, err error) {
+	s.mu.Lock()
+	first := s.dedup.first(e.ts, e.line, seen)
+	s.mu.Unlock()
+	if !first {
+		s.metrics.Duplicates.Inc()
+		return false, nil
+	}
+	if s.keep != nil && !s.keep(e.labels, e.line) {
+		s.metrics.Filtered.Inc()
+		return true, nil
+	}
+	ev, err := s.parser.Parse(time.Unix(0, e.ts).UTC(), e.line)
+	if err != nil {
+		s.skips.skip(err, e.line)
+		return true, nil
+	}
+	ev.CatchUp = catchUp
+	s.metrics.Lines.Inc()
+	select {
+	case out <- ev:
+		return true, nil
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
+}
+
 // deliver merges streams into time order (Loki groups entries per stream,
-// and each distinct label set is its own stream), drops repeats, checks the
-// query's own stages, parses and sends the rest; it returns how many
-// entries were new. Entries not read live are marked as caught up.
+// and each distinct label set is its own stream) and passes them through
+// the stage; it returns how many entries were new. Entries not read live
+// are marked as caught up.
 func (t *Tail) deliver(ctx context.Context, streams []wireStream, src source, out chan<- detector.Event) (int, error) {
 	fresh := 0
 	now := time.Now()
-	for _, e := range mergeEntries(streams, &t.skips) {
-		if !t.dedup.first(e.ts, e.line, e.ts) {
-			t.metrics.Duplicates.Inc()
+	for _, e := range mergeEntries(streams, &t.stage.skips) {
+		isNew, err := t.stage.pass(ctx, e, e.ts, src != fromTail, out)
+		if err != nil {
+			return fresh, err
+		}
+		if !isNew {
 			continue
 		}
 		fresh++
-		if e.ts > t.newest {
-			t.newest = e.ts
-		}
+		t.newest = max(t.newest, e.ts)
 		if src != fromCatchUp || t.sweptUntil.Load() > now.Add(-t.cfg.MaxLag).UnixNano() {
 			t.metrics.ReadDelay.Observe(now.Sub(time.Unix(0, e.ts)).Seconds())
-		}
-		if !t.query.Keep(e.labels, e.line) {
-			t.metrics.Filtered.Inc()
-			continue
-		}
-		ev, err := t.parser.Parse(time.Unix(0, e.ts).UTC(), e.line)
-		if err != nil {
-			t.skips.skip(err, e.line)
-			continue
-		}
-		ev.CatchUp = src != fromTail
-		t.metrics.Lines.Inc()
-		select {
-		case out <- ev:
-		case <-ctx.Done():
-			return fresh, ctx.Err()
 		}
 	}
 	if t.newest > 0 {

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang/snappy"
@@ -218,15 +217,10 @@ func ParseLabels(s string) (map[string]string, error) {
 // that Promtail, Alloy, Vector or the gateway can send audit lines straight
 // to authguard. Lines become events like tailed ones; labels are ignored.
 type Receiver struct {
-	parser   *Parser
+	stage    *stage // pushers retry; a retried batch is counted once
 	out      chan<- detector.Event
-	skips    *skipLog
-	metrics  *Metrics
 	maxBytes int64
 	pushes   *prometheus.CounterVec
-
-	mu    sync.Mutex
-	dedup *dedup // pushers retry; a retried batch is counted once
 
 	// Authorize, when set, must accept a push before its body is read;
 	// refused pushes get 401.
@@ -236,7 +230,7 @@ type Receiver struct {
 // NewReceiver returns a receiver sending events to out. Bodies over
 // maxBytes are refused with 413.
 func NewReceiver(p *Parser, out chan<- detector.Event, maxBytes int64, log *slog.Logger, m *Metrics, reg prometheus.Registerer) *Receiver {
-	r := &Receiver{parser: p, out: out, skips: &skipLog{log: log, metrics: m}, metrics: m, maxBytes: maxBytes, dedup: newDedup(1 << 20),
+	r := &Receiver{stage: newStage(p, log, m), out: out, maxBytes: maxBytes,
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_push_requests_total", Help: "Push requests received, by HTTP status answered."}, []string{"code"})}
 	reg.MustRegister(r.pushes)
 	return r
@@ -299,28 +293,13 @@ const receiverMemory = 10 * time.Minute
 
 func (r *Receiver) accept(ctx context.Context, streams []PushedStream) error {
 	now := time.Now().UnixNano()
-	r.mu.Lock()
-	r.dedup.forget(now - int64(receiverMemory))
-	r.mu.Unlock()
+	r.stage.mu.Lock()
+	r.stage.dedup.forget(now - int64(receiverMemory))
+	r.stage.mu.Unlock()
 	for _, st := range streams {
 		for _, e := range st.Entries {
-			r.mu.Lock()
-			first := r.dedup.first(e.TS, e.Line, now)
-			r.mu.Unlock()
-			if !first {
-				r.metrics.Duplicates.Inc()
-				continue
-			}
-			ev, err := r.parser.Parse(time.Unix(0, e.TS).UTC(), e.Line)
-			if err != nil {
-				r.skips.skip(err, e.Line)
-				continue
-			}
-			r.metrics.Lines.Inc()
-			select {
-			case r.out <- ev:
-			case <-ctx.Done():
-				return ctx.Err()
+			if _, err := r.stage.pass(ctx, tsLine{ts: e.TS, line: e.Line}, now, false, r.out); err != nil {
+				return err
 			}
 		}
 	}

@@ -85,7 +85,7 @@ type Config struct {
 type Tail struct {
 	cfg     Config
 	query   *Query
-	parser  *Parser
+	stage   *stage
 	log     *slog.Logger
 	metrics *Metrics
 	dialer  *websocket.Dialer
@@ -97,8 +97,6 @@ type Tail struct {
 	// SweepDelay after that timestamp has been delivered.
 	sweptUntil atomic.Int64
 	newest     int64 // newest entry time delivered (reader goroutine only)
-	dedup      *dedup
-	skips      skipLog
 	recovered  rateLog
 }
 
@@ -135,10 +133,11 @@ func NewTail(cfg Config, p *Parser, log *slog.Logger, m *Metrics) (*Tail, error)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = cfg.TLS
-	return &Tail{cfg: cfg, query: q, parser: p, log: log, metrics: m,
-		dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: cfg.TLS, Proxy: http.ProxyFromEnvironment},
-		client: &http.Client{Transport: tr, Timeout: time.Minute},
-		dedup:  newDedup(1 << 20), skips: skipLog{log: log, metrics: m},
+	st := newStage(p, log, m)
+	st.keep = q.Keep
+	return &Tail{cfg: cfg, query: q, stage: st, log: log, metrics: m,
+		dialer:    &websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: cfg.TLS, Proxy: http.ProxyFromEnvironment},
+		client:    &http.Client{Transport: tr, Timeout: time.Minute},
 		recovered: rateLog{log: log, every: 10 * time.Second}}, nil
 }
 
@@ -199,7 +198,7 @@ func (t *Tail) Run(ctx context.Context, out chan<- detector.Event) error {
 // where the sweeper is complete, so that entries that reached Loki late
 // are read too.
 func (t *Tail) resumeFrom() int64 {
-	return t.dedup.start(t.sweptUntil.Load() - int64(t.cfg.DedupWindow))
+	return t.stage.dedup.start(t.sweptUntil.Load() - int64(t.cfg.DedupWindow))
 }
 
 // advance moves the sweeper's mark to until (never back), forgets the
@@ -207,7 +206,7 @@ func (t *Tail) resumeFrom() int64 {
 func (t *Tail) advance(until int64) {
 	if until > t.sweptUntil.Load() {
 		t.sweptUntil.Store(until)
-		t.dedup.forget(until - int64(t.cfg.DedupWindow))
+		t.stage.dedup.forget(until - int64(t.cfg.DedupWindow))
 	}
 	now := time.Now()
 	t.metrics.SweepLag.Set(now.Sub(time.Unix(0, t.sweptUntil.Load())).Seconds())
