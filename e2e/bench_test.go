@@ -53,8 +53,8 @@ type countingStore struct {
 	all  chan struct{}
 }
 
-func (c *countingStore) Send(ctx context.Context, b responder.Batch) ([]responder.Result, error) {
-	res, err := c.Store.Send(ctx, b)
+func (c *countingStore) Write(ctx context.Context, reqs []responder.Request) ([]responder.Result, error) {
+	res, err := c.Store.Write(ctx, reqs)
 	if err == nil {
 		if c.want -= len(res); c.want == 0 {
 			close(c.all)

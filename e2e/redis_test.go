@@ -18,19 +18,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
 	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/redisblock"
+	"github.com/authguard/authguard/responder/storetest"
 )
 
 func blockRequest(ip string, seq int, at time.Time) responder.Request {
-	a := netip.MustParseAddr(ip)
-	return responder.Request{
-		Decision: detector.Decision{Time: at, Rule: "failed-login-burst", Key: ip, IP: a, Kind: detector.KindBlock,
-			TTL: 10 * time.Minute, Severity: "P3", Count: 5, Offence: 1, Threshold: 5, Window: 24 * time.Hour, Match: "auth_failed"},
-		Do: responder.DoBlock, Action: "block", ID: fmt.Sprintf("test-%d", seq), DecidedAt: at,
-	}
+	return storetest.Request(ip, responder.ActBlock, fmt.Sprintf("test-%d", seq), at, 10*time.Minute)
 }
 
 // Connections are killed again and again while batches of blocks are
@@ -94,7 +89,7 @@ func TestBlocksAreAllOrNothingWhenConnectionsDie(t *testing.T) {
 			reqs = append(reqs, blockRequest(ip, n, now))
 		}
 		for {
-			if _, err := store.Write(ctx, reqs, time.Now()); err == nil {
+			if _, err := store.Write(ctx, reqs); err == nil {
 				break
 			}
 			failures++
@@ -379,7 +374,7 @@ func TestPageLocationIsKeptWithTheBlock(t *testing.T) {
 	store := redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{})
 	ctx := context.Background()
 	ip := netip.MustParseAddr("203.0.113.160")
-	res, err := store.Write(ctx, []responder.Request{blockRequest(ip.String(), 1, time.Now())}, time.Now())
+	res, err := store.Write(ctx, []responder.Request{blockRequest(ip.String(), 1, time.Now())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,4 +400,25 @@ func TestPageLocationIsKeptWithTheBlock(t *testing.T) {
 	if _, ts, _ := store.LoadMessage(ctx, ip, incident); ts != "" {
 		t.Errorf("the page outlived the block: %q", ts)
 	}
+}
+
+// The Redis store keeps the contract the responder relies on, as the
+// in-memory one its tests use does (storetest runs the same cases on both).
+func TestRedisStoreKeepsTheStoreContract(t *testing.T) {
+	rdb := startRedisServer(t).client()
+	storetest.Run(t, func(t *testing.T) storetest.Subject {
+		ctx := context.Background()
+		if err := rdb.FlushDB(ctx).Err(); err != nil { // the server this test started
+			t.Fatal(err)
+		}
+		return storetest.Subject{Store: redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{}),
+			Blocked: func(t *testing.T, ip netip.Addr) time.Duration {
+				return max(rdb.PTTL(ctx, "ip_block:"+ip.String()).Val(), 0)
+			},
+			Clear: func(t *testing.T, ip netip.Addr) {
+				if err := rdb.Del(ctx, "ip_block:"+ip.String(), "login_fail:"+ip.String()).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}}
+	})
 }

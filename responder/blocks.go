@@ -9,17 +9,16 @@ import (
 	"github.com/authguard/authguard/responder/backoff"
 )
 
-// runBlocks carries out queued decisions in three stages, so that Redis is
-// kept waiting for neither the encoding of the next batch nor the evidence
-// and pages of the last: this goroutine takes a batch from the queue and
-// prepares it, a writer sends it (retrying until Redis takes it), a
-// finisher writes its evidence to the log and queues its pages. Once ctx
-// ends, what is queued is still written within ShutdownGrace.
+// runBlocks carries out queued decisions in two stages, so that Redis is
+// not kept waiting for the evidence and pages of the last batch: this
+// goroutine takes a batch from the queue and writes it (retrying until the
+// store takes it), a finisher writes its evidence to the log and queues its
+// pages. Once ctx ends, what is queued is still written within
+// ShutdownGrace; what the grace leaves is counted and logged.
 func (r *Responder) runBlocks(ctx context.Context) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	context.AfterFunc(ctx, func() { time.AfterFunc(r.opts.ShutdownGrace, cancel) })
-	jobs := make(chan job)
 	written := make(chan job, 1)
 	finished := make(chan struct{})
 	go func() {
@@ -30,75 +29,59 @@ func (r *Responder) runBlocks(ctx context.Context) {
 			}
 		}
 	}()
-	go func() {
-		defer close(written)
-		r.writer(wctx, jobs, written)
-	}()
+	defer func() { close(written); <-finished }()
 	for {
 		var batch []item
 		select {
 		case <-ctx.Done():
 			// The rest of the queue, without waiting for more.
 			for batch = r.drain(nil); len(batch) > 0; batch = r.drain(nil) {
-				jobs <- r.prepare(batch)
+				if !r.write(wctx, batch, written) {
+					r.lost(batch)
+					return
+				}
 			}
-			close(jobs)
-			<-finished
 			return
 		case it := <-r.blocks:
 			batch = r.drain(append(make([]item, 0, min(1+len(r.blocks), maxBatch)), it))
 		}
-		jobs <- r.prepare(batch)
+		if !r.write(wctx, batch, written) {
+			r.lost(batch)
+			return
+		}
 	}
 }
 
-// job is a batch of decisions on its way through the stages.
+// job is a batch of decisions written, on its way to the finisher.
 type job struct {
-	batch      []item
-	reqs       []Request
-	prepared   Batch
-	preparedAt time.Time // zero: to be prepared again
-	results    []Result
+	batch   []item
+	reqs    []Request
+	results []Result
 }
 
-// maxStale is how long a prepared batch may wait for the writer before it
-// is prepared again: its TTLs were counted when it was prepared, and a block
-// must not outlast its decision by more than this.
-const maxStale = 100 * time.Millisecond
-
-func (r *Responder) prepare(batch []item) job {
-	reqs := make([]Request, len(batch))
+// write writes a batch, retrying with backoff until the store takes it,
+// and passes it on; it is false when ctx ended first.
+func (r *Responder) write(ctx context.Context, batch []item, written chan<- job) bool {
+	j := job{batch: batch, reqs: make([]Request, len(batch))}
 	for i, it := range batch {
-		reqs[i] = r.request(it)
+		j.reqs[i] = r.request(it)
 	}
-	j := job{batch: batch, reqs: reqs}
-	if r.opts.Store != nil {
-		j.preparedAt = r.opts.Now()
-		j.prepared = r.opts.Store.Prepare(reqs, j.preparedAt)
+	if !r.send(ctx, &j) {
+		return false
 	}
-	return j
+	written <- j
+	return true
 }
 
-// writer sends each job, retrying with backoff until the store takes it,
-// and passes it on. When ctx ends (the shutdown grace ran out) what was not
-// written is counted and logged.
-func (r *Responder) writer(ctx context.Context, jobs <-chan job, written chan<- job) {
-	lost := 0
-	for j := range jobs {
-		if lost > 0 {
-			lost += len(j.batch)
-			continue
-		}
-		if !r.send(ctx, &j) {
-			lost = len(j.batch)
-			continue
-		}
-		written <- j
+// lost counts and logs the decisions the shutdown grace left unwritten:
+// batch and whatever is still queued.
+func (r *Responder) lost(batch []item) {
+	n := len(batch)
+	for b := r.drain(nil); len(b) > 0; b = r.drain(nil) {
+		n += len(b)
 	}
-	if lost > 0 {
-		r.metrics.unwritten.Add(float64(lost))
-		r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", lost)
-	}
+	r.metrics.unwritten.Add(float64(n))
+	r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", n)
 }
 
 // drain adds queued decisions to batch, up to maxBatch, without waiting.
@@ -120,42 +103,36 @@ func (r *Responder) request(it item) Request {
 	// The ID is the decision's identity, the same whenever it is made: a
 	// daemon that restarts and re-reads the window decides it again, and
 	// the store then knows it has it.
-	req := Request{Decision: it.d, Do: DoRecord, Action: "alert", ID: fmt.Sprintf("%s|%s|%d|%d", it.d.Rule, it.d.Key, it.d.Time.UnixNano(), it.d.Count), DecidedAt: it.decidedAt}
+	req := Request{Decision: it.d, Act: ActAlert, ID: fmt.Sprintf("%s|%s|%d|%d", it.d.Rule, it.d.Key, it.d.Time.UnixNano(), it.d.Count), DecidedAt: it.decidedAt}
 	if it.d.Kind != detector.KindBlock {
 		return req
 	}
 	switch {
 	case NeverBlocked(it.d.IP, r.opts.NeverBlock) != "":
-		req.Action = "refused"
+		req.Act = ActRefuse
 	case it.d.DryRun || r.opts.DryRun:
-		req.Action = "dry-run"
+		req.Act = ActDryRun
+	case it.d.Renewal:
+		req.Act = ActRenew
 	default:
-		req.Do, req.Action = DoBlock, "block"
-		if it.d.Renewal {
-			req.Action = "block renewed"
-		}
+		req.Act = ActBlock
 	}
 	return req
 }
 
 // send hands a job to the store, retrying with backoff until it is taken or
-// ctx ends. A job that waited (behind an outage, say) or failed is prepared
-// anew, for the TTLs left.
+// ctx ends.
 func (r *Responder) send(ctx context.Context, j *job) bool {
 	if r.opts.Store == nil {
 		j.results = make([]Result, len(j.reqs))
 		return true
 	}
 	for attempt := 0; ; attempt++ {
-		if now := r.opts.Now(); j.preparedAt.IsZero() || now.Sub(j.preparedAt) > maxStale {
-			j.prepared, j.preparedAt = r.opts.Store.Prepare(j.reqs, now), now
-		}
-		results, err := r.opts.Store.Send(ctx, j.prepared)
+		results, err := r.opts.Store.Write(ctx, j.reqs)
 		if err == nil {
 			j.results = results
 			return true
 		}
-		j.preparedAt = time.Time{} // a batch is sent once
 		r.metrics.blockErrors.Inc()
 		wait := backoff.Jitter(attempt, 100*time.Millisecond, 5*time.Second)
 		r.opts.Log.Warn("writing decisions failed; retrying", "decisions", len(j.reqs), "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -170,7 +147,7 @@ func (r *Responder) send(ctx context.Context, j *job) bool {
 // done finishes one decision after the store took it: evidence in the log,
 // the detector told of a clearance, the page queued.
 func (r *Responder) done(it item, req Request, res Result) {
-	a := Action{Decision: it.d, At: r.opts.Now(), What: req.Action, Incident: res.Incident}
+	a := Action{Decision: it.d, At: r.opts.Now(), Act: req.Act, Incident: res.Incident}
 	switch {
 	case res.Outcome == AlreadyWritten:
 		r.metrics.repeated.Inc()
@@ -187,16 +164,15 @@ func (r *Responder) done(it item, req Request, res Result) {
 		default:
 		}
 		return
-	case req.Action == "refused":
+	case req.Act == ActRefuse:
 		r.metrics.refused.Inc()
 		why := NeverBlocked(it.d.IP, r.opts.NeverBlock)
 		r.opts.Log.Warn("refused to block an address that is never blocked", "ip", it.d.Key, "rule", it.d.Rule, "why", why)
-	case req.Do == DoBlock && res.Outcome == Written:
+	case req.Act.Blocks() && res.Outcome == Expired:
+		a.Act = ActExpire
+	case req.Act.Blocks():
 		r.metrics.blocks.Inc()
-		a.Blocked = true
 		a.Expires = it.decidedAt.Add(it.d.TTL)
-	case req.Do == DoBlock && res.Outcome == Expired:
-		a.What = "expired before it could be written"
 	}
 	r.evidence(a)
 	if it.d.Alert && (!it.d.Renewal || it.d.Escalation) && r.opts.Notifier != nil {

@@ -43,11 +43,11 @@ func (r *Responder) evidence(a Action) {
 	attrs := []any{"time", a.At.UTC().Format(time.RFC3339), "rule", d.Rule, "key", d.Key,
 		"trigger", d.Trigger(), "severity", d.Severity, "count", d.Count,
 		"first_seen", d.FirstSeen.Format(time.RFC3339), "last_seen", d.LastSeen.Format(time.RFC3339)}
-	if a.Blocked {
+	if a.Blocked() {
 		attrs = append(attrs, "ttl_seconds", int(d.TTL.Seconds()), "expires", a.Expires.UTC().Format(time.RFC3339), "offence", d.Offence)
 	}
 	if a.Incident != "" {
 		attrs = append(attrs, "incident", a.Incident)
 	}
-	r.opts.Log.Info("evidence", append([]any{"action", a.What}, attrs...)...)
+	r.opts.Log.Info("evidence", append([]any{"action", a.Act.String()}, attrs...)...)
 }

@@ -18,42 +18,61 @@ import (
 	"github.com/authguard/authguard/responder/cidr"
 )
 
-// Store carries decisions out: it writes blocks and evidence records, in
-// order, one batch per round trip. Writing the same request twice (a retry
-// after a lost reply) has no further effect.
+// Store carries decisions out: it writes blocks and evidence records.
 type Store interface {
-	// Prepare encodes a batch for Send without any I/O, its TTLs counted
-	// at now, so that the next batch is ready when Redis finishes one.
-	Prepare(reqs []Request, now time.Time) Batch
-	// Send writes a prepared batch, once: to retry, prepare it again.
-	Send(ctx context.Context, b Batch) ([]Result, error)
+	// Write carries out reqs in order, in as few round trips as it can,
+	// and says what became of each. A block runs from its DecidedAt: it is
+	// written with what is left of its TTL, and one that would already
+	// have ended is only recorded (Expired). Writing a request again (a
+	// retry after a lost reply) has no further effect (AlreadyWritten).
+	Write(ctx context.Context, reqs []Request) ([]Result, error)
 }
-
-// Batch is a batch of requests as a Store encoded it.
-type Batch any
 
 // Notifier pages people about an action.
 type Notifier interface {
 	Notify(ctx context.Context, a Action) error
 }
 
-// What a Request asks for.
+// Act is what the responder does about a decision.
+type Act int
+
+// Acts.
 const (
-	// DoBlock writes the block and its evidence.
-	DoBlock = "block"
-	// DoRecord writes only the evidence record: alerts, dry runs and
-	// blocks refused because the address must never be blocked.
-	DoRecord = "record"
+	// ActAlert records and pages; nothing is blocked.
+	ActAlert Act = iota
+	// ActBlock writes a block.
+	ActBlock
+	// ActRenew writes the renewal of a block.
+	ActRenew
+	// ActDryRun records a block that is not written (the rule's dry_run,
+	// or --dry-run).
+	ActDryRun
+	// ActRefuse records a block refused because the address is never
+	// blocked.
+	ActRefuse
+	// ActExpire records a block that would already have ended when it
+	// could be written.
+	ActExpire
 )
+
+var actNames = [...]string{ActAlert: "alert", ActBlock: "block", ActRenew: "block renewed",
+	ActDryRun: "dry-run", ActRefuse: "refused", ActExpire: "expired before it could be written"}
+
+// String is the act as the evidence spells it.
+func (a Act) String() string {
+	if a < 0 || int(a) >= len(actNames) {
+		return "unknown"
+	}
+	return actNames[a]
+}
+
+// Blocks says the act writes a block.
+func (a Act) Blocks() bool { return a == ActBlock || a == ActRenew }
 
 // Request is one decision for the Store.
 type Request struct {
 	Decision detector.Decision
-	// Do is DoBlock or DoRecord.
-	Do string
-	// Action names what happened, for the evidence: "block", "alert",
-	// "dry-run", "refused".
-	Action string
+	Act      Act
 	// ID identifies the request across retries.
 	ID string
 	// DecidedAt is when the decision was made: a block ends at DecidedAt +
@@ -77,6 +96,15 @@ const (
 	AlreadyWritten
 )
 
+var outcomeNames = [...]string{Written: "written", Cleared: "cleared", Expired: "expired", AlreadyWritten: "already written"}
+
+func (o Outcome) String() string {
+	if o < 0 || int(o) >= len(outcomeNames) {
+		return "unknown"
+	}
+	return outcomeNames[o]
+}
+
 // Result says what became of a Request.
 type Result struct {
 	Outcome  Outcome
@@ -89,15 +117,17 @@ type Action struct {
 	Decision detector.Decision
 	// At is the wall-clock time the action was taken.
 	At time.Time
-	// Blocked says a block was written; Expires is then its end.
-	Blocked bool
+	// Act is what was done; when it blocks, the block was written and
+	// Expires is its end.
+	Act     Act
 	Expires time.Time
-	// What is "block", "alert", "dry-run" or "refused".
-	What string
 	// Incident is the incident the action belongs to, when the store keeps
 	// one.
 	Incident string
 }
+
+// Blocked says a block was written.
+func (a Action) Blocked() bool { return a.Act.Blocks() }
 
 // ClearedDecision is a decision that was not carried out because an
 // operator had unblocked its IP; the detector must reset the IP and count

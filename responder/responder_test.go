@@ -1,4 +1,4 @@
-package responder
+package responder_test
 
 import (
 	"context"
@@ -12,45 +12,27 @@ import (
 	"time"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/storetest"
 )
 
+// fakeStore is the in-memory store with outages to order, and a record
+// of what it was asked.
 type fakeStore struct {
+	*storetest.Memory
 	mu       sync.Mutex
 	failures int // fail this many calls first
 	written  []string
 	actions  []string
-	clear    map[string]bool
 	done     chan struct{}
 	tried    chan struct{} // told of each call, when not nil
-
-	down     bool             // fail every call while set
-	prepared chan []string    // told the keys of each batch prepared, when not nil
-	clock    func() time.Time // when set, age records how old each batch written was
-	age      map[string]time.Duration
 }
 
-// fakeBatch is a batch as fakeStore prepares it: the requests and when.
-type fakeBatch struct {
-	reqs []Request
-	now  time.Time
+func newFakeStore(done int) *fakeStore {
+	return &fakeStore{Memory: storetest.NewMemory(), done: make(chan struct{}, done)}
 }
 
-func (f *fakeStore) Prepare(reqs []Request, now time.Time) Batch {
-	if f.prepared != nil {
-		var keys []string
-		for _, r := range reqs {
-			keys = append(keys, r.Decision.Key)
-		}
-		select {
-		case f.prepared <- keys:
-		default:
-		}
-	}
-	return fakeBatch{reqs, now}
-}
-
-func (f *fakeStore) Send(_ context.Context, b Batch) ([]Result, error) {
-	reqs := b.(fakeBatch).reqs
+func (f *fakeStore) Write(ctx context.Context, reqs []responder.Request) ([]responder.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.tried != nil {
@@ -59,35 +41,24 @@ func (f *fakeStore) Send(_ context.Context, b Batch) ([]Result, error) {
 		default:
 		}
 	}
-	if f.down {
-		return nil, errors.New("redis: connection refused")
-	}
 	if f.failures > 0 {
 		f.failures--
 		return nil, errors.New("redis: connection refused")
 	}
-	if f.clock != nil {
-		for _, r := range reqs {
-			f.age[r.Decision.Key] = f.clock().Sub(b.(fakeBatch).now)
-		}
-	}
-	out := make([]Result, len(reqs))
+	out, err := f.Memory.Write(ctx, reqs)
 	for i, r := range reqs {
-		f.actions = append(f.actions, r.Decision.Key+" "+r.Action)
-		switch {
-		case r.Do == DoBlock && f.clear[r.Decision.Key]:
-			out[i].Outcome = Cleared
-		case r.Do == DoBlock:
+		f.actions = append(f.actions, r.Decision.Key+" "+r.Act.String())
+		if r.Act.Blocks() && out[i].Outcome == responder.Written {
 			f.written = append(f.written, r.Decision.Key)
 		}
 		f.done <- struct{}{}
 	}
-	return out, nil
+	return out, err
 }
 
-type fakeNotifier struct{ pages chan Action }
+type fakeNotifier struct{ pages chan responder.Action }
 
-func (f *fakeNotifier) Notify(_ context.Context, a Action) error {
+func (f *fakeNotifier) Notify(_ context.Context, a responder.Action) error {
 	f.pages <- a
 	return nil
 }
@@ -97,9 +68,10 @@ func block(key string, renewal bool) detector.Decision {
 }
 
 func TestBlocksAreWrittenInOrderThroughAnOutage(t *testing.T) {
-	b := &fakeStore{failures: 3, done: make(chan struct{}, 10)}
-	n := &fakeNotifier{pages: make(chan Action, 10)}
-	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b := newFakeStore(10)
+	b.failures = 3
+	n := &fakeNotifier{pages: make(chan responder.Action, 10)}
+	r := responder.New(responder.Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
 	defer func() { cancel(); wait() }()
@@ -119,16 +91,22 @@ func TestBlocksAreWrittenInOrderThroughAnOutage(t *testing.T) {
 		a := <-n.pages
 		// The block runs from the decision, not from the write after the
 		// outage: less than a minute is left when it is written.
-		if left := a.Expires.Sub(a.At); !a.Blocked || left <= 0 || left >= time.Minute {
+		if left := a.Expires.Sub(a.At); !a.Blocked() || left <= 0 || left >= time.Minute {
 			t.Errorf("block written with %v left, want under a minute: %+v", left, a)
 		}
 	}
 }
 
 func TestRenewalsAreNotPagedAndClearedOnesComeBack(t *testing.T) {
-	b := &fakeStore{clear: map[string]bool{"192.0.2.9": true}, done: make(chan struct{}, 10)}
-	n := &fakeNotifier{pages: make(chan Action, 10)}
-	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b := newFakeStore(10)
+	// Both were blocked; an operator has since cleared the second.
+	now := time.Now()
+	b.Memory.Write(context.Background(), []responder.Request{
+		storetest.Request("192.0.2.8", responder.ActBlock, "8", now, time.Minute),
+		storetest.Request("192.0.2.9", responder.ActBlock, "9", now, time.Minute)})
+	b.Clear(netip.MustParseAddr("192.0.2.9"))
+	n := &fakeNotifier{pages: make(chan responder.Action, 10)}
+	r := responder.New(responder.Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
 	defer func() { cancel(); wait() }()
@@ -149,9 +127,9 @@ func TestRenewalsAreNotPagedAndClearedOnesComeBack(t *testing.T) {
 }
 
 func TestDryRunAndNeverBlockRecordButDoNotBlock(t *testing.T) {
-	b := &fakeStore{done: make(chan struct{}, 10)}
-	n := &fakeNotifier{pages: make(chan Action, 10)}
-	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	b := newFakeStore(10)
+	n := &fakeNotifier{pages: make(chan responder.Action, 10)}
+	r := responder.New(responder.Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		NeverBlock: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
@@ -160,8 +138,8 @@ func TestDryRunAndNeverBlockRecordButDoNotBlock(t *testing.T) {
 	dry.DryRun = true
 	r.Submit(ctx, dry, detector.Event{}, 1)
 	r.Submit(ctx, block("10.1.2.3", false), detector.Event{}, 2)
-	for _, want := range []string{"dry-run", "refused"} {
-		if a := <-n.pages; a.What != want || a.Blocked {
+	for _, want := range []responder.Act{responder.ActDryRun, responder.ActRefuse} {
+		if a := <-n.pages; a.Act != want || a.Blocked() {
 			t.Errorf("page %+v, want an unblocked %s", a, want)
 		}
 	}
@@ -173,8 +151,8 @@ func TestDryRunAndNeverBlockRecordButDoNotBlock(t *testing.T) {
 }
 
 func TestQueuedDecisionsAreWrittenAtShutdown(t *testing.T) {
-	b := &fakeStore{done: make(chan struct{}, 100)}
-	r := New(Options{Store: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b := newFakeStore(100)
+	r := responder.New(responder.Options{Store: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	// Queue before the workers start, then stop at once: the flush on the
 	// way out must still write them.
@@ -193,8 +171,9 @@ func TestQueuedDecisionsAreWrittenAtShutdown(t *testing.T) {
 // A batch that Redis refused when the daemon was told to stop is not
 // dropped: it is written within the shutdown grace once Redis takes it.
 func TestABatchFailingAtShutdownIsStillWritten(t *testing.T) {
-	b := &fakeStore{failures: 2, done: make(chan struct{}, 10), tried: make(chan struct{}, 1)}
-	r := New(Options{Store: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b := newFakeStore(10)
+	b.failures, b.tried = 2, make(chan struct{}, 1)
+	r := responder.New(responder.Options{Store: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
 	r.Submit(ctx, block("192.0.2.7", false), detector.Event{}, 1)
@@ -208,53 +187,12 @@ func TestABatchFailingAtShutdownIsStillWritten(t *testing.T) {
 	}
 }
 
-// A batch prepared while Redis was down, and kept waiting behind the one
-// being retried, is prepared again before it is sent: its TTLs are counted
-// from when it is written, not from before the outage.
-func TestABatchKeptWaitingIsPreparedAgain(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	b := &fakeStore{down: true, done: make(chan struct{}, 10), tried: make(chan struct{}, 1),
-		prepared: make(chan []string, 100), clock: clock, age: map[string]time.Duration{}}
-	r := New(Options{Store: b, Now: clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer r.Start(ctx)()
-	defer cancel()
-	r.Submit(ctx, block("192.0.2.1", false), detector.Event{}, 1)
-	<-b.tried // the first batch is being retried
-	r.Submit(ctx, block("192.0.2.2", false), detector.Event{}, 2)
-	for keys := range b.prepared {
-		if len(keys) == 1 && keys[0] == "192.0.2.2" {
-			break // the second batch is prepared and waits for the writer
-		}
-	}
-	mu.Lock()
-	now = now.Add(30 * time.Second) // the outage lasts
-	mu.Unlock()
-	b.mu.Lock()
-	b.down = false
-	b.mu.Unlock()
-	<-b.done
-	<-b.done
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for ip, age := range b.age {
-		if age > maxStale {
-			t.Errorf("%s was written from a batch prepared %v before: its TTL would outlast the decision", ip, age)
-		}
-	}
-	if len(b.age) != 2 {
-		t.Errorf("written %v", b.age)
-	}
-}
-
 // Addresses that must never be blocked are refused whatever the rules say,
 // with no --never-block at all.
 func TestAddressesThatMustNeverBeBlockedAreRefused(t *testing.T) {
-	b := &fakeStore{done: make(chan struct{}, 20)}
-	n := &fakeNotifier{pages: make(chan Action, 20)}
-	r := New(Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b := newFakeStore(20)
+	n := &fakeNotifier{pages: make(chan responder.Action, 20)}
+	r := responder.New(responder.Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
 	defer func() { cancel(); wait() }()
@@ -264,11 +202,11 @@ func TestAddressesThatMustNeverBeBlockedAreRefused(t *testing.T) {
 	}
 	r.Submit(ctx, block("203.0.113.7", false), detector.Event{}, 99)
 	for range never {
-		if a := <-n.pages; a.What != "refused" || a.Blocked {
+		if a := <-n.pages; a.Act != responder.ActRefuse || a.Blocked() {
 			t.Errorf("%s: %+v, want refused", a.Decision.Key, a)
 		}
 	}
-	if a := <-n.pages; a.What != "block" || !a.Blocked {
+	if a := <-n.pages; a.Act != responder.ActBlock || !a.Blocked() {
 		t.Errorf("an ordinary address: %+v", a)
 	}
 }

@@ -122,7 +122,7 @@ func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 func decisionRecord(req responder.Request, now, expires time.Time) record {
 	d := req.Decision
-	r := record{Time: stamp(now), Action: req.Action, IP: d.Key, Rule: d.Rule, Trigger: d.Trigger(), Severity: d.Severity,
+	r := record{Time: stamp(now), Action: req.Act.String(), IP: d.Key, Rule: d.Rule, Trigger: d.Trigger(), Severity: d.Severity,
 		Count: d.Count, Rate: strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64), FirstSeen: stamp(d.FirstSeen), LastSeen: stamp(d.LastSeen),
 		Sample: clip.String(d.Sample, 1024)}
 	if d.Kind == detector.KindBlock {

@@ -32,6 +32,8 @@ type Options struct {
 	// RememberOffences is how long past blocks count for escalation and are
 	// kept in authguard:offenses:<ip> (default 30 days).
 	RememberOffences time.Duration
+	// Now is the clock TTLs are counted on (time.Now when nil).
+	Now func() time.Time
 }
 
 // New returns a store over rdb.
@@ -41,6 +43,9 @@ func New(rdb redis.UniversalClient, keys blockset.Keys, opts Options) *Store {
 	}
 	if opts.RememberOffences <= 0 {
 		opts.RememberOffences = 30 * 24 * time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	return &Store{Reader: blockset.NewReader(rdb, keys), rdb: rdb, keys: keys, opts: opts}
 }

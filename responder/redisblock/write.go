@@ -28,11 +28,11 @@ type pendingBlock struct {
 	record          record
 }
 
-// Batch is a batch of requests encoded for Send: one pipeline of evidence
-// records and runs of up to maxRun blocks (one script call each), in
-// request order. Redis starts on the first run while the rest is still
-// being sent.
-type Batch struct {
+// batch is a batch of requests encoded for one pipelined round trip:
+// evidence records and runs of up to maxRun blocks (one script call
+// each), in request order. Redis starts on the first run while the rest
+// is still being sent.
+type batch struct {
 	pipe    redis.Pipeliner
 	runs    []run
 	results []responder.Result
@@ -43,53 +43,10 @@ type run struct {
 	index []int // request index of each block in the run
 }
 
-// Prepare encodes reqs for Send without any I/O, so the responder prepares
-// the next batch while Redis runs the current one. A block runs from its
-// DecidedAt: its TTL is what is left of it at now, and one that would
-// already have ended is only recorded.
-func (s *Store) Prepare(reqs []responder.Request, now time.Time) responder.Batch {
-	ctx := context.Background() // queued commands carry none; Send's is used
-	b := &Batch{pipe: s.rdb.Pipeline(), results: make([]responder.Result, len(reqs))}
-	var blocks []pendingBlock
-	var index []int
-	flush := func() {
-		if len(blocks) > 0 {
-			b.runs = append(b.runs, run{s.runBlocks(ctx, b.pipe, blocks, now), index})
-			blocks, index = nil, nil
-		}
-	}
-	for i, req := range reqs {
-		d := req.Decision
-		expires := req.DecidedAt.Add(d.TTL)
-		left := expires.Sub(now)
-		switch {
-		case req.Do != responder.DoBlock || !d.IP.IsValid():
-			flush()
-			rec := decisionRecord(req, now, time.Time{})
-			s.xadd(ctx, b.pipe, &rec)
-		case left <= 0:
-			flush()
-			b.results[i].Outcome = responder.Expired
-			rec := decisionRecord(req, now, expires)
-			rec.Action = "block expired before it could be written"
-			s.xadd(ctx, b.pipe, &rec)
-		default:
-			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
-			index = append(index, i)
-			if len(blocks) == maxRun {
-				flush()
-			}
-		}
-	}
-	flush()
-	return b
-}
-
-// Send writes a prepared batch in one pipelined round trip and says what
-// became of each request. A batch is sent once: after an error, prepare
-// it again.
-func (s *Store) Send(ctx context.Context, batch responder.Batch) ([]responder.Result, error) {
-	b := batch.(*Batch)
+// Write carries out reqs in one pipelined round trip and says what became
+// of each. A block runs from its DecidedAt: its TTL is what is left of it
+// now, and one that would already have ended is only recorded.
+func (s *Store) Write(ctx context.Context, reqs []responder.Request) ([]responder.Result, error) {
 	// In a pipeline EVALSHA cannot fall back to EVAL, so the script is
 	// loaded first: once, and again after a Redis restart emptied the cache.
 	if !s.loaded.Load() {
@@ -98,6 +55,7 @@ func (s *Store) Send(ctx context.Context, batch responder.Batch) ([]responder.Re
 		}
 		s.loaded.Store(true)
 	}
+	b := s.encode(ctx, reqs, s.opts.Now())
 	if _, err := b.pipe.Exec(ctx); err != nil {
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
 			s.loaded.Store(false)
@@ -122,9 +80,42 @@ func (s *Store) Send(ctx context.Context, batch responder.Batch) ([]responder.Re
 	return b.results, nil
 }
 
-// Write prepares and sends a batch of requests.
-func (s *Store) Write(ctx context.Context, reqs []responder.Request, now time.Time) ([]responder.Result, error) {
-	return s.Send(ctx, s.Prepare(reqs, now))
+// encode queues reqs in a pipeline, their TTLs counted at now.
+func (s *Store) encode(ctx context.Context, reqs []responder.Request, now time.Time) *batch {
+	b := &batch{pipe: s.rdb.Pipeline(), results: make([]responder.Result, len(reqs))}
+	var blocks []pendingBlock
+	var index []int
+	flush := func() {
+		if len(blocks) > 0 {
+			b.runs = append(b.runs, run{s.runBlocks(ctx, b.pipe, blocks, now), index})
+			blocks, index = nil, nil
+		}
+	}
+	for i, req := range reqs {
+		d := req.Decision
+		expires := req.DecidedAt.Add(d.TTL)
+		left := expires.Sub(now)
+		switch {
+		case !req.Act.Blocks() || !d.IP.IsValid():
+			flush()
+			rec := decisionRecord(req, now, time.Time{})
+			s.xadd(ctx, b.pipe, &rec)
+		case left <= 0:
+			flush()
+			b.results[i].Outcome = responder.Expired
+			rec := decisionRecord(req, now, expires)
+			rec.Action = "block expired before it could be written"
+			s.xadd(ctx, b.pipe, &rec)
+		default:
+			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
+			index = append(index, i)
+			if len(blocks) == maxRun {
+				flush()
+			}
+		}
+	}
+	flush()
+	return b
 }
 
 func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r *record) redis.Cmder {

@@ -19,7 +19,7 @@ func (n *Notifier) join(rule string, a responder.Action, now time.Time) {
 	}
 	d := a.Decision
 	st.keys++
-	if a.Blocked {
+	if a.Blocked() {
 		st.blocked++
 	}
 	if d.FirstSeen.Before(st.first) {

@@ -217,7 +217,7 @@ func (n *Notifier) lift(ctx context.Context, l *lifted) {
 	n.mu.Lock()
 	var open []*incident
 	for _, inc := range n.incidents {
-		if !inc.summary && inc.ts != "" && inc.status == "" && inc.action.Blocked && inc.action.Decision.IP == l.ip {
+		if !inc.summary && inc.ts != "" && inc.status == "" && inc.action.Blocked() && inc.action.Decision.IP == l.ip {
 			inc.status = status
 			open = append(open, inc)
 		}
@@ -277,7 +277,7 @@ func (n *Notifier) redraw(ctx context.Context, now time.Time) {
 		if inc == nil || inc.summary || inc.ts == "" || inc.status != "" || inc.perMinute == nil {
 			continue
 		}
-		if a := inc.action; (a.Blocked && a.Expires.After(now)) || (!a.Blocked && now.Sub(a.Decision.LastSeen) < time.Hour) {
+		if a := inc.action; (a.Blocked() && a.Expires.After(now)) || (!a.Blocked() && now.Sub(a.Decision.LastSeen) < time.Hour) {
 			open = append(open, inc)
 		}
 	}
@@ -313,7 +313,7 @@ func sum(counts []int) int {
 
 // watchExpiry notes when a paged block ends, so its page can say so.
 func (n *Notifier) watchExpiry(inc *incident) {
-	if n.api == nil || inc.summary || inc.ts == "" || !inc.action.Blocked || inc.action.Expires.IsZero() {
+	if n.api == nil || inc.summary || inc.ts == "" || !inc.action.Blocked() || inc.action.Expires.IsZero() {
 		return
 	}
 	n.mu.Lock()

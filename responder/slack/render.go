@@ -154,7 +154,7 @@ func Render(a responder.Action, p Page) Message {
 	if len(links) > 0 {
 		blocks = append(blocks, slack.NewContextBlock("", links...))
 	}
-	if p.Buttons && a.Blocked && d.IP.IsValid() {
+	if p.Buttons && a.Blocked() && d.IP.IsValid() {
 		unblock := slack.NewButtonBlockElement(ActionUnblock, d.IP.String(), slack.NewTextBlockObject(slack.PlainTextType, "Unblock", false, false))
 		unblock.Style = slack.StyleDanger
 		unblock.Confirm = slack.NewConfirmationBlockObject(
@@ -174,15 +174,15 @@ func Render(a responder.Action, p Page) Message {
 func actionText(a responder.Action) string {
 	d := a.Decision
 	switch {
-	case a.Blocked:
+	case a.Blocked():
 		s := "blocked for " + detector.FormatDuration(d.TTL) + ", until " + detector.FormatTime(a.Expires)
 		if d.Offence > 1 {
 			s += fmt.Sprintf(" (offence %d, escalated)", d.Offence)
 		}
 		return s
-	case a.What == "dry-run":
+	case a.Act == responder.ActDryRun:
 		return "DRY RUN: would block for " + detector.FormatDuration(d.TTL)
-	case a.What == "refused":
+	case a.Act == responder.ActRefuse:
 		return "not blocked: the address is in --never-block"
 	}
 	return "alert only"

@@ -54,7 +54,7 @@ func ipAction(ip, sev string, count int) responder.Action {
 			Kind: detector.KindBlock, TTL: 5 * time.Minute, Severity: sev, SeverityRank: playbookRank(sev), Count: count, RatePerMinute: float64(count),
 			FirstSeen: at.Add(-4 * time.Second), LastSeen: at, Alert: true, Match: "auth_failed", Threshold: 5, Window: 24 * time.Hour,
 			Sample: `{"action":"auth_failed","client_ip":"` + ip + `","username":"alice"}`},
-		At: at, Blocked: true, Expires: at.Add(5 * time.Minute), What: "block", Incident: "1795398025343-" + ip,
+		At: at, Act: responder.ActBlock, Expires: at.Add(5 * time.Minute), Incident: "1795398025343-" + ip,
 	}
 }
 
@@ -620,7 +620,7 @@ func TestOpenIncidentsAreRedrawnAsAttemptsGrow(t *testing.T) {
 	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1,
 		Attempts: &growing{}, Refresh: 20 * time.Millisecond})
 	dry := ipAction("198.51.100.9", "P3", 5)
-	dry.Blocked, dry.What = false, "dry-run"
+	dry.Act = responder.ActDryRun
 	n.Notify(context.Background(), blockAction("P3")) // stands, attempts stopped
 	n.Notify(context.Background(), dry)
 	calls := f.await(t, 4)
