@@ -156,12 +156,9 @@ func (r *Responder) done(it item, req Request, res Result) {
 	case res.Outcome == Cleared:
 		r.metrics.cleared.Inc()
 		r.opts.Log.Info("operator had cleared the IP; giving it a clean slate", "ip", it.d.Key, "rule", it.d.Rule)
-		r.mu.Lock()
-		r.cleared = append(r.cleared, ClearedDecision{it.d, it.ev, it.seq})
-		r.mu.Unlock()
-		select {
-		case r.signal <- struct{}{}:
-		default:
+		if r.opts.Cleared != nil {
+			again := it.ev
+			r.opts.Cleared(detector.Reset{IP: it.d.IP, Seq: it.seq, Again: &again})
 		}
 		return
 	case req.Act == ActRefuse:

@@ -129,16 +129,6 @@ type Action struct {
 // Blocked says a block was written.
 func (a Action) Blocked() bool { return a.Act.Blocks() }
 
-// ClearedDecision is a decision that was not carried out because an
-// operator had unblocked its IP; the detector must reset the IP and count
-// Event again.
-type ClearedDecision struct {
-	Decision detector.Decision
-	Event    detector.Event
-	// Seq is the sequence number given to Submit.
-	Seq uint64
-}
-
 // Options configure a Responder.
 type Options struct {
 	Store    Store    // nil: nothing is written (alerts only)
@@ -151,6 +141,10 @@ type Options struct {
 	// NeverBlock lists networks never blocked whatever the rules say (the
 	// gateways' own proxies, say); such decisions are recorded as refused.
 	NeverBlock []netip.Prefix
+	// Cleared is told of each renewal not written because an operator had
+	// cleared its address: the detector must start the address again and
+	// count the event again (nil: not told).
+	Cleared func(detector.Reset)
 	// RunID makes request IDs unique to this process.
 	RunID    string
 	Log      *slog.Logger
@@ -167,10 +161,6 @@ type Responder struct {
 	blocks  chan item
 	notify  chan Action
 	metrics metrics
-
-	mu      sync.Mutex
-	cleared []ClearedDecision
-	signal  chan struct{}
 }
 
 // maxBatch bounds how many queued decisions go to the store in one round
@@ -215,7 +205,7 @@ func New(opts Options) *Responder {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	r := &Responder{opts: opts, blocks: make(chan item, opts.BlockQueue), notify: make(chan Action, opts.NotifyQueue), signal: make(chan struct{}, 1)}
+	r := &Responder{opts: opts, blocks: make(chan item, opts.BlockQueue), notify: make(chan Action, opts.NotifyQueue)}
 	r.metrics = metrics{
 		decisions:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_decisions_total", Help: "Decisions made by the detector, by rule and kind."}, []string{"rule", "kind"}),
 		blocks:        prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_written_total", Help: "Blocks written to Redis."}),
@@ -266,18 +256,6 @@ func (r *Responder) Submit(ctx context.Context, d detector.Decision, ev detector
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// ClearedSignal is ready when TakeCleared has something to return.
-func (r *Responder) ClearedSignal() <-chan struct{} { return r.signal }
-
-// TakeCleared returns and forgets the decisions cleared since the last call.
-func (r *Responder) TakeCleared() []ClearedDecision {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c := r.cleared
-	r.cleared = nil
-	return c
 }
 
 // NeverBlocked says why ip must never be blocked whatever a rule or an

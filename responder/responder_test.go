@@ -106,7 +106,9 @@ func TestRenewalsAreNotPagedAndClearedOnesComeBack(t *testing.T) {
 		storetest.Request("192.0.2.9", responder.ActBlock, "9", now, time.Minute)})
 	b.Clear(netip.MustParseAddr("192.0.2.9"))
 	n := &fakeNotifier{pages: make(chan responder.Action, 10)}
-	r := responder.New(responder.Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cleared := make(chan detector.Reset, 10)
+	r := responder.New(responder.Options{Store: b, Notifier: n, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Cleared: func(r detector.Reset) { cleared <- r }})
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := r.Start(ctx)
 	defer func() { cancel(); wait() }()
@@ -114,15 +116,18 @@ func TestRenewalsAreNotPagedAndClearedOnesComeBack(t *testing.T) {
 	r.Submit(ctx, block("192.0.2.9", true), detector.Event{Username: "eve"}, 2)
 	<-b.done
 	<-b.done
-	<-r.ClearedSignal()
-	cl := r.TakeCleared()
-	if len(cl) != 1 || cl[0].Seq != 2 || cl[0].Event.Username != "eve" {
-		t.Fatalf("cleared %+v", cl)
+	if c := <-cleared; c.IP.String() != "192.0.2.9" || c.Seq != 2 || c.Again == nil || c.Again.Username != "eve" {
+		t.Fatalf("cleared %+v", c)
 	}
 	// A new incident after them is paged; it must be the only page.
 	r.Submit(ctx, block("192.0.2.10", false), detector.Event{}, 3)
 	if a := <-n.pages; a.Decision.Key != "192.0.2.10" {
 		t.Errorf("paged %s: renewals must not be paged", a.Decision.Key)
+	}
+	select {
+	case c := <-cleared:
+		t.Errorf("%s reported cleared, but only 192.0.2.9 was", c.IP)
+	default:
 	}
 }
 

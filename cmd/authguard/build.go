@@ -116,7 +116,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		rdb.Close()
 		return nil, err
 	}
-	d := &daemon{log: log, engine: st.engine, listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: st.neverBlock, reloader: newReloader(c.Rules, reg), rules: c.Rules}
+	d := &daemon{log: log, detect: detector.NewLoop(st.engine, nil), listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: st.neverBlock, reloader: newReloader(c.Rules, reg), rules: c.Rules}
 	d.close = func() {
 		rdb.Close()
 		for _, l := range []net.Listener{ln, d.pushLn, d.slackLn} {
@@ -151,7 +151,8 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		return nil, err
 	}
 	d.resp = responder.New(responder.Options{Store: store, Notifier: d.notifier, Log: log, Registry: reg,
-		DryRun: c.DryRun, NeverBlock: st.neverBlock})
+		DryRun: c.DryRun, NeverBlock: st.neverBlock, Cleared: d.reset})
+	d.detect.Decide, d.detect.Clock, d.detect.Observed = d.resp.Submit, time.Now, d.observed
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {

@@ -104,7 +104,7 @@ func (c *runCmd) Run(ctx context.Context, e *env) error {
 // daemon is a configured, not yet running authguard.
 type daemon struct {
 	log        *slog.Logger
-	engine     *detector.Engine
+	detect     *detector.Loop
 	tail       *loki.Tail
 	resp       *responder.Responder
 	listener   net.Listener // admin
@@ -120,6 +120,7 @@ type daemon struct {
 
 	trackedKeys, evictions, late, future atomic.Uint64
 	evictedBefore                        uint64              // evictions of engines replaced by reloads
+	futureLogged                         time.Time           // when an event stamped ahead was last logged
 	events                               chan detector.Event // from the tail and the push receiver
 	receiver                             *loki.Receiver
 	notifier                             *slack.Notifier

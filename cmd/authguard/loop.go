@@ -14,6 +14,7 @@ import (
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder/blockset"
+	"github.com/authguard/authguard/responder/clip"
 	"github.com/authguard/authguard/rules"
 )
 
@@ -117,15 +118,16 @@ func (d *daemon) takeOver() error {
 }
 
 // apply replaces the engine with one running cfg, carrying the windows
-// over (detector.Engine.Reload), and keeps the eviction count going.
+// over (detector.Engine.Reload), and keeps the eviction count going. It
+// runs on the detector's goroutine, or before it runs.
 func (d *daemon) apply(cfg detector.Config) error {
-	before := d.engine.Stats().Evictions
-	next, err := d.engine.Reload(cfg)
+	before := d.detect.Engine.Stats().Evictions
+	next, err := d.detect.Engine.Reload(cfg)
 	if err != nil {
 		return err
 	}
 	d.evictedBefore += before - next.Stats().Evictions
-	d.engine = next
+	d.detect.Swap(next)
 	d.reloader.loaded.Set(float64(len(cfg.Rules)))
 	return nil
 }
@@ -149,7 +151,6 @@ func (d *daemon) loop(ctx context.Context) error {
 	}
 	// Unblocks through authguard (the CLI, a Slack button) reset the
 	// detector's window for the IP, like the runbook's DEL of both keys.
-	unblocks := make(chan netip.Addr, 64)
 	go d.store.Subscribe(ctx, func(ev blockset.Event) {
 		ip, err := netip.ParseAddr(ev.IP)
 		if ev.Op != "unblock" || err != nil {
@@ -158,12 +159,10 @@ func (d *daemon) loop(ctx context.Context) error {
 		if !strings.HasPrefix(ev.By, "slack:") { // a button shows its own press
 			d.notifier.Unblocked(ip.Unmap(), ev.By)
 		}
-		select {
-		case unblocks <- ip.Unmap():
-		case <-ctx.Done():
-		}
+		d.reset(detector.Reset{IP: ip.Unmap()})
 	}, nil)
-	err := d.detect(ctx, events, unblocks)
+	go d.publishStats(ctx)
+	err := d.detect.Run(ctx, events, d.reloader.tasks)
 	cancel()
 	<-tailDone
 	stopResp()
@@ -171,74 +170,49 @@ func (d *daemon) loop(ctx context.Context) error {
 	return err
 }
 
-// detect is the single goroutine that owns the engine: events in, decisions
-// out to the responder, and resets back in when an operator cleared an IP.
-func (d *daemon) detect(ctx context.Context, events <-chan detector.Event, unblocks <-chan netip.Addr) error {
-	var seq uint64
-	// resetAt remembers the sequence number current when each IP was reset,
-	// so that several in-flight decisions about one clearance reset it once.
-	resetAt := map[netip.Addr]uint64{}
-	var ds []detector.Decision
-	stats := time.NewTicker(time.Second)
-	defer stats.Stop()
-	var futureLogged time.Time
-	observe := func(ev detector.Event) error {
-		before := d.engine.Future()
-		now := time.Now()
-		ds = d.engine.Observe(ev, now, ds[:0])
-		if d.engine.Future() != before {
-			d.future.Add(1)
-			if now.Sub(futureLogged) >= 10*time.Second {
-				futureLogged = now
-				sample := ev.Line // bounded by the source
-				if len(sample) > 256 {
-					sample = strings.ToValidUTF8(sample[:256], "")
-				}
-				d.log.Warn("event stamped ahead of the clock; counted at the clock's time", "client_ip", ev.IP.String(),
-					"stamped", ev.Time.UTC().Format(time.RFC3339Nano), "sample", sample)
-			}
-		}
-		for _, dec := range ds {
-			seq++
-			if err := d.resp.Submit(ctx, dec, ev, seq); err != nil {
-				return err
-			}
-		}
-		d.processed.Inc()
-		return nil
+// reset hands the detector an address to start again.
+func (d *daemon) reset(r detector.Reset) {
+	if !d.detect.Reset(r) {
+		d.log.Warn("too many resets waiting for the detector; this one is dropped (the next renewal finds the address cleared and resets it)", "ip", r.IP.String())
+	}
+}
+
+// publishStats copies the engine's figures for the metrics every second,
+// on the detector's goroutine, which owns the engine.
+func (d *daemon) publishStats(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	task := func() {
+		st := d.detect.Engine.Stats()
+		d.trackedKeys.Store(uint64(st.TrackedKeys))
+		d.evictions.Store(d.evictedBefore + st.Evictions)
+		d.late.Store(st.Late)
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case ev := <-events:
-			if err := observe(ev); err != nil {
-				return err
-			}
-		case ip := <-unblocks:
-			d.engine.Reset(ip)
-			resetAt[ip] = seq
-		case <-stats.C:
-			st := d.engine.Stats()
-			d.trackedKeys.Store(uint64(st.TrackedKeys))
-			d.evictions.Store(d.evictedBefore + st.Evictions)
-			d.late.Store(st.Late)
-		case req := <-d.reloader.requests:
-			req.done <- d.apply(req.set.Config)
-		case <-d.resp.ClearedSignal():
-			for _, c := range d.resp.TakeCleared() {
-				ip := c.Decision.IP
-				if at, ok := resetAt[ip]; !ok || c.Seq > at {
-					d.engine.Reset(ip)
-					resetAt[ip] = seq
-				}
-				if err := observe(c.Event); err != nil {
-					return err
-				}
-			}
-			if len(resetAt) > 10000 {
-				clear(resetAt) // bounded; only in-flight decisions need it
+			return
+		case <-tick.C:
+			select {
+			case d.reloader.tasks <- task:
+			case <-ctx.Done():
+				return
 			}
 		}
+	}
+}
+
+// observed counts an event the detector took, and logs a sample of those
+// stamped ahead of the clock.
+func (d *daemon) observed(ev detector.Event, future bool) {
+	d.processed.Inc()
+	if !future {
+		return
+	}
+	d.future.Add(1)
+	if now := time.Now(); now.Sub(d.futureLogged) >= 10*time.Second {
+		d.futureLogged = now
+		d.log.Warn("event stamped ahead of the clock; counted at the clock's time", "client_ip", ev.IP.String(),
+			"stamped", ev.Time.UTC().Format(time.RFC3339Nano), "sample", clip.String(ev.Line, 256))
 	}
 }

@@ -24,20 +24,16 @@ import (
 // completely and swapped in by the detect loop; a broken one is logged with
 // its FILE:LINE:COL, counted, and the old rules keep running.
 type reloader struct {
-	path     string // empty: the embedded default rules, never reloaded
-	requests chan reloadRequest
+	path string // empty: the embedded default rules, never reloaded
+	// tasks run on the detector's goroutine, which swaps the engine.
+	tasks    chan func()
 	reloads  *prometheus.CounterVec
 	loaded   prometheus.Gauge
 	interval time.Duration
 }
 
-type reloadRequest struct {
-	set  *rules.Set
-	done chan error
-}
-
 func newReloader(path string, reg prometheus.Registerer) *reloader {
-	r := &reloader{path: path, requests: make(chan reloadRequest), interval: 2 * time.Second,
+	r := &reloader{path: path, tasks: make(chan func()), interval: 2 * time.Second,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_rules_reloads_total", Help: "Rules reloads, by result (success, failure: the old rules keep running)."}, []string{"result"}),
 		loaded:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_rules_loaded", Help: "Rules in force."})}
 	r.reloads.WithLabelValues("success")
@@ -64,7 +60,7 @@ func (r *reloader) reload(ctx context.Context, d *daemon, why string) error {
 	if err == nil {
 		done := make(chan error, 1)
 		select {
-		case r.requests <- reloadRequest{set, done}:
+		case r.tasks <- func() { done <- d.apply(set.Config) }:
 			err = <-done
 		case <-ctx.Done():
 			return ctx.Err()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -124,18 +125,19 @@ func (c *replayCmd) read(progress io.Writer, lineTime, entry *loki.Parser) ([]de
 func replayDecisions(engine *detector.Engine, events []detector.Event) ([]replayDecision, map[string]int) {
 	var out []replayDecision
 	byRule := map[string]int{}
-	var ds []detector.Decision
-	for _, ev := range events {
-		ds = engine.Observe(ev, ev.Time, ds[:0]) // the log is sorted: its clock is its own time
-		for _, d := range ds {
-			rd := replayDecision{Time: d.Time.UTC().Format(time.RFC3339Nano), Rule: d.Rule, Key: d.Key, Action: string(d.Kind),
-				Severity: d.Severity, Count: d.Count, Renewal: d.Renewal}
-			if d.Kind == detector.KindBlock {
-				rd.TTLSeconds = int64(d.TTL / time.Second)
-			}
-			out = append(out, rd)
-			byRule[d.Rule+" "+d.Severity]++
+	// The log is sorted: the loop counts each event at its own time.
+	loop := detector.NewLoop(engine, func(_ context.Context, d detector.Decision, _ detector.Event, _ uint64) error {
+		rd := replayDecision{Time: d.Time.UTC().Format(time.RFC3339Nano), Rule: d.Rule, Key: d.Key, Action: string(d.Kind),
+			Severity: d.Severity, Count: d.Count, Renewal: d.Renewal}
+		if d.Kind == detector.KindBlock {
+			rd.TTLSeconds = int64(d.TTL / time.Second)
 		}
+		out = append(out, rd)
+		byRule[d.Rule+" "+d.Severity]++
+		return nil
+	})
+	for _, ev := range events {
+		loop.Observe(context.Background(), ev)
 	}
 	return out, byRule
 }
