@@ -173,11 +173,11 @@ func (r *Responder) done(it item, req Request, res Result) {
 	}
 	r.evidence(a)
 	if it.d.Alert && (!it.d.Renewal || it.d.Escalation) && r.opts.Notifier != nil {
-		select {
-		case r.notify <- a:
-		default:
-			r.metrics.notifyDropped.Inc()
-			r.opts.Log.Error("page queue full: page dropped", "rule", it.d.Rule, "key", it.d.Key)
+		if err := r.opts.Notifier.Notify(context.Background(), a); err != nil {
+			r.metrics.notifyErrors.Inc()
+			r.opts.Log.Error("page not taken", "rule", it.d.Rule, "key", it.d.Key, "err", err)
+		} else {
+			r.metrics.notifications.Inc()
 		}
 	}
 }

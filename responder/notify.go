@@ -1,40 +1,8 @@
 package responder
 
 import (
-	"context"
 	"time"
-
-	"github.com/authguard/authguard/responder/backoff"
 )
-
-func (r *Responder) runNotify(ctx context.Context) {
-	for {
-		var a Action
-		select {
-		case <-ctx.Done():
-			return
-		case a = <-r.notify:
-		}
-		for attempt := 0; ; attempt++ {
-			err := r.opts.Notifier.Notify(ctx, a)
-			if err == nil {
-				r.metrics.notifications.Inc()
-				break
-			}
-			r.metrics.notifyErrors.Inc()
-			wait := backoff.Jitter(attempt, time.Second, time.Minute)
-			if ra, ok := err.(interface{ RetryAfter() time.Duration }); ok && ra.RetryAfter() > 0 {
-				wait = ra.RetryAfter()
-			}
-			r.opts.Log.Warn("sending page failed; retrying", "rule", a.Decision.Rule, "key", a.Decision.Key, "err", err, "retry_in", wait.Round(time.Millisecond))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-		}
-	}
-}
 
 // evidence writes the runbook's record of an action: UTC time, IP, trigger,
 // action, TTL and expiry.

@@ -9,7 +9,6 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +27,8 @@ type Store interface {
 	Write(ctx context.Context, reqs []Request) ([]Result, error)
 }
 
-// Notifier pages people about an action.
+// Notifier pages people about an action. Notify queues the page and
+// never waits: the notifier's own pipeline coalesces, sends and retries.
 type Notifier interface {
 	Notify(ctx context.Context, a Action) error
 }
@@ -149,8 +149,9 @@ type Options struct {
 	RunID    string
 	Log      *slog.Logger
 	Registry prometheus.Registerer
-	// BlockQueue and NotifyQueue bound the queues (defaults 10000 and 1000).
-	BlockQueue, NotifyQueue int
+	// BlockQueue bounds the decisions waiting to be written (default
+	// 10000).
+	BlockQueue int
 	// Now is the wall clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -159,7 +160,6 @@ type Options struct {
 type Responder struct {
 	opts    Options
 	blocks  chan item
-	notify  chan Action
 	metrics metrics
 }
 
@@ -185,16 +185,12 @@ type metrics struct {
 	queue         prometheus.Gauge
 	notifications prometheus.Counter
 	notifyErrors  prometheus.Counter
-	notifyDropped prometheus.Counter
 }
 
 // New returns a responder; Start runs it.
 func New(opts Options) *Responder {
 	if opts.BlockQueue <= 0 {
 		opts.BlockQueue = 10000
-	}
-	if opts.NotifyQueue <= 0 {
-		opts.NotifyQueue = 1000
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -205,7 +201,7 @@ func New(opts Options) *Responder {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	r := &Responder{opts: opts, blocks: make(chan item, opts.BlockQueue), notify: make(chan Action, opts.NotifyQueue)}
+	r := &Responder{opts: opts, blocks: make(chan item, opts.BlockQueue)}
 	r.metrics = metrics{
 		decisions:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_decisions_total", Help: "Decisions made by the detector, by rule and kind."}, []string{"rule", "kind"}),
 		blocks:        prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_written_total", Help: "Blocks written to Redis."}),
@@ -215,22 +211,19 @@ func New(opts Options) *Responder {
 		unwritten:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_unwritten_total", Help: "Decisions still queued when the shutdown grace ran out."}),
 		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is never blocked (--never-block, or unspecified, loopback, link-local, broadcast or multicast)."}),
 		queue:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_block_queue_length", Help: "Decisions waiting to be written to Redis."}),
-		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages sent."}),
-		notifyErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notification_errors_total", Help: "Failed attempts to send a page (each is retried)."}),
-		notifyDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_dropped_total", Help: "Pages dropped because the page queue was full."}),
+		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages handed to the notifier."}),
+		notifyErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notification_errors_total", Help: "Pages the notifier would not take (it logs why)."}),
 	}
 	m := r.metrics
-	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.repeated, m.unwritten, m.queue, m.notifications, m.notifyErrors, m.notifyDropped)
+	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.repeated, m.unwritten, m.queue, m.notifications, m.notifyErrors)
 	return r
 }
 
 // Start runs the workers until ctx ends; the returned function waits for them.
 func (r *Responder) Start(ctx context.Context) (wait func()) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); r.runBlocks(ctx) }()
-	go func() { defer wg.Done(); r.runNotify(ctx) }()
-	return wg.Wait
+	done := make(chan struct{})
+	go func() { defer close(done); r.runBlocks(ctx) }()
+	return func() { <-done }
 }
 
 // Submit queues a decision and the event that triggered it. It blocks while

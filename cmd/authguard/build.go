@@ -296,7 +296,7 @@ func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Reg
 	if err != nil {
 		return nil, "", err
 	}
-	opts := slack.Options{Channel: c.SlackChannel, APIURL: c.SlackAPIURL, Terminal: stdout,
+	opts := slack.Options{Channel: c.SlackChannel,
 		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
 		Buttons: signing != "", Attempts: attempts, Messages: messages, Log: log, Registry: reg}
 	if opts.Coalesce <= 0 {
@@ -308,14 +308,40 @@ func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Reg
 	if c.GrafanaURL != "" {
 		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}
 	}
-	if opts.Token, err = secret.Read(c.SlackTokenFile, "AUTHGUARD_SLACK_TOKEN"); err != nil {
-		return nil, "", err
-	}
-	if opts.WebhookURL, err = secret.Read(c.SlackWebhookURLFile, "AUTHGUARD_SLACK_WEBHOOK_URL"); err != nil {
+	if opts.Transport, err = c.slackTransport(stdout); err != nil {
 		return nil, "", err
 	}
 	n, err := slack.New(opts)
 	return n, signing, err
+}
+
+// transports open each way of paging from its secret (the terminal needs
+// none).
+var transports = map[string]func(c *runCmd, stdout io.Writer, secret string) slack.Transport{
+	"bot":      func(c *runCmd, _ io.Writer, token string) slack.Transport { return slack.Bot(token, c.SlackAPIURL) },
+	"webhook":  func(_ *runCmd, _ io.Writer, url string) slack.Transport { return slack.Webhook(url) },
+	"terminal": func(_ *runCmd, stdout io.Writer, _ string) slack.Transport { return slack.Terminal(stdout) },
+}
+
+// slackTransport opens the way of paging whose secret is set: a bot token
+// before a webhook URL, else the terminal.
+func (c *runCmd) slackTransport(stdout io.Writer) (slack.Transport, error) {
+	token, err := secret.Read(c.SlackTokenFile, "AUTHGUARD_SLACK_TOKEN")
+	if err != nil {
+		return nil, err
+	}
+	url, err := secret.Read(c.SlackWebhookURLFile, "AUTHGUARD_SLACK_WEBHOOK_URL")
+	if err != nil {
+		return nil, err
+	}
+	kind, v := "terminal", ""
+	switch {
+	case token != "":
+		kind, v = "bot", token
+	case url != "":
+		kind, v = "webhook", url
+	}
+	return transports[kind](c, stdout, v), nil
 }
 
 // streamSelector is the {...} part of a LogQL query.

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
@@ -34,80 +34,17 @@ type record struct {
 	Sample     string `json:"sample,omitempty"`
 }
 
-// json renders the record as a JSON object; by hand, as it is written for
-// every block on the hot path. Field names and omissions follow the struct
-// tags, which readers use.
+// json renders the record as one JSON object. encoding/json it is: by hand
+// it was 1.1 µs a record faster (2.1 against 3.2 µs), about 3 % of a
+// block's cost, which is Redis's (BenchmarkRecordJSON, BenchmarkBlockWrites).
+// HTML is not escaped, so that a sample reads as it was logged.
 func (r *record) json() string {
-	b := make([]byte, 0, 384+len(r.Sample))
-	b = append(b, '{')
-	str := func(name, v string, always bool) {
-		if v == "" && !always {
-			return
-		}
-		if len(b) > 1 {
-			b = append(b, ',')
-		}
-		b = append(b, '"')
-		b = append(b, name...)
-		b = append(b, '"', ':')
-		b = appendJSONString(b, v)
-	}
-	num := func(name string, v int64) {
-		if v == 0 {
-			return
-		}
-		b = append(b, ',', '"')
-		b = append(b, name...)
-		b = append(b, '"', ':')
-		b = strconv.AppendInt(b, v, 10)
-	}
-	str("time", r.Time, true)
-	str("action", r.Action, true)
-	str("ip", r.IP, true)
-	str("rule", r.Rule, false)
-	str("trigger", r.Trigger, false)
-	str("severity", r.Severity, false)
-	num("count", int64(r.Count))
-	str("rate_per_minute", r.Rate, false)
-	str("first_seen", r.FirstSeen, false)
-	str("last_seen", r.LastSeen, false)
-	num("ttl_seconds", r.TTLSeconds)
-	num("offence", int64(r.Offence))
-	str("expires_at", r.ExpiresAt, false)
-	str("operator", r.Operator, false)
-	str("reason", r.Reason, false)
-	str("sample", r.Sample, false)
-	b = append(b, '}')
-	return string(b)
-}
-
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, each invalid UTF-8 byte replaced by U+FFFD (as
-// encoding/json does).
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', "0123456789abcdef"[c>>4], "0123456789abcdef"[c&15])
-		case c < utf8.RuneSelf:
-			b = append(b, c)
-		default:
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b = append(b, "\ufffd"...)
-			} else {
-				b = append(b, s[i:i+size]...)
-			}
-			i += size
-			continue
-		}
-		i++
-	}
-	return append(b, '"')
+	var b strings.Builder
+	b.Grow(384 + len(r.Sample))
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(r) // strings and integers: it cannot fail
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // why is the metadata's one-line reason: the operator's or the rule's trigger.

@@ -56,7 +56,7 @@ func (n *Notifier) postSummary(ctx context.Context, rule string, now time.Time) 
 	channel, ts := st.channel, st.ts
 	n.mu.Unlock()
 	m := RenderSummary(s)
-	if ts == "" || n.api == nil {
+	if ts == "" || !n.tr.Updates() {
 		ch, newTS, err := n.post(ctx, n.channelFor(s.Severity), n.mention(s.Severity, m.Text), m, "")
 		if err != nil {
 			n.giveUp(err, responder.Action{})

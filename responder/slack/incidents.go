@@ -133,7 +133,7 @@ func (n *Notifier) replied(ctx context.Context, channel, ts, text string, a resp
 // recall finds the page of an incident paged before this process started:
 // a later page about it (an escalation) then updates that page.
 func (n *Notifier) recall(ctx context.Context, a responder.Action) *incident {
-	if n.opts.Messages == nil || n.api == nil || a.Incident == "" || !a.Decision.IP.IsValid() || !a.Decision.Escalation {
+	if n.opts.Messages == nil || !n.tr.Updates() || a.Incident == "" || !a.Decision.IP.IsValid() || !a.Decision.Escalation {
 		return nil
 	}
 	channel, ts, err := n.opts.Messages.LoadMessage(ctx, a.Decision.IP, a.Incident)
@@ -201,7 +201,7 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 // the buttons show their own): the pages about its standing block say so
 // and reply in their threads.
 func (n *Notifier) Unblocked(ip netip.Addr, by string) {
-	if n.api == nil {
+	if !n.tr.Updates() {
 		return
 	}
 	n.enqueue(job{lifted: &lifted{ip, by}}, "unblock not shown", "ip", ip)
@@ -313,7 +313,7 @@ func sum(counts []int) int {
 
 // watchExpiry notes when a paged block ends, so its page can say so.
 func (n *Notifier) watchExpiry(inc *incident) {
-	if n.api == nil || inc.summary || inc.ts == "" || !inc.action.Blocked() || inc.action.Expires.IsZero() {
+	if !n.tr.Updates() || inc.summary || inc.ts == "" || !inc.action.Blocked() || inc.action.Expires.IsZero() {
 		return
 	}
 	n.mu.Lock()

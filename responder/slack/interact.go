@@ -114,7 +114,7 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 // showButton updates the pressed message with what was done (and, after
 // an unblock, without the buttons) and replies in its thread.
 func (n *Notifier) showButton(ctx context.Context, b *buttonOutcome) {
-	if n.api == nil {
+	if !n.tr.Updates() {
 		return
 	}
 	n.mu.Lock()

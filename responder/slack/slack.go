@@ -24,21 +24,16 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/slack-go/slack"
 
 	"github.com/authguard/authguard/responder"
 )
 
-// Options configure the notifier. Set Token and Channel for bot-token mode,
-// or WebhookURL; with neither, pages go to Terminal.
+// Options configure the notifier.
 type Options struct {
-	Token      string
-	Channel    string
-	WebhookURL string
-	// APIURL overrides Slack's API base URL (for slacktest).
-	APIURL string
-	// Terminal receives pages when no Slack destination is configured.
-	Terminal io.Writer
+	// Transport carries the pages: Bot, Webhook or Terminal.
+	Transport Transport
+	// Channel is where a bot posts (Routes aside).
+	Channel string
 
 	// Routes sends pages of a severity ("P1") to another channel than
 	// Channel (bot-token mode).
@@ -106,10 +101,9 @@ const attemptsTimeout = 2 * time.Second
 // Notifier sends pages. Notify queues; Run sends.
 type Notifier struct {
 	opts    Options
-	api     *slack.Client
+	tr      Transport
 	jobs    chan job
 	metrics metrics
-	termMu  sync.Mutex // serialises terminal output
 
 	mu        sync.Mutex // guards what follows: Run and Interactions share it
 	incidents map[string]*incident
@@ -212,22 +206,14 @@ func New(opts Options) (*Notifier, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	n := &Notifier{opts: opts, jobs: make(chan job, opts.Queue),
-		incidents: map[string]*incident{}, byTS: map[string]*incident{}, storms: map[string]*storm{}}
 	switch {
-	case opts.Token != "":
-		if opts.Channel == "" {
-			return nil, errors.New("slack: a bot token needs a channel")
-		}
-		var o []slack.Option
-		if opts.APIURL != "" {
-			o = append(o, slack.OptionAPIURL(opts.APIURL))
-		}
-		n.api = slack.New(opts.Token, o...)
-	case opts.WebhookURL != "":
-	case opts.Terminal == nil:
+	case opts.Transport == nil:
 		return nil, errors.New("slack: no token, webhook or terminal to page")
+	case opts.Transport.Updates() && opts.Channel == "":
+		return nil, errors.New("slack: a bot token needs a channel")
 	}
+	n := &Notifier{opts: opts, tr: opts.Transport, jobs: make(chan job, opts.Queue),
+		incidents: map[string]*incident{}, byTS: map[string]*incident{}, storms: map[string]*storm{}}
 	n.metrics = metrics{
 		sent:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_slack_messages_total", Help: "Slack calls that succeeded, by kind (post, update, reply, summary)."}, []string{"kind"}),
 		retries:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_slack_retries_total", Help: "Slack calls retried after a rate limit, a server error or a network error."}),
@@ -248,16 +234,8 @@ func New(opts Options) (*Notifier, error) {
 	return n, nil
 }
 
-// Notify queues a page; it never waits for Slack. Without a Slack
-// destination the page is written to the terminal at once.
-func (n *Notifier) Notify(ctx context.Context, a responder.Action) error {
-	if n.toTerminal() {
-		n.termMu.Lock()
-		defer n.termMu.Unlock()
-		p := Page{Samples: samples(nil, a.Decision.Sample), MaskUsernames: n.opts.MaskUsernames, PerMinute: n.attempts(ctx, a)}
-		_, err := io.WriteString(n.opts.Terminal, Render(a, p).Terminal())
-		return err
-	}
+// Notify queues a page; it never waits for Slack.
+func (n *Notifier) Notify(_ context.Context, a responder.Action) error {
 	n.enqueue(job{action: &a}, "page dropped", "rule", a.Decision.Rule, "key", a.Decision.Key, "severity", a.Decision.Severity)
 	return nil
 }
@@ -273,9 +251,6 @@ func (n *Notifier) enqueue(j job, lost string, attrs ...any) {
 	}
 }
 
-// toTerminal says pages go to the terminal: no Slack destination is set.
-func (n *Notifier) toTerminal() bool { return n.api == nil && n.opts.WebhookURL == "" }
-
 // maxBatch bounds the pages one coalescing window gathers; a storm beyond
 // it is sent in several batches (joining the same summary).
 const maxBatch = 10_000
@@ -285,16 +260,12 @@ const maxBatch = 10_000
 const shutdownGrace = 5 * time.Second
 
 // Run sends queued pages until ctx ends, then sends what is still queued
-// within a short grace. It returns at once when there is no Slack
-// destination (Notify writes to the terminal itself).
+// within a short grace.
 func (n *Notifier) Run(ctx context.Context) {
-	if n.toTerminal() {
-		return
-	}
 	expiry := time.NewTimer(time.Hour)
 	defer expiry.Stop()
 	var refresh <-chan time.Time
-	if n.opts.Refresh > 0 && n.opts.Attempts != nil && n.api != nil {
+	if n.opts.Refresh > 0 && n.opts.Attempts != nil && n.tr.Updates() {
 		t := time.NewTicker(n.opts.Refresh)
 		defer t.Stop()
 		refresh = t.C

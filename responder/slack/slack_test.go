@@ -182,7 +182,7 @@ func attachment(t *testing.T, form url.Values) slack.Attachment {
 
 func TestBotTokenPageNamesIPRuleCountAndExpiry(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1})
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1})
 	n.Notify(context.Background(), blockAction("P3"))
 	form := f.await(t, 1)[0].form
 	text := form.Get("text")
@@ -200,7 +200,7 @@ func TestBotTokenPageNamesIPRuleCountAndExpiry(t *testing.T) {
 // updated twice, with a thread reply for each escalation.
 func TestEscalationUpdatesTheMessageAndRepliesInItsThread(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1})
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1})
 	ctx := context.Background()
 	n.Notify(ctx, ipAction("203.0.113.7", "P3", 5))
 	f.await(t, 1)
@@ -246,7 +246,7 @@ func TestEscalationUpdatesTheMessageAndRepliesInItsThread(t *testing.T) {
 // an operator's unblock.
 func TestBlockExpiryAndUnblockAreRepliedInTheThread(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Buttons: true})
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1, Buttons: true})
 	ctx := context.Background()
 	expiring := ipAction("203.0.113.21", "P3", 5)
 	expiring.Expires = at.Add(-time.Second) // ended by the time it is paged
@@ -300,7 +300,7 @@ func (k *kept) LoadMessage(_ context.Context, ip netip.Addr, incident string) (s
 func TestAnEscalationAfterARestartUpdatesThePage(t *testing.T) {
 	f := newFakeSlack(t, nil)
 	store := &kept{ats: map[string][2]string{}, saved: make(chan struct{}, 1)}
-	opts := Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Messages: store}
+	opts := Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1, Messages: store}
 	first, stop := run(t, opts)
 	first.Notify(context.Background(), ipAction("203.0.113.7", "P3", 5))
 	<-store.saved // the page is posted and where it is kept
@@ -326,7 +326,7 @@ func TestAnEscalationAfterARestartUpdatesThePage(t *testing.T) {
 // the count, posted once and updated as the burst grows.
 func TestABurstOfBlocksIsCoalescedIntoOneSummary(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: 50 * time.Millisecond, Queue: 2000})
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: 50 * time.Millisecond, Queue: 2000})
 	ctx := context.Background()
 	calls := 0
 	for chunk := range 10 {
@@ -377,7 +377,7 @@ func TestRateLimitsAndServerErrorsLoseNoPageAndDuplicateNone(t *testing.T) {
 			return http.StatusServiceUnavailable, ""
 		}
 	})
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1,
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1,
 		RetryBase: time.Millisecond, RetryMax: 5 * time.Millisecond})
 	ctx := context.Background()
 	ips := []string{"203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.5"}
@@ -407,7 +407,7 @@ func TestRateLimitsAndServerErrorsLoseNoPageAndDuplicateNone(t *testing.T) {
 
 func TestSeverityRoutesToItsChannelWithAMention(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1,
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1,
 		Routes: map[string]string{"P1": "#incidents", "P3": "#security-log"}, Mentions: map[string]string{"P1": "<!here>"}})
 	n.Notify(context.Background(), ipAction("203.0.113.1", "P1", 500))
 	n.Notify(context.Background(), ipAction("203.0.113.2", "P3", 5))
@@ -475,7 +475,7 @@ func press(t *testing.T, key string, when time.Time, action, ip, ts string) *htt
 // valid one is carried out, and the message shows who did it.
 func TestButtonsAreVerifiedCarriedOutAndShown(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Buttons: true})
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1, Buttons: true})
 	n.Notify(context.Background(), blockAction("P2"))
 	page := f.await(t, 1)[0]
 	if !strings.Contains(page.form.Get("attachments"), ActionUnblock) || !strings.Contains(page.form.Get("attachments"), ActionExtend) {
@@ -584,7 +584,7 @@ func (a *attemptsFrom) AttemptsPerMinute(_ context.Context, key string, from, to
 func TestPagesDrawAttemptsPerMinute(t *testing.T) {
 	f := newFakeSlack(t, nil)
 	src := &attemptsFrom{}
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1, Attempts: src})
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1, Attempts: src})
 	n.Notify(context.Background(), blockAction("P3"))
 	page := f.await(t, 1)[0]
 	if !strings.Contains(page.form.Get("attachments"), "*Attempts per minute*\\n`▃█▅` peak 4 over 3 min") {
@@ -617,7 +617,7 @@ func (g *growing) AttemptsPerMinute(_ context.Context, key string, _, _ time.Tim
 // attempts stopped is left alone.
 func TestOpenIncidentsAreRedrawnAsAttemptsGrow(t *testing.T) {
 	f := newFakeSlack(t, nil)
-	n := start(t, Options{Token: "xoxb-test", Channel: "#security", APIURL: f.srv.GetAPIURL(), Coalesce: -1,
+	n := start(t, Options{Transport: Bot("xoxb-test", f.srv.GetAPIURL()), Channel: "#security", Coalesce: -1,
 		Attempts: &growing{}, Refresh: 20 * time.Millisecond})
 	dry := ipAction("198.51.100.9", "P3", 5)
 	dry.Act = responder.ActDryRun
@@ -664,16 +664,19 @@ func TestUsernamesCanBeMasked(t *testing.T) {
 	}
 }
 
+// lines passes each write on, so that a test can await a page.
+type lines chan string
+
+func (l lines) Write(p []byte) (int, error) { l <- string(p); return len(p), nil }
+
 func TestTerminalPageWhenNoSlackConfigured(t *testing.T) {
-	var b strings.Builder
-	n, err := New(Options{Terminal: &b})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := make(lines, 10)
+	n := start(t, Options{Transport: Terminal(out), Coalesce: -1})
 	n.Notify(context.Background(), blockAction("P3"))
+	page := <-out
 	for _, want := range []string{"P3 — Brute force", "203.0.113.7", "until 2026-11-22 10:05:04 UTC"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("terminal page lacks %q:\n%s", want, b.String())
+		if !strings.Contains(page, want) {
+			t.Errorf("terminal page lacks %q:\n%s", want, page)
 		}
 	}
 }
@@ -682,7 +685,7 @@ func TestNoDestinationIsAnError(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Error("accepted a notifier with nowhere to page")
 	}
-	if _, err := New(Options{Token: "x"}); err == nil {
+	if _, err := New(Options{Transport: Bot("x", "")}); err == nil {
 		t.Error("accepted a token without a channel")
 	}
 }

@@ -14,37 +14,37 @@ import (
 	"github.com/authguard/authguard/responder/backoff"
 )
 
-// post sends a message (a thread reply when thread is set) through the
-// API or the webhook, with retries; it returns the channel ID and ts.
+// Transport carries messages to one kind of destination: a bot (Bot), an
+// incoming webhook (Webhook) or a terminal (Terminal). The notifier's
+// pipeline (queue, coalescing, incident memory, retries) is the same for
+// all of them.
+type Transport interface {
+	// Post sends m, as a reply in thread when thread is set and the
+	// transport Updates; it returns where the message is (ts "" when it
+	// cannot be addressed again).
+	Post(ctx context.Context, channel string, m Message, thread string) (ch, ts string, err error)
+	// Update replaces a posted message; only a transport that Updates can.
+	Update(ctx context.Context, channel, ts string, m Message) error
+	// Updates says messages can be updated in place and replied to in
+	// thread (a bot); otherwise every page is a new post.
+	Updates() bool
+}
+
+// post sends a message whose text is text (a thread reply when thread is
+// set), with retries; it returns the channel ID and ts.
 func (n *Notifier) post(ctx context.Context, channel, text string, m Message, thread string) (ch, ts string, err error) {
+	m.Text = text
 	err = n.retry(ctx, func() error {
-		if n.api == nil {
-			msg := &slack.WebhookMessage{Text: text}
-			if m.Attachment.Color != "" {
-				msg.Attachments = []slack.Attachment{m.Attachment}
-			}
-			return slack.PostWebhookContext(ctx, n.opts.WebhookURL, msg)
-		}
-		opts := []slack.MsgOption{slack.MsgOptionText(text, false)}
-		if m.Attachment.Color != "" {
-			opts = append(opts, slack.MsgOptionAttachments(m.Attachment))
-		}
-		if thread != "" {
-			opts = append(opts, slack.MsgOptionTS(thread))
-		}
 		var err error
-		ch, ts, err = n.api.PostMessageContext(ctx, channel, opts...)
+		ch, ts, err = n.tr.Post(ctx, channel, m, thread)
 		return err
 	})
 	return ch, ts, err
 }
 
-// update replaces a posted message with m (chat.update), with retries.
+// update replaces a posted message with m, with retries.
 func (n *Notifier) update(ctx context.Context, channel, ts string, m Message) error {
-	return n.retry(ctx, func() error {
-		_, _, _, err := n.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(m.Text, false), slack.MsgOptionAttachments(m.Attachment))
-		return err
-	})
+	return n.retry(ctx, func() error { return n.tr.Update(ctx, channel, ts, m) })
 }
 
 // retry calls op until it succeeds, Slack refuses it for good, or ctx ends.
