@@ -95,8 +95,13 @@ type Config struct {
 	// Allow lists networks whose addresses per-IP rules never count, and so
 	// never block or page for. Global rules still count them.
 	Allow []netip.Prefix
-	// MaxKeys caps the keys tracked per rule; DefaultMaxKeys when zero.
+	// MaxKeys caps the keys tracked per rule; when zero, MemoryBudget
+	// decides (see Caps), or DefaultMaxKeys.
 	MaxKeys int
+	// MemoryBudget is how many bytes the rules' tables may take with every
+	// rule at its cap (0: no budget). A rules file whose caps cannot fit
+	// it is refused.
+	MemoryBudget int64
 	// Tolerance is how far behind the newest event an event may arrive and
 	// still be counted where it belongs (DefaultTolerance when zero); older
 	// ones are counted in Stats.Late and dropped.

@@ -71,7 +71,7 @@ func Validate(cfg Config) error {
 		}
 		seen[r.Name] = true
 	}
-	return nil
+	return cfg.checkBudget()
 }
 
 func build(cfg Config, old *Engine) (*Engine, error) {
@@ -97,11 +97,8 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 		e.severity = append(e.severity, DefaultSeverity...)
 	}
 	sort.SliceStable(e.severity, func(i, j int) bool { return e.severity[i].Above > e.severity[j].Above })
-	maxKeys := cfg.MaxKeys
-	if maxKeys <= 0 {
-		maxKeys = DefaultMaxKeys
-	}
-	for _, r := range cfg.Rules {
+	caps := cfg.Caps()
+	for i, r := range cfg.Rules {
 		if r.IPv4Prefix == 0 {
 			r.IPv4Prefix = 32
 		}
@@ -110,10 +107,13 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 		}
 		rs := &ruleState{Rule: r, window: int64(r.Window), ttl: int64(r.BlockTTL)}
 		distinct := r.Distinct != ""
-		if prev := old.rule(r.Name); prev != nil && sameCounting(prev.Rule, r) && (!r.PerIP || prev.keys.max == maxKeys) {
+		if prev := old.rule(r.Name); prev != nil && sameCounting(prev.Rule, r) {
 			rs.keys, rs.global = prev.keys, prev.global
+			if r.PerIP {
+				rs.keys.resize(caps[i])
+			}
 		} else if r.PerIP {
-			rs.keys = newTable(maxKeys, r.Threshold, distinct)
+			rs.keys = newTable(caps[i], r.Threshold, distinct)
 		} else {
 			rs.global = newTable(1, r.Threshold, distinct)
 		}

@@ -9,16 +9,18 @@ import (
 	"github.com/authguard/authguard/responder/backoff"
 )
 
-// runBlocks carries out queued decisions in two stages, so that Redis is
-// not kept waiting for the evidence and pages of the last batch: this
-// goroutine takes a batch from the queue and writes it (retrying until the
-// store takes it), a finisher writes its evidence to the log and queues its
-// pages. Once ctx ends, what is queued is still written within
+// runBlocks carries out queued decisions in three stages, so that the
+// store is kept waiting for neither the next batch nor the evidence and
+// pages of the last: this goroutine takes a batch from the queue and says
+// what to do about each decision, a writer writes it (retrying until the
+// store takes it), a finisher writes its evidence to the log and queues
+// its pages. Once ctx ends, what is queued is still written within
 // ShutdownGrace; what the grace leaves is counted and logged.
 func (r *Responder) runBlocks(ctx context.Context) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	context.AfterFunc(ctx, func() { time.AfterFunc(r.opts.ShutdownGrace, cancel) })
+	jobs := make(chan job)
 	written := make(chan job, 1)
 	finished := make(chan struct{})
 	go func() {
@@ -29,59 +31,60 @@ func (r *Responder) runBlocks(ctx context.Context) {
 			}
 		}
 	}()
-	defer func() { close(written); <-finished }()
+	go func() {
+		defer close(written)
+		r.writer(wctx, jobs, written)
+	}()
+	defer func() { close(jobs); <-finished }()
 	for {
-		var batch []item
 		select {
 		case <-ctx.Done():
 			// The rest of the queue, without waiting for more.
-			for batch = r.drain(nil); len(batch) > 0; batch = r.drain(nil) {
-				if !r.write(wctx, batch, written) {
-					r.lost(batch)
-					return
-				}
+			for batch := r.drain(nil); len(batch) > 0; batch = r.drain(nil) {
+				jobs <- r.job(batch)
 			}
 			return
 		case it := <-r.blocks:
-			batch = r.drain(append(make([]item, 0, min(1+len(r.blocks), maxBatch)), it))
-		}
-		if !r.write(wctx, batch, written) {
-			r.lost(batch)
-			return
+			jobs <- r.job(r.drain(append(make([]item, 0, min(1+len(r.blocks), maxBatch)), it)))
 		}
 	}
 }
 
-// job is a batch of decisions written, on its way to the finisher.
+// job is a batch of decisions on its way through the stages.
 type job struct {
 	batch   []item
 	reqs    []Request
 	results []Result
 }
 
-// write writes a batch, retrying with backoff until the store takes it,
-// and passes it on; it is false when ctx ended first.
-func (r *Responder) write(ctx context.Context, batch []item, written chan<- job) bool {
+func (r *Responder) job(batch []item) job {
 	j := job{batch: batch, reqs: make([]Request, len(batch))}
 	for i, it := range batch {
 		j.reqs[i] = r.request(it)
 	}
-	if !r.send(ctx, &j) {
-		return false
-	}
-	written <- j
-	return true
+	return j
 }
 
-// lost counts and logs the decisions the shutdown grace left unwritten:
-// batch and whatever is still queued.
-func (r *Responder) lost(batch []item) {
-	n := len(batch)
-	for b := r.drain(nil); len(b) > 0; b = r.drain(nil) {
-		n += len(b)
+// writer writes each job, retrying with backoff until the store takes it,
+// and passes it on. When ctx ends (the shutdown grace ran out) what was not
+// written is counted and logged.
+func (r *Responder) writer(ctx context.Context, jobs <-chan job, written chan<- job) {
+	lost := 0
+	for j := range jobs {
+		if lost > 0 {
+			lost += len(j.batch)
+			continue
+		}
+		if !r.send(ctx, &j) {
+			lost = len(j.batch)
+			continue
+		}
+		written <- j
 	}
-	r.metrics.unwritten.Add(float64(n))
-	r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", n)
+	if lost > 0 {
+		r.metrics.unwritten.Add(float64(lost))
+		r.opts.Log.Error("shutdown grace ran out with decisions not written; a restarted daemon re-decides them from Loki", "decisions", lost)
+	}
 }
 
 // drain adds queued decisions to batch, up to maxBatch, without waiting.

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/gomem"
 	"github.com/authguard/authguard/cmd/internal/logflag"
 	"github.com/authguard/authguard/cmd/internal/lokiflag"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
@@ -155,9 +156,10 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s\n", c.Mode, c.Redacted())
 		return nil
 	}
+	gomem.Set(log)
 	store := blockset.NewReader(rdb, c.Keys())
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gomem.Gauge())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

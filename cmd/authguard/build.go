@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/klog/v2"
 
+	"github.com/authguard/authguard/cmd/internal/gomem"
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/cmd/internal/serve"
@@ -29,13 +31,25 @@ import (
 )
 
 // loadRules reads a rules file, or returns the embedded defaults for "".
-func loadRules(path string) (*rules.Set, error) {
-	if path == "" {
-		set, _ := rules.Default()
-		return set, nil
+func loadRules(path string, budget int64) (*rules.Set, error) {
+	set, _ := rules.Default()
+	if path != "" {
+		var err error
+		if set, err = rules.Load(path); err != nil {
+			return nil, err
+		}
 	}
-	return rules.Load(path)
+	set.Config.MemoryBudget = budget
+	return set, nil
 }
+
+// detectorShare is the part of the Go memory limit the detector's windows
+// may take with every rule at its cap; the rest is the garbage collector's
+// headroom, the queues and the buffers.
+const detectorShare = 0.4
+
+// memoryBudget is the detector's share of the Go memory limit (0: none).
+func memoryBudget(limit int64) int64 { return int64(float64(limit) * detectorShare) }
 
 // settings are the parts of runCmd that are parsed and validated before
 // anything is started; --check-config stops after them.
@@ -50,13 +64,13 @@ type settings struct {
 }
 
 func (c *runCmd) settings() (*settings, error) {
-	set, err := loadRules(c.Rules)
+	set, err := loadRules(c.Rules, c.budget)
 	if err != nil {
 		return nil, err
 	}
 	engine, err := detector.New(set.Config)
 	if err != nil {
-		return nil, fmt.Errorf("rules: %w", err)
+		return nil, fmt.Errorf("%s: %w", cmp.Or(c.Rules, rules.DefaultFile), err)
 	}
 	if c.LokiDelayFor < 0 || c.LokiDelayFor > 5 {
 		return nil, fmt.Errorf("--loki-delay-for %d: Loki accepts 0 to 5 seconds", c.LokiDelayFor)
@@ -110,13 +124,13 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	}
 	store := redisblock.New(rdb, c.Keys(), redisblock.Options{EvidenceMaxLen: c.EvidenceMaxLen})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gomem.Gauge())
 	ln, err := c.Limits.Listen(c.Listen)
 	if err != nil {
 		rdb.Close()
 		return nil, err
 	}
-	d := &daemon{log: log, detect: detector.NewLoop(st.engine, nil), listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: st.neverBlock, reloader: newReloader(c.Rules, reg), rules: c.Rules}
+	d := &daemon{log: log, detect: detector.NewLoop(st.engine, nil), listener: ln, limits: c.Limits, lifecycle: c.EnableLifecycle, registry: reg, store: store, neverBlock: st.neverBlock, reloader: newReloader(c.Rules, c.budget, reg), rules: c.Rules}
 	d.close = func() {
 		rdb.Close()
 		for _, l := range []net.Listener{ln, d.pushLn, d.slackLn} {
@@ -278,7 +292,22 @@ func (c *runCmd) check(e *env) error {
 		return errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
 	}
 	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s, loki %s\n", len(st.set.Config.Rules), c.Redacted(), orNone(c.LokiURL))
+	printBudget(e.stdout, st.set.Config)
 	return nil
+}
+
+// printBudget says what each rule's windows may take.
+func printBudget(w io.Writer, cfg detector.Config) {
+	if cfg.MemoryBudget > 0 {
+		fmt.Fprintf(w, "memory: the windows take up to %s of the detector's %s (%.0f %% of the Go memory limit, %s)\n",
+			detector.MiB(cfg.Footprint()), detector.MiB(cfg.MemoryBudget), detectorShare*100, detector.MiB(gomem.Limit()))
+	} else {
+		fmt.Fprintf(w, "memory: no Go memory limit (GOMEMLIMIT or a container limit); the windows take up to %s\n", detector.MiB(cfg.Footprint()))
+	}
+	for i, n := range cfg.Caps() {
+		r := cfg.Rules[i]
+		fmt.Fprintf(w, "  rule %s: up to %d keys, %s\n", r.Name, n, detector.MiB(int64(n)*int64(detector.KeyBytes(r))))
+	}
 }
 
 func orNone(s string) string {

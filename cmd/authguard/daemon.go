@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/authguard/authguard/cmd/internal/gomem"
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/cmd/internal/logflag"
 	"github.com/authguard/authguard/cmd/internal/lokiflag"
@@ -83,7 +84,9 @@ type runCmd struct {
 	MaxLineHardBytes int    `help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
 	UseLineTime      bool   `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
 	CheckConfig      bool   `help:"Validate the settings, rules and secrets, print the result and exit (nothing is contacted)."`
-	logflag.Log      `embed:""`
+
+	budget      int64 // the detector's memory budget, from the Go memory limit (0: none)
+	logflag.Log `embed:""`
 }
 
 func (c *runCmd) Run(ctx context.Context, e *env) error {
@@ -91,6 +94,7 @@ func (c *runCmd) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	c.budget = memoryBudget(gomem.Set(log))
 	if c.CheckConfig {
 		return c.check(e)
 	}

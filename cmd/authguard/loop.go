@@ -15,7 +15,6 @@ import (
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/clip"
-	"github.com/authguard/authguard/rules"
 )
 
 // run serves the admin endpoints and runs the loop until ctx ends: at once,
@@ -107,7 +106,7 @@ func (d *daemon) takeOver() error {
 	if d.rules == "" {
 		return nil
 	}
-	set, err := rules.Load(d.rules)
+	set, err := loadRules(d.rules, d.reloader.budget)
 	if err == nil {
 		err = d.apply(set.Config)
 	}

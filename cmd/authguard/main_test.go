@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -277,5 +278,28 @@ func TestThePushReceiverNeedsAWayToAuthenticate(t *testing.T) {
 	_, _, err = runCLI(t, nil, "run", "--check-config", "--push-listen", "127.0.0.1:0", "--push-tls-client-ca-file", users)
 	if err == nil || !strings.Contains(err.Error(), "--push-tls-client-ca-file needs --push-tls-cert-file") {
 		t.Errorf("a client CA without a certificate: %v", err)
+	}
+}
+
+// Under a memory limit --check-config prints each rule's share of the
+// detector's budget, derived from the limit, and refuses caps that cannot
+// fit it.
+func TestCheckConfigPrintsAndHoldsTheMemoryBudget(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	t.Setenv("GOMEMLIMIT", "921MiB") // a 1 GiB container
+	debug.SetMemoryLimit(921 << 20)
+	out, _, err := runCLI(t, nil, "run", "--check-config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"of the detector's 368 MiB (40 % of the Go memory limit, 921 MiB)", "rule failed-login-burst: up to 1369837 keys, 184 MiB", "rule account-enumeration: up to 621051 keys, 184 MiB"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config lacks %q:\n%s", want, out)
+		}
+	}
+	big := write(t, "rules.yaml", "max_tracked_keys: 8000000\nrules: [{name: a, match: {action: auth_failed}, group_by: client_ip, window: 1h, threshold: 5, block: {ttl: 5m}}]\n")
+	if _, _, err := runCLI(t, nil, "run", "--check-config", "--rules", big); err == nil || !strings.Contains(err.Error(), big+": the rules' windows need up to 1076 MiB") {
+		t.Errorf("8,000,000 keys under a 1 GiB limit: %v", err)
 	}
 }

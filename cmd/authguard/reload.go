@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/detector"
-	"github.com/authguard/authguard/rules"
 )
 
 // reloader re-reads the rules file on SIGHUP, on POST /-/reload and when the
@@ -24,7 +23,8 @@ import (
 // completely and swapped in by the detect loop; a broken one is logged with
 // its FILE:LINE:COL, counted, and the old rules keep running.
 type reloader struct {
-	path string // empty: the embedded default rules, never reloaded
+	path   string // empty: the embedded default rules, never reloaded
+	budget int64  // the detector's memory budget (0: none)
 	// tasks run on the detector's goroutine, which swaps the engine.
 	tasks    chan func()
 	reloads  *prometheus.CounterVec
@@ -32,8 +32,8 @@ type reloader struct {
 	interval time.Duration
 }
 
-func newReloader(path string, reg prometheus.Registerer) *reloader {
-	r := &reloader{path: path, tasks: make(chan func()), interval: 2 * time.Second,
+func newReloader(path string, budget int64, reg prometheus.Registerer) *reloader {
+	r := &reloader{path: path, budget: budget, tasks: make(chan func()), interval: 2 * time.Second,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_rules_reloads_total", Help: "Rules reloads, by result (success, failure: the old rules keep running)."}, []string{"result"}),
 		loaded:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_rules_loaded", Help: "Rules in force."})}
 	r.reloads.WithLabelValues("success")
@@ -47,7 +47,7 @@ func (r *reloader) reload(ctx context.Context, d *daemon, why string) error {
 	if r.path == "" {
 		return errors.New("authguard runs the embedded default rules; give --rules FILE to reload")
 	}
-	set, err := rules.Load(r.path)
+	set, err := loadRules(r.path, r.budget)
 	if err == nil && !d.leading.Load() {
 		// A standby runs no engine: the file is checked now and read
 		// again when this replica takes over.

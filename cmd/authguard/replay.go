@@ -45,7 +45,7 @@ type replayDecision struct {
 // Run replays the logs through the same engine the daemon runs and prints
 // its decisions; a summary goes to stderr.
 func (c *replayCmd) Run(e *env) error {
-	set, err := loadRules(c.Rules)
+	set, err := loadRules(c.Rules, 0)
 	if err != nil {
 		return err
 	}
