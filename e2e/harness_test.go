@@ -202,7 +202,14 @@ func (p *process) output() string {
 
 func start(t testing.TB, name string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(filepath.Join(binDir, name), args...), done: make(chan struct{})}
+	return startCmd(t, name, exec.Command(filepath.Join(binDir, name), args...))
+}
+
+// startCmd starts cmd (a binary of binDir, with its own environment, say)
+// as start does.
+func startCmd(t testing.TB, name string, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{cmd: cmd, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
