@@ -92,6 +92,9 @@ type Decision struct {
 	Offence int
 	// DryRun says the rule only records and pages: no block is written.
 	DryRun bool
+	// Restored marks a standing block written again because Redis lost
+	// it (see Engine.ActiveBlocks).
+	Restored bool
 	// Escalation marks a decision about an open incident whose severity has
 	// risen (P3 to P2 to P1): a page update, not a new incident.
 	Escalation bool

@@ -422,3 +422,77 @@ func TestRedisStoreKeepsTheStoreContract(t *testing.T) {
 			}}
 	})
 }
+
+// Redis restarted empty (no persistence, or a failover to a replica that
+// had not caught up) lost every block for good, and neither the daemon nor
+// the gateway noticed. Now the gateway goes on refusing what it knew, and
+// within 10 s the daemon has written every standing block again, with what
+// is left of its TTL and its tally.
+func TestBlocksComeBackAfterRedisRestartsEmpty(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s", direct: true})
+	ctx := context.Background()
+	var ips []string
+	left := map[string]time.Duration{}
+	for i := range 20 {
+		ip := fmt.Sprintf("203.0.113.%d", 100+i)
+		ips = append(ips, ip)
+		if code := s.pushAnswer(t, s.token(t), "", "application/json", fiveFailures(ip)); code != http.StatusNoContent {
+			t.Fatalf("push: %d", code)
+		}
+	}
+	for _, ip := range ips {
+		eventually(t, 10*time.Second, ip+" to be blocked", func() bool { return s.exists("ip_block:" + ip) })
+		s.awaitBlocked(ip)
+		left[ip] = s.rdb.PTTL(ctx, "ip_block:"+ip).Val()
+	}
+	// The daemon holds its epoch key, and the gateway has read Redis since.
+	eventually(t, 10*time.Second, "the epoch key", func() bool { return s.exists("authguard:epoch") })
+	seen := float64(time.Now().UnixNano()) / 1e9
+	eventually(t, 10*time.Second, "the gateway to reconcile", func() bool {
+		return metricAt(strings.TrimPrefix(s.gwAdmin, "http://"), "authguard_gateway_last_reconcile_timestamp_seconds") > seen
+	})
+
+	s.redis.stop()
+	lost := time.Now()
+	s.redis.start() // empty: --save "" and no AOF
+	if s.exists("ip_block:" + ips[0]) {
+		t.Fatal("redis-server came back with its data")
+	}
+	// The gateway still refuses them while Redis has nothing.
+	for _, ip := range ips[:3] {
+		if a := s.request(ip, "GET", "/health", ""); a.status != http.StatusForbidden {
+			t.Errorf("%s: %d while Redis was empty, want 403", ip, a.status)
+		}
+	}
+	eventually(t, 10*time.Second, "every block to be written again", func() bool {
+		for _, ip := range ips {
+			if !s.exists("ip_block:" + ip) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("all %d blocks back %v after Redis came back empty", len(ips), time.Since(lost).Round(time.Millisecond))
+	for _, ip := range ips {
+		want := left[ip] - time.Since(lost)
+		if got := s.rdb.PTTL(ctx, "ip_block:"+ip).Val(); got > left[ip] || got < want-3*time.Second {
+			t.Errorf("%s came back with %v left, want about %v", ip, got.Round(time.Second), want.Round(time.Second))
+		}
+		if n := s.rdb.Get(ctx, "login_fail:"+ip).Val(); n != "5" {
+			t.Errorf("login_fail:%s = %q, want the tally 5", ip, n)
+		}
+		s.awaitBlocked(ip)
+	}
+	eventually(t, 10*time.Second, "the restore to be counted and the epoch set again", func() bool {
+		return s.metric("authguard_blocks_restored_total") == float64(len(ips)) && s.exists("authguard:epoch")
+	})
+	restores := 0
+	for _, m := range s.rdb.XRange(ctx, "authguard:evidence", "-", "+").Val() {
+		if evidenceField(m, "action") == "block restored" {
+			restores++
+		}
+	}
+	if restores != len(ips) {
+		t.Errorf("%d evidence records of a restore, want %d", restores, len(ips))
+	}
+}

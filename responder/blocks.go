@@ -29,6 +29,7 @@ func (r *Responder) runBlocks(ctx context.Context) {
 			for i, it := range j.batch {
 				r.done(it, j.reqs[i], j.results[i])
 			}
+			r.progress.add(uint64(len(j.batch)))
 		}
 	}()
 	go func() {
@@ -115,6 +116,8 @@ func (r *Responder) request(it item) Request {
 		req.Act = ActRefuse
 	case it.d.DryRun || r.opts.DryRun:
 		req.Act = ActDryRun
+	case it.d.Restored:
+		req.Act = ActRestore
 	case it.d.Renewal:
 		req.Act = ActRenew
 	default:
@@ -172,6 +175,9 @@ func (r *Responder) done(it item, req Request, res Result) {
 		a.Act = ActExpire
 	case req.Act.Blocks():
 		r.metrics.blocks.Inc()
+		if req.Act == ActRestore {
+			r.metrics.restored.Inc()
+		}
 		a.Expires = it.decidedAt.Add(it.d.TTL)
 	}
 	r.evidence(a)

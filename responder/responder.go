@@ -9,6 +9,8 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,10 +55,12 @@ const (
 	// ActExpire records a block that would already have ended when it
 	// could be written.
 	ActExpire
+	// ActRestore writes again a standing block Redis lost.
+	ActRestore
 )
 
 var actNames = [...]string{ActAlert: "alert", ActBlock: "block", ActRenew: "block renewed",
-	ActDryRun: "dry-run", ActRefuse: "refused", ActExpire: "expired before it could be written"}
+	ActDryRun: "dry-run", ActRefuse: "refused", ActExpire: "expired before it could be written", ActRestore: "block restored"}
 
 // String is the act as the evidence spells it.
 func (a Act) String() string {
@@ -67,7 +71,7 @@ func (a Act) String() string {
 }
 
 // Blocks says the act writes a block.
-func (a Act) Blocks() bool { return a == ActBlock || a == ActRenew }
+func (a Act) Blocks() bool { return a == ActBlock || a == ActRenew || a == ActRestore }
 
 // Request is one decision for the Store.
 type Request struct {
@@ -161,6 +165,55 @@ type Responder struct {
 	opts    Options
 	blocks  chan item
 	metrics metrics
+
+	submitted atomic.Uint64
+	progress  progress
+}
+
+// progress counts the decisions finished (written, or found done before)
+// and tells waiters each time it moves.
+type progress struct {
+	mu    sync.Mutex
+	n     uint64
+	moved chan struct{}
+}
+
+func (p *progress) add(n uint64) {
+	p.mu.Lock()
+	p.n += n
+	moved := p.moved
+	p.moved = nil
+	p.mu.Unlock()
+	if moved != nil {
+		close(moved)
+	}
+}
+
+// await waits until n decisions are finished or ctx ends.
+func (p *progress) await(ctx context.Context, n uint64) error {
+	for {
+		p.mu.Lock()
+		if p.n >= n {
+			p.mu.Unlock()
+			return nil
+		}
+		if p.moved == nil {
+			p.moved = make(chan struct{})
+		}
+		moved := p.moved
+		p.mu.Unlock()
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Flush waits until every decision submitted before it was called is
+// carried out (or ctx ends).
+func (r *Responder) Flush(ctx context.Context) error {
+	return r.progress.await(ctx, r.submitted.Load())
 }
 
 // maxBatch bounds how many queued decisions go to the store in one round
@@ -180,6 +233,7 @@ type metrics struct {
 	blockErrors   prometheus.Counter
 	cleared       prometheus.Counter
 	refused       prometheus.Counter
+	restored      prometheus.Counter
 	repeated      prometheus.Counter
 	unwritten     prometheus.Counter
 	queue         prometheus.Gauge
@@ -210,12 +264,13 @@ func New(opts Options) *Responder {
 		repeated:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_already_done_total", Help: "Decisions found already carried out (re-decided after a restart, or retried after a lost reply)."}),
 		unwritten:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_unwritten_total", Help: "Decisions still queued when the shutdown grace ran out."}),
 		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is never blocked (--never-block, or unspecified, loopback, link-local, broadcast or multicast)."}),
+		restored:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_restored_total", Help: "Standing blocks written again after Redis lost its data."}),
 		queue:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_block_queue_length", Help: "Decisions waiting to be written to Redis."}),
 		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages handed to the notifier."}),
 		notifyErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notification_errors_total", Help: "Pages the notifier would not take (it logs why)."}),
 	}
 	m := r.metrics
-	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.repeated, m.unwritten, m.queue, m.notifications, m.notifyErrors)
+	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.restored, m.repeated, m.unwritten, m.queue, m.notifications, m.notifyErrors)
 	return r
 }
 
@@ -231,6 +286,7 @@ func (r *Responder) Start(ctx context.Context) (wait func()) {
 // than dropping a decision.
 func (r *Responder) Submit(ctx context.Context, d detector.Decision, ev detector.Event, seq uint64) error {
 	r.metrics.decisions.WithLabelValues(d.Rule, string(d.Kind)).Inc()
+	r.submitted.Add(1)
 	decided := r.opts.Now()
 	if ev.CatchUp && d.Time.Before(decided) {
 		decided = d.Time // decided late about the past: it dates from then
@@ -247,6 +303,7 @@ func (r *Responder) Submit(ctx context.Context, d detector.Decision, ev detector
 	case r.blocks <- it:
 		return nil
 	case <-ctx.Done():
+		r.submitted.Add(^uint64(0)) // not submitted after all
 		return ctx.Err()
 	}
 }

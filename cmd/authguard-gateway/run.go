@@ -217,6 +217,13 @@ func (c *cli) sync(ctx context.Context, store *blockset.Reader, list *gateway.Bl
 			redisUp.Set(0)
 		}
 	}}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_gateway_redis_state_lost", Help: "1 while Redis has lost its data (the daemon's epoch key gone) and the blocks already known are enforced until the daemon writes them again."},
+		func() float64 {
+			if syncer.StateLost() {
+				return 1
+			}
+			return 0
+		}))
 	go syncer.Run(ctx)
 	return &redisOK
 }

@@ -210,7 +210,8 @@ func (d *daemon) register(reg prometheus.Registerer, set *rules.Set) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authguard_detector_future_events_total", Help: "Events stamped more than 10 minutes ahead of the daemon's clock, counted at the clock's time."}, func() float64 { return float64(d.future.Load()) }),
 	)
 	d.processed = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_events_processed_total", Help: "Events run through the detector."})
-	reg.MustRegister(d.processed)
+	d.stateLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_redis_state_lost_total", Help: "Times Redis was found to have lost its data (the epoch key gone)."})
+	reg.MustRegister(d.processed, d.stateLost)
 }
 
 // readers builds what turns audit lines into events: the parser, the push

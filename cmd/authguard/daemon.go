@@ -120,6 +120,7 @@ type daemon struct {
 	store      *redisblock.Store
 	neverBlock []netip.Prefix // --never-block, refused by the rules and by Slack's Extend
 	processed  prometheus.Counter
+	stateLost  prometheus.Counter // times Redis was found to have lost its data
 	reloader   *reloader
 
 	trackedKeys, evictions, late, future atomic.Uint64

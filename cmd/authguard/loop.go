@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -161,6 +162,7 @@ func (d *daemon) loop(ctx context.Context) error {
 		d.reset(detector.Reset{IP: ip.Unmap()})
 	}, nil)
 	go d.publishStats(ctx)
+	go d.watchEpoch(ctx)
 	err := d.detect.Run(ctx, events, d.reloader.tasks)
 	cancel()
 	<-tailDone
@@ -199,6 +201,64 @@ func (d *daemon) publishStats(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// epochCheck is how often the daemon looks for Redis having lost its data.
+const epochCheck = 2 * time.Second
+
+// watchEpoch keeps the epoch key in Redis; when it is gone, Redis lost its
+// data (a restart without persistence, a failover to an empty replica), and
+// every block the detector knows to stand is written again with what is
+// left of it, its tally and its metadata. The key is set again only once
+// they are written, so that gateways, which keep enforcing what they know
+// while it is missing, never see the emptied Redis as the truth.
+func (d *daemon) watchEpoch(ctx context.Context) {
+	tick := time.NewTicker(epochCheck)
+	defer tick.Stop()
+	first := true
+	var restoring atomic.Bool
+	for {
+		ok, err := d.store.HasEpoch(ctx)
+		switch {
+		case err != nil || ok || restoring.Load():
+		case first: // a new Redis, or one lost while no daemon ran
+			d.store.SetEpoch(ctx, time.Now())
+		default:
+			d.stateLost.Inc()
+			restoring.Store(true)
+			select {
+			case d.reloader.tasks <- func() { d.restore(ctx, &restoring) }:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err == nil {
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// restore submits every block that stands again; it runs on the detector's
+// goroutine, which owns the engine. Once they are written the epoch is set.
+func (d *daemon) restore(ctx context.Context, restoring *atomic.Bool) {
+	ds := d.detect.Engine.ActiveBlocks(time.Now())
+	d.log.Warn("redis has lost its data (the epoch key is gone): writing the standing blocks again", "blocks", len(ds))
+	for _, dec := range ds {
+		if d.resp.Submit(ctx, dec, detector.Event{}, 0) != nil {
+			return
+		}
+	}
+	go func() {
+		defer restoring.Store(false)
+		if d.resp.Flush(ctx) == nil && d.store.SetEpoch(ctx, time.Now()) == nil {
+			d.log.Info("standing blocks written again; redis holds the state once more", "blocks", len(ds))
+		}
+	}()
 }
 
 // observed counts an event the detector took, and logs a sample of those

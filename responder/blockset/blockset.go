@@ -27,6 +27,11 @@ type Keys struct {
 	Channel  string // pub/sub channel for block events
 	Offenses string // prefix of the IP's offence number (expires after the escalation memory)
 	Evidence string // stream of evidence records
+	// Epoch is set once by the daemon and gone only when Redis lost its
+	// data (a restart without persistence, a failover to an empty
+	// replica): the daemon then writes its blocks again, and gateways keep
+	// what they know until it has.
+	Epoch string
 }
 
 // DefaultKeys is the schema operators already use with redis-cli.
@@ -38,6 +43,7 @@ var DefaultKeys = Keys{
 	Channel:  "authguard:blocks",
 	Offenses: "authguard:offenses:",
 	Evidence: "authguard:evidence",
+	Epoch:    "authguard:epoch",
 }
 
 // WithPrefix puts prefix in front of every key and the channel, for sharing
@@ -46,7 +52,7 @@ func (k Keys) WithPrefix(prefix string) Keys {
 	if prefix == "" {
 		return k
 	}
-	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence}
+	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence, prefix + k.Epoch}
 }
 
 // Event is what the store publishes on the channel.
@@ -150,6 +156,13 @@ func (s *Reader) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) 
 		return nil, fmt.Errorf("list blocks: %w", err)
 	}
 	return out, nil
+}
+
+// HasEpoch says the daemon's epoch key is there: false after Redis lost
+// its data, until the daemon has written its blocks again.
+func (s *Reader) HasEpoch(ctx context.Context) (bool, error) {
+	n, err := s.rdb.Exists(ctx, s.keys.Epoch).Result()
+	return n == 1, err
 }
 
 // Subscribe calls fn for every block event until ctx ends. onSubscribed is

@@ -70,15 +70,14 @@ func TestAuditLinesArePushedAsSnappyProtobufThroughAnOutage(t *testing.T) {
 	for i := range 25 {
 		p.Audit(at.Add(time.Duration(i)), []byte(`{"action":"auth_failed","client_ip":"192.0.2.`+strconv.Itoa(i)+`"}`))
 	}
+	// The metric moves once Loki has answered, a moment after it stored
+	// the lines: both are awaited.
 	deadline := time.Now().Add(10 * time.Second)
-	for storedLines(t, lk) != 25 {
+	for storedLines(t, lk) != 25 || testutil.ToFloat64(p.pushed) != 25 {
 		if time.Now().After(deadline) {
-			t.Fatalf("loki holds %d lines, want 25", storedLines(t, lk))
+			t.Fatalf("loki holds %d lines, want 25; pushed metric %v", storedLines(t, lk), testutil.ToFloat64(p.pushed))
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if got := testutil.ToFloat64(p.pushed); got != 25 {
-		t.Errorf("pushed metric %v", got)
 	}
 	if got := testutil.ToFloat64(p.errors); got < 3 {
 		t.Errorf("push errors %v, want the 3 refusals counted", got)

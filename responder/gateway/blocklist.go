@@ -122,7 +122,15 @@ type Syncer struct {
 	Log      *slog.Logger
 	// OnReconcile is called after each reconcile with its outcome.
 	OnReconcile func(err error)
+
+	sawEpoch bool        // the daemon's epoch key was there at a reconcile
+	lost     atomic.Bool // it is gone since: Redis lost its data
 }
+
+// StateLost says Redis was found to have lost its data (the daemon's epoch
+// key gone) and the blocks already known are enforced until the daemon
+// has written them again.
+func (s *Syncer) StateLost() bool { return s.lost.Load() }
 
 // Run syncs until ctx ends.
 func (s *Syncer) Run(ctx context.Context) {
@@ -150,9 +158,20 @@ func (s *Syncer) Run(ctx context.Context) {
 func (s *Syncer) reconcile(ctx context.Context) {
 	s.List.beginReconcile()
 	scanned, err := s.Store.Blocked(ctx)
+	var epoch bool
 	if err == nil {
+		epoch, err = s.Store.HasEpoch(ctx)
+	}
+	s.lost.Store(err == nil && s.sawEpoch && !epoch)
+	switch {
+	case err == nil && s.sawEpoch && !epoch:
+		// Redis came back empty: what it lost is still enforced, each
+		// block to its own end, until the daemon has written them again.
+		s.Log.Warn("redis has lost its data (the epoch key is gone); enforcing the blocks already known until authguard writes them again", "known", s.List.Len())
+	case err == nil:
+		s.sawEpoch = s.sawEpoch || epoch
 		s.List.replace(scanned)
-	} else if ctx.Err() == nil {
+	case ctx.Err() == nil:
 		s.Log.Warn("reconciling blocks from redis failed; enforcing the blocks already known", "err", err)
 	}
 	if s.OnReconcile != nil {

@@ -10,6 +10,8 @@ for j = 0, n - 1 do
     out[#out+1] = 1; out[#out+1] = cur[2] or ''
   elseif mode == 'r' and redis.call('EXISTS', kf) == 0 then
     out[#out+1] = 2; out[#out+1] = ''
+  elseif mode == 's' and redis.call('EXISTS', kb) == 1 then
+    out[#out+1] = 1; out[#out+1] = cur[2] or ''
   else
     local incident = cur[2]
     local eid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'incident', incident or '', 'record', ARGV[a+7])
@@ -22,7 +24,7 @@ for j = 0, n - 1 do
     redis.call('HSET', meta, 'request', id, 'incident', incident, 'rule', ARGV[a+8], 'severity', ARGV[a+9], 'count', count,
       'first_seen', ARGV[a+10], 'last_seen', ARGV[a+11], 'expires_at', ARGV[a+12], 'reason', ARGV[a+13])
     redis.call('PEXPIRE', meta, ttl)
-    if mode == 'b' then
+    if mode == 'b' or mode == 's' then
       redis.call('SET', ko, ARGV[a+14], 'PX', ARGV[4])
     end
     redis.call('PUBLISH', ARGV[1], '{"op":"block","ip":"' .. ip .. '","expires_ms":' .. expires .. '}')

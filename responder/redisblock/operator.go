@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +23,7 @@ func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, op
 	r := record{Time: stamp(now), Action: "manual block", IP: ip.String(), Rule: "manual", Operator: operator, Reason: reason,
 		TTLSeconds: int64(ttl / time.Second), ExpiresAt: stamp(expires)}
 	id := fmt.Sprintf("manual-%s-%d", ip, now.UnixNano())
-	c := s.runBlocks(ctx, s.rdb, []pendingBlock{{id, ip, ttl, expires, 0, false, true, r}}, now)
+	c := s.runBlocks(ctx, s.rdb, []pendingBlock{{id, ip, ttl, expires, 0, false, true, false, r}}, now)
 	codes, err := scriptResults(c, 1)
 	if err != nil {
 		return "", fmt.Errorf("block %s: %w", ip, err)
@@ -98,4 +99,9 @@ func (s *Store) Tallies(ctx context.Context) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("scan tallies: %w", err)
 	}
 	return out, nil
+}
+
+// SetEpoch writes the epoch key: Redis holds the daemon's state.
+func (s *Store) SetEpoch(ctx context.Context, now time.Time) error {
+	return s.rdb.Set(ctx, s.keys.Epoch, strconv.FormatInt(now.UnixNano(), 10), 0).Err()
 }

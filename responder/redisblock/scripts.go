@@ -27,7 +27,7 @@ var savemessageLua string
 //
 // KEYS: index, evidence, then per block: ip_block, login_fail, meta, offences.
 // ARGV: channel, now ms, evidence max length, offence memory ms, then per
-// block: request ID, ttl ms, count, mode (b block, r renewal, m manual),
+// block: request ID, ttl ms, count, mode (b block, r renewal, m manual, s restore: not over a standing block),
 // expires ms, ip, record, rule, severity, first seen, last seen, expires at,
 // reason, offence number. The event is made here from the IP (which has
 // no zone, so nothing to escape) and the expiry: every argument costs Redis

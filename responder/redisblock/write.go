@@ -25,6 +25,7 @@ type pendingBlock struct {
 	expires         time.Time
 	count           int
 	renewal, manual bool
+	restore         bool // written again after Redis lost it: not over a block that is there
 	record          record
 }
 
@@ -107,7 +108,7 @@ func (s *Store) encode(ctx context.Context, reqs []responder.Request, now time.T
 			rec.Action = "block expired before it could be written"
 			s.xadd(ctx, b.pipe, &rec)
 		default:
-			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, decisionRecord(req, now, expires)})
+			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, req.Act == responder.ActRestore, decisionRecord(req, now, expires)})
 			index = append(index, i)
 			if len(blocks) == maxRun {
 				flush()
@@ -163,6 +164,8 @@ func (b *pendingBlock) mode() string {
 	switch {
 	case b.manual:
 		return "m"
+	case b.restore:
+		return "s"
 	case b.renewal:
 		return "r"
 	}
