@@ -3,7 +3,6 @@ package detector
 import (
 	"fmt"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 )
@@ -16,13 +15,7 @@ func BenchmarkSEC010(b *testing.B) {
 	for i := range evs {
 		evs[i] = Event{Action: ActionAuthFailed, IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})}
 	}
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
-	before := heap()
+	before := heapAlloc()
 	e := mustEngine(b, Config{Rules: []Rule{sec010()}, MaxKeys: ips})
 	// Fill the table so every measured event hits a tracked key.
 	var ds []Decision
@@ -30,7 +23,7 @@ func BenchmarkSEC010(b *testing.B) {
 		evs[i].Time = t0.Add(time.Duration(i))
 		ds = observe(e, evs[i], ds[:0])
 	}
-	bytesPerIP := float64(heap()-before) / ips
+	bytesPerIP := float64(heapAlloc()-before) / ips
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
@@ -74,12 +67,7 @@ func BenchmarkDefaultRules(b *testing.B) {
 // 1,000,000 keys, and reports the heap after every 10 million: memory stays
 // flat under the cap. Each benchmark iteration is one full spray (~25 s).
 func BenchmarkIPv6SprayMemory(b *testing.B) {
-	heap := func() float64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return float64(m.HeapAlloc) / (1 << 20)
-	}
+	heap := func() float64 { return float64(heapAlloc()) / (1 << 20) }
 	for range b.N {
 		e := mustEngine(b, Config{Rules: []Rule{sec010()}, MaxKeys: 1_000_000})
 		var marks []float64

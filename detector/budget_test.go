@@ -85,16 +85,18 @@ func TestAReloadWithAnotherCapKeepsTheWindows(t *testing.T) {
 	}
 }
 
+// heapAlloc is the live heap after a collection.
+func heapAlloc() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
 // heapPerKey fills a table of rule r with n keys and returns the heap they
 // take per key.
 func heapPerKey(r Rule, n int) float64 {
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
-	before := heap()
+	before := heapAlloc()
 	e, _ := New(Config{Rules: []Rule{r}, MaxKeys: n})
 	var a [16]byte
 	a[0], a[1] = 0x20, 0x01
@@ -104,7 +106,7 @@ func heapPerKey(r Rule, n int) float64 {
 			e.Observe(Event{Time: t0.Add(time.Duration(i*64 + k)), Action: ActionAuthFailed, IP: netip.AddrFrom16(a), Username: fmt.Sprint(k)}, t0.Add(time.Duration(i*64+k)), nil)
 		}
 	}
-	per := float64(heap()-before) / float64(n)
+	per := float64(heapAlloc()-before) / float64(n)
 	runtime.KeepAlive(e)
 	return per
 }

@@ -18,20 +18,21 @@ import (
 	"github.com/authguard/authguard/e2e/testcert"
 )
 
-// rssKB reads a process's resident set size from /proc.
-func rssKB(t *testing.T, pid int) int {
+// statusKB reads a kB figure of a process from /proc (VmRSS: its resident
+// set, VmHWM: the peak of it).
+func statusKB(t *testing.T, pid int, field string) int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
 			return n
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatal("no " + field)
 	return 0
 }
 
@@ -41,14 +42,14 @@ func rssKB(t *testing.T, pid int) int {
 func TestDecompressionBombsDoNotMoveTheDaemonsMemory(t *testing.T) {
 	s := newStack(t, stackOptions{ttl: "300s", direct: true})
 	pid := s.daemon.cmd.Process.Pid
-	before := rssKB(t, pid)
+	before := statusKB(t, pid, "VmRSS")
 	for _, body := range [][]byte{{0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0}, snappy.Encode(nil, make([]byte, 60<<20))} {
 		// With the token: a gateway's credentials in an attacker's hands.
 		if code := s.pushAnswer(t, s.token(t), "", "application/x-protobuf", body); code != http.StatusRequestEntityTooLarge {
 			t.Errorf("a %d-byte bomb: %d, want 413", len(body), code)
 		}
 	}
-	grew := rssKB(t, pid) - before
+	grew := statusKB(t, pid, "VmRSS") - before
 	t.Logf("the daemon's RSS grew by %d kB (a -race build)", grew)
 	if grew > 20<<10 {
 		t.Errorf("the daemon's RSS grew by %d MiB", grew>>10)

@@ -36,23 +36,6 @@ func plainDaemon(t *testing.T) string {
 	return path
 }
 
-// peakRSSKB reads a process's peak resident set size from /proc.
-func peakRSSKB(t *testing.T, pid int) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return n
-		}
-	}
-	t.Fatal("no VmHWM")
-	return 0
-}
-
 // inMemoryCgroup returns cmd run in a new memory cgroup limited to limit
 // bytes, below the test's own (v1 or v2), removed when the test ends; ok
 // is false where this process may not make one (not root, no memory
@@ -148,7 +131,7 @@ func TestAnIPv6SprayStaysInsideTheMemoryLimit(t *testing.T) {
 	})
 	took := time.Since(start)
 	eventually(t, 10*time.Second, "the burst's block", func() bool { return rdb.Exists(t.Context(), "ip_block:"+burst).Val() == 1 })
-	peak := peakRSSKB(t, d.cmd.Process.Pid)
+	peak := statusKB(t, d.cmd.Process.Pid, "VmHWM")
 	evicted := metricAt(adminAt, "authguard_detector_evictions_total")
 	t.Logf("%d addresses in %v: peak RSS %d MiB of a %d MiB limit (in a memory cgroup: %v; Go limit %.0f MiB), %.0f evictions, %.0f keys tracked",
 		total, took.Round(time.Millisecond), peak>>10, limitKB>>10, inCgroup, metricAt(adminAt, "authguard_memory_limit_bytes")/(1<<20),
