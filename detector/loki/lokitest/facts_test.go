@@ -379,8 +379,13 @@ func factParserTailLoss(t *testing.T, tg target) {
 	tg.pushLines(t, labels, time.Now().UnixNano(), lines...)
 	awaitCount(t, filtered, 100)
 	awaitQuiet(parsed)
-	if got := parsed.entries.Load(); got > 10 {
-		t.Errorf("a tail with | json delivered %d of 100 pushed in one request; Loki delivers about 6", got)
+	// How many survive depends on how fast the querier drains the ingester's
+	// tail buffer: 6 or 7 on a quiet machine, more on a lucky one. What a
+	// client must plan for is that most of a push is gone without a word.
+	got := parsed.entries.Load()
+	t.Logf("a tail with | json delivered %d of 100 pushed in one request", got)
+	if got >= 50 {
+		t.Errorf("a tail with | json delivered %d of 100 pushed in one request; Loki loses most of them (6 or 7 seen)", got)
 	}
 	if got := filtered.entries.Load(); got != 100 {
 		t.Errorf("a tail with a line filter only delivered %d of 100", got)
