@@ -88,3 +88,41 @@ func BenchmarkIPv6SprayMemory(b *testing.B) {
 		b.ReportMetric(float64(e.Stats().TrackedKeys), "tracked-keys")
 	}
 }
+
+// BenchmarkCheckpoint saves and loads the state of 1,000,000 IPv4
+// addresses with one to four failures each under SEC-010: the cost of a
+// checkpoint at attack scale, on the detector's goroutine (save) and at
+// start (load).
+func BenchmarkCheckpoint(b *testing.B) {
+	const ips = 1_000_000
+	cfg := Config{Rules: []Rule{sec010()}, MaxKeys: ips}
+	e := mustEngine(b, cfg)
+	for i := range ips {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		for j := range 1 + i%4 {
+			observe(e, Event{Action: ActionAuthFailed, IP: ip, Time: t0.Add(time.Duration(i)*time.Microsecond + time.Duration(j)*time.Millisecond)}, nil)
+		}
+	}
+	now := t0.Add(time.Minute)
+	next := mustEngine(b, cfg)
+	var buf []byte
+	var save, load time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		var keys int
+		buf, keys = e.Checkpoint(buf[:0], now)
+		save += time.Since(start)
+		if keys != ips {
+			b.Fatalf("%d keys saved", keys)
+		}
+		start = time.Now()
+		if got, err := next.Load(buf, now, time.Time{}); err != nil || got.Keys != ips {
+			b.Fatalf("loaded %+v: %v", got, err)
+		}
+		load += time.Since(start)
+	}
+	b.ReportMetric(float64(len(buf))/ips, "bytes/key")
+	b.ReportMetric(float64(save.Milliseconds())/float64(b.N), "save-ms")
+	b.ReportMetric(float64(ips)*float64(b.N)/load.Seconds(), "load-keys/s")
+}

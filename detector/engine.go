@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/dchest/siphash"
 )
 
 // Engine evaluates rules over events. It is not safe for concurrent use: one
@@ -16,7 +18,7 @@ type Engine struct {
 	rules    []*ruleState
 	severity []SeverityLevel
 	allow    []netip.Prefix
-	seed     maphash.Seed // for distinct values
+	k0, k1   uint64 // the SipHash key of distinct values, kept in checkpoints
 
 	tolerance int64 // how far behind the newest event an event still counts
 	future    int64 // how far ahead of the clock an event may be stamped
@@ -78,11 +80,13 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 	if err := Validate(cfg); err != nil {
 		return nil, err
 	}
-	seed := maphash.MakeSeed()
+	e := &Engine{allow: cfg.Allow, tolerance: int64(cfg.Tolerance)}
 	if old != nil {
-		seed = old.seed // distinct values are hashed with it
+		e.k0, e.k1 = old.k0, old.k1 // distinct values are hashed with it
+	} else {
+		seed := maphash.MakeSeed()
+		e.k0, e.k1 = maphash.Comparable(seed, 0), maphash.Comparable(seed, 1)
 	}
-	e := &Engine{allow: cfg.Allow, seed: seed, tolerance: int64(cfg.Tolerance)}
 	if e.tolerance <= 0 {
 		e.tolerance = int64(DefaultTolerance)
 	}
@@ -214,7 +218,10 @@ func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
 			if ev.Username == "" {
 				continue
 			}
-			h = maphash.String(e.seed, ev.Username) &^ 1
+			// A keyed hash, so that an attacker cannot choose usernames
+			// that count as one; its key goes into checkpoints, so that
+			// a restarted daemon recognises the values it saw before.
+			h = siphash.Hash(e.k0, e.k1, []byte(ev.Username)) &^ 1
 			if ev.Action == ActionAuthSucceeded {
 				h |= 1
 			}
