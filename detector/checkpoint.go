@@ -466,3 +466,19 @@ func slicesGrow[T any](b []T, n int) []T {
 	}
 	return b[:n]
 }
+
+// Horizon is how long a checkpoint taken now can matter: the longest of
+// the rules' windows, blocks (escalated to their Max; a year at most) and
+// escalation memories, and an hour at least. A store may let it expire
+// after that.
+func (e *Engine) Horizon() time.Duration {
+	h := time.Hour
+	for _, r := range e.rules {
+		ttl := r.BlockTTL
+		if r.Escalate.Factor > 1 {
+			ttl = r.Escalate.ttl(r.BlockTTL, math.MaxUint16)
+		}
+		h = max(h, r.Window, min(ttl, 365*24*time.Hour), r.Escalate.Remember)
+	}
+	return h
+}

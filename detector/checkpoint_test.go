@@ -339,3 +339,21 @@ func TestTheIPv4AndIPv6KeysComeBackTheSame(t *testing.T) {
 		}
 	}
 }
+
+func TestTheHorizonIsTheLongestThingACheckpointHolds(t *testing.T) {
+	esc := sec010()
+	esc.Name = "escalating"
+	esc.Escalate = Escalation{Factor: 2, Max: 72 * time.Hour, Remember: 48 * time.Hour}
+	for _, c := range []struct {
+		rules []Rule
+		want  time.Duration
+	}{
+		{[]Rule{sec010()}, 24 * time.Hour},
+		{[]Rule{sec010(), esc}, 72 * time.Hour},
+		{[]Rule{{Name: "short", Match: ActionAuthFailed, PerIP: true, Window: time.Minute, Threshold: 3}}, time.Hour},
+	} {
+		if got := mustEngine(t, Config{MaxKeys: 64, Rules: c.rules}).Horizon(); got != c.want {
+			t.Errorf("%d rules: horizon %v, want %v", len(c.rules), got, c.want)
+		}
+	}
+}

@@ -129,6 +129,28 @@ func (l *Loop) Run(ctx context.Context, events <-chan Event, tasks <-chan func()
 	}
 }
 
+// Drain counts the events already waiting in events, without waiting for
+// more, once Run has stopped: what a source handed over before a shutdown
+// is decided too. It returns how many it counted.
+func (l *Loop) Drain(ctx context.Context, events <-chan Event) (int, error) {
+	if err := l.applyResets(ctx); err != nil {
+		return 0, err
+	}
+	for n := 0; ; n++ {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return n, nil
+			}
+			if err := l.Observe(ctx, ev); err != nil {
+				return n, err
+			}
+		default:
+			return n, nil
+		}
+	}
+}
+
 func (l *Loop) applyResets(ctx context.Context) error {
 	l.mu.Lock()
 	rs := l.pending

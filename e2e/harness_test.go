@@ -183,6 +183,13 @@ func (p *process) stop() {
 	<-p.done
 }
 
+// kill ends the process with SIGKILL, as the OOM killer or a node loss
+// does, and waits for it.
+func (p *process) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
 // alive fails the test at once if the process has exited.
 func (p *process) alive(t testing.TB) bool {
 	t.Helper()
@@ -520,9 +527,12 @@ func lenientRoute(p string) string {
 
 // restartDaemon stops the daemon, runs meanwhile while it is down, and
 // starts it again with the same settings.
-func (s *stack) restartDaemon(meanwhile func()) {
+func (s *stack) restartDaemon(meanwhile func()) { s.restartDaemonBy((*process).stop, meanwhile) }
+
+// restartDaemonBy is restartDaemon with the daemon stopped by stop.
+func (s *stack) restartDaemonBy(stop func(*process), meanwhile func()) {
 	s.t.Helper()
-	s.daemon.stop()
+	stop(s.daemon)
 	meanwhile()
 	s.daemon = start(s.t, "authguard", s.daemonArgs...)
 	eventually(s.t, 20*time.Second, "the restarted daemon to tail Loki", func() bool {

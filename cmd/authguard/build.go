@@ -150,6 +150,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 		}
 	}
 	d.register(reg, st.set)
+	d.checkpoints = newCheckpoints(store, c.CheckpointInterval, log, reg)
 	if err := c.readers(d, st, log, reg); err != nil {
 		return nil, err
 	}

@@ -54,6 +54,8 @@ type runCmd struct {
 	NeverBlock      []string `help:"CIDRs never blocked whatever the rules say (e.g. the gateways' own proxies)." placeholder:"CIDR,..."`
 	EvidenceMaxLen  int64    `help:"Approximate length bound of the evidence stream in Redis." default:"100000"`
 
+	CheckpointInterval time.Duration `help:"How often the detector's windows are saved to Redis (and on SIGTERM), to count on from them after a restart (0: never saved nor loaded)." default:"10s"`
+
 	SlackTokenFile         string            `help:"File holding the Slack bot token (bot-token mode)." placeholder:"FILE"`
 	SlackChannel           string            `help:"Slack channel for incident pages (bot-token mode)." placeholder:"CHANNEL"`
 	SlackWebhookURLFile    string            `help:"File holding a Slack incoming-webhook URL (fallback mode)." placeholder:"FILE"`
@@ -107,21 +109,22 @@ func (c *runCmd) Run(ctx context.Context, e *env) error {
 
 // daemon is a configured, not yet running authguard.
 type daemon struct {
-	log        *slog.Logger
-	detect     *detector.Loop
-	tail       *loki.Tail
-	resp       *responder.Responder
-	listener   net.Listener // admin
-	pushLn     net.Listener // push receiver, nil when off
-	slackLn    net.Listener // Slack's interactions, nil when off
-	limits     serve.Limits
-	lifecycle  bool // POST /-/reload is served
-	registry   *prometheus.Registry
-	store      *redisblock.Store
-	neverBlock []netip.Prefix // --never-block, refused by the rules and by Slack's Extend
-	processed  prometheus.Counter
-	stateLost  prometheus.Counter // times Redis was found to have lost its data
-	reloader   *reloader
+	log         *slog.Logger
+	detect      *detector.Loop
+	tail        *loki.Tail
+	resp        *responder.Responder
+	listener    net.Listener // admin
+	pushLn      net.Listener // push receiver, nil when off
+	slackLn     net.Listener // Slack's interactions, nil when off
+	limits      serve.Limits
+	lifecycle   bool // POST /-/reload is served
+	registry    *prometheus.Registry
+	store       *redisblock.Store
+	neverBlock  []netip.Prefix // --never-block, refused by the rules and by Slack's Extend
+	processed   prometheus.Counter
+	stateLost   prometheus.Counter // times Redis was found to have lost its data
+	reloader    *reloader
+	checkpoints *checkpoints
 
 	trackedKeys, evictions, late, future atomic.Uint64
 	evictedBefore                        uint64              // evictions of engines replaced by reloads

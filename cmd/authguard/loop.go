@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -143,9 +144,18 @@ func (d *daemon) loop(ctx context.Context) error {
 	defer stopResp()
 	waitResp := d.resp.Start(respCtx)
 	events := d.events
+	// The checkpoint comes before the first event; what the Loki reader
+	// re-reads from its start is counted from Loki, not from it.
+	now, from := time.Now(), time.Time{}
+	if d.tail != nil {
+		if from = d.tail.From(now); !from.Before(now) {
+			from = time.Time{} // no re-read: the checkpoint holds it all
+		}
+	}
+	d.checkpoints.load(ctx, d.detect.Engine, from)
 	tailDone := make(chan struct{})
 	if d.tail != nil {
-		go func() { d.tail.Run(ctx, events); close(tailDone) }()
+		go func() { d.tail.RunFrom(ctx, cmp.Or(from, now), events); close(tailDone) }()
 	} else {
 		close(tailDone)
 	}
@@ -163,9 +173,18 @@ func (d *daemon) loop(ctx context.Context) error {
 	}, nil)
 	go d.publishStats(ctx)
 	go d.watchEpoch(ctx)
+	go d.checkpoints.run(ctx, func() *detector.Engine { return d.detect.Engine }, d.reloader.tasks)
 	err := d.detect.Run(ctx, events, d.reloader.tasks)
 	cancel()
 	<-tailDone
+	// Events taken but not yet counted are counted before the last
+	// checkpoint: a push answered 204 is never forgotten on a SIGTERM.
+	drainCtx, stopDrain := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	if n, derr := d.detect.Drain(drainCtx, events); derr != nil {
+		d.log.Warn("events taken before the stop could not all be decided", "counted", n, "err", derr.Error())
+	}
+	stopDrain()
+	d.checkpoints.final(d.detect.Engine)
 	stopResp()
 	waitResp()
 	return err

@@ -162,9 +162,20 @@ func (t *Tail) Ready(now time.Time) error {
 // errSwitch ends a session to change between tailing and polling.
 var errSwitch = errors.New("switching between tailing and polling")
 
-// Run delivers events to out until ctx ends. It returns only ctx's error.
+// Run delivers events to out until ctx ends, beginning Backfill ago. It
+// returns only ctx's error.
 func (t *Tail) Run(ctx context.Context, out chan<- detector.Event) error {
-	t.sweptUntil.Store(time.Now().Add(-t.cfg.Backfill).UnixNano())
+	return t.RunFrom(ctx, t.From(time.Now()), out)
+}
+
+// From is where a Run begun at now first reads from: Backfill before it.
+func (t *Tail) From(now time.Time) time.Time { return now.Add(-t.cfg.Backfill) }
+
+// RunFrom is Run with its first catch-up reading from from: a caller that
+// counts what came before from by other means (a checkpoint) says where
+// its count ends.
+func (t *Tail) RunFrom(ctx context.Context, from time.Time, out chan<- detector.Event) error {
+	t.sweptUntil.Store(from.UnixNano())
 	backoff := 0
 	for {
 		var err error

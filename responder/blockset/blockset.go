@@ -32,18 +32,22 @@ type Keys struct {
 	// replica): the daemon then writes its blocks again, and gateways keep
 	// what they know until it has.
 	Epoch string
+	// Checkpoint heads the daemon's checkpoint of its detector windows,
+	// written in parts under Checkpoint:<generation>:<n>.
+	Checkpoint string
 }
 
 // DefaultKeys is the schema operators already use with redis-cli.
 var DefaultKeys = Keys{
-	Block:    "ip_block:",
-	Fail:     "login_fail:",
-	Index:    "authguard:blocks",
-	Meta:     "authguard:block:",
-	Channel:  "authguard:blocks",
-	Offenses: "authguard:offenses:",
-	Evidence: "authguard:evidence",
-	Epoch:    "authguard:epoch",
+	Block:      "ip_block:",
+	Fail:       "login_fail:",
+	Index:      "authguard:blocks",
+	Meta:       "authguard:block:",
+	Channel:    "authguard:blocks",
+	Offenses:   "authguard:offenses:",
+	Evidence:   "authguard:evidence",
+	Epoch:      "authguard:epoch",
+	Checkpoint: "authguard:checkpoint",
 }
 
 // WithPrefix puts prefix in front of every key and the channel, for sharing
@@ -52,7 +56,7 @@ func (k Keys) WithPrefix(prefix string) Keys {
 	if prefix == "" {
 		return k
 	}
-	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence, prefix + k.Epoch}
+	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence, prefix + k.Epoch, prefix + k.Checkpoint}
 }
 
 // Event is what the store publishes on the channel.
