@@ -20,7 +20,7 @@ import (
 
 // statusKB reads a kB figure of a process from /proc (VmRSS: its resident
 // set, VmHWM: the peak of it).
-func statusKB(t *testing.T, pid int, field string) int {
+func statusKB(t testing.TB, pid int, field string) int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {

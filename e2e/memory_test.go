@@ -14,24 +14,25 @@ import (
 	"time"
 )
 
-var (
-	plainOnce sync.Once
-	plainErr  error
-)
+// plainBuilds are the binaries built without -race, by name.
+var plainBuilds sync.Map // name -> func() (string, error)
 
-// plainDaemon is authguard built without -race, for what measures memory:
-// the race detector's shadow memory is several times the program's own.
-func plainDaemon(t *testing.T) string {
+// plainBinary is cmd/<name> built without -race, for what measures memory
+// or CPU: the race detector's shadow memory is several times the
+// program's own.
+func plainBinary(t testing.TB, name string) string {
 	t.Helper()
-	path := filepath.Join(binDir, "authguard-plain")
-	plainOnce.Do(func() {
-		out, err := exec.Command("go", "build", "-o", path, "../cmd/authguard").CombinedOutput()
+	path := filepath.Join(binDir, name+"-plain")
+	build, _ := plainBuilds.LoadOrStore(name, sync.OnceValues(func() (string, error) {
+		out, err := exec.Command("go", "build", "-o", path, "../cmd/"+name).CombinedOutput()
 		if err != nil {
-			plainErr = fmt.Errorf("build: %v\n%s", err, out)
+			return "", fmt.Errorf("build: %v\n%s", err, out)
 		}
-	})
-	if plainErr != nil {
-		t.Fatal(plainErr)
+		return path, nil
+	}))
+	path, err := build.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return path
 }
@@ -98,7 +99,7 @@ func sprayBody(first, n int, at time.Time) []byte {
 // spray is blocked.
 func TestAnIPv6SprayStaysInsideTheMemoryLimit(t *testing.T) {
 	const limitKB, total, perPush = 1 << 20, 4_000_000, 20_000
-	bin := plainDaemon(t)
+	bin := plainBinary(t, "authguard")
 	rs := startRedisServer(t)
 	rdb := rs.client()
 	pushAt, adminAt := freeAddr(t), freeAddr(t)

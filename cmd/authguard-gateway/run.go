@@ -48,7 +48,7 @@ type cli struct {
 	ClientIPHeader           string        `name:"client-ip-header" help:"Header a trusted proxy names the client in: x-forwarded-for, forwarded (RFC 7239) or x-real-ip." default:"x-forwarded-for" enum:"x-forwarded-for,forwarded,x-real-ip"`
 	CheckRedisOnMiss         bool          `help:"Look a client up in Redis when it is not in the in-memory blocklist, so blocks set by hand apply at once (one Redis round trip per unblocked request)."`
 	FailMode                 string        `help:"Until blocks were first read from Redis: open (let requests through) or closed (503)." default:"open" enum:"open,closed"`
-	ReconcileInterval        time.Duration `help:"How often the in-memory blocklist is re-read from Redis (picks up blocks set or deleted by hand)." default:"5s"`
+	ReconcileInterval        time.Duration `help:"How often the blocklist is read from Redis in full, which picks up blocks set or deleted by hand with redis-cli (what authguard writes is followed as it happens, on the changes stream)." default:"30s"`
 	LoginRoutes              []string      `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\" (repeatable; also --login-path)." default:"POST /auth/login" aliases:"login-path"`
 	LoginRoutesCaseSensitive bool          `help:"Compare login paths with their case (by default /AUTH/LOGIN is /auth/login; paths are always compared decoded, without dot segments, path parameters or a trailing slash)."`
 	UsernameField            string        `help:"Field of the login body (JSON or form) holding the username." default:"username"`

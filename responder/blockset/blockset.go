@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,10 @@ type Keys struct {
 	// Checkpoint heads the daemon's checkpoint of its detector windows,
 	// written in parts under Checkpoint:<generation>:<n>.
 	Checkpoint string
+	// Changes is a stream of every block and unblock the daemon and the
+	// CLI write, each entry's field e the event also published on Channel:
+	// gateways follow it, and after a gap read on from where they were.
+	Changes string
 }
 
 // DefaultKeys is the schema operators already use with redis-cli.
@@ -48,6 +53,7 @@ var DefaultKeys = Keys{
 	Evidence:   "authguard:evidence",
 	Epoch:      "authguard:epoch",
 	Checkpoint: "authguard:checkpoint",
+	Changes:    "authguard:changes",
 }
 
 // WithPrefix puts prefix in front of every key and the channel, for sharing
@@ -56,7 +62,7 @@ func (k Keys) WithPrefix(prefix string) Keys {
 	if prefix == "" {
 		return k
 	}
-	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence, prefix + k.Epoch, prefix + k.Checkpoint}
+	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence, prefix + k.Epoch, prefix + k.Checkpoint, prefix + k.Changes}
 }
 
 // Event is what the store publishes on the channel.
@@ -110,20 +116,33 @@ func (s *Reader) ScanNode(ctx context.Context) (redis.Cmdable, error) {
 // SCAN (never KEYS), so blocks set by hand with redis-cli are included.
 func (s *Reader) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) {
 	out := map[netip.Addr]time.Time{}
-	now := time.Now()
+	err := s.Scan(ctx, nil, func(ip netip.Addr, exp time.Time, _ bool) { out[ip] = exp })
+	return out, err
+}
+
+// Scan calls fn for every IP with an ip_block key, found with SCAN (never
+// KEYS), with its expiry (zero: no TTL, blocked until deleted). The TTL is
+// read for every key unless skip says the caller knows it already; fn is
+// then told so (ttl false) and given a zero expiry.
+func (s *Reader) Scan(ctx context.Context, skip func(netip.Addr) bool, fn func(ip netip.Addr, exp time.Time, ttl bool)) error {
 	node, err := s.ScanNode(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
+		return fmt.Errorf("list blocks: %w", err)
 	}
 	iter := node.Scan(ctx, 0, s.keys.Block+"*", 1000).Iterator()
-	var batch []string
+	type found struct {
+		key string
+		ip  netip.Addr
+	}
+	var batch []found
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
+		now := time.Now()
 		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range batch {
-				p.PTTL(ctx, k)
+			for _, f := range batch {
+				p.PTTL(ctx, f.key)
 			}
 			return nil
 		})
@@ -132,34 +151,116 @@ func (s *Reader) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) 
 		}
 		for i, c := range cmds {
 			ttl := c.(*redis.DurationCmd).Val()
-			ip, err := netip.ParseAddr(strings.TrimPrefix(batch[i], s.keys.Block))
-			if err != nil || ttl == -2 {
-				continue // not an address, or expired between SCAN and PTTL
+			if ttl == -2 {
+				continue // expired between SCAN and PTTL
 			}
 			exp := time.Time{} // no TTL: blocked until deleted
 			if ttl > 0 {
 				exp = now.Add(ttl)
 			}
-			out[ip.Unmap()] = exp
+			fn(batch[i].ip, exp, true)
 		}
 		batch = batch[:0]
 		return nil
 	}
 	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
+		ip, err := netip.ParseAddr(strings.TrimPrefix(iter.Val(), s.keys.Block))
+		if err != nil {
+			continue // not an address
+		}
+		if ip = ip.Unmap(); skip != nil && skip(ip) {
+			fn(ip, time.Time{}, false)
+			continue
+		}
+		batch = append(batch, found{iter.Val(), ip})
 		if len(batch) == 1000 {
 			if err := flush(); err != nil {
-				return nil, fmt.Errorf("list blocks: %w", err)
+				return fmt.Errorf("list blocks: %w", err)
 			}
 		}
 	}
 	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
+		return fmt.Errorf("list blocks: %w", err)
 	}
 	if err := flush(); err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
+		return fmt.Errorf("list blocks: %w", err)
+	}
+	return nil
+}
+
+// Change is one entry of the changes stream.
+type Change struct {
+	ID string
+	Event
+}
+
+// LastChange is the ID of the newest entry of the changes stream ("0-0"
+// when it is empty): where to follow it from after a full read.
+func (s *Reader) LastChange(ctx context.Context) (string, error) {
+	xs, err := s.rdb.XRevRangeN(ctx, s.keys.Changes, "+", "-", 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("read changes: %w", err)
+	}
+	if len(xs) == 0 {
+		return "0-0", nil
+	}
+	return xs[0].ID, nil
+}
+
+// Missed reports whether entries after the one with ID after were trimmed
+// from the changes stream (it holds a bounded number): the follower that
+// was there has missed some and must read the blocks in full.
+func (s *Reader) Missed(ctx context.Context, after string) (bool, error) {
+	xs, err := s.rdb.XRangeN(ctx, s.keys.Changes, "-", "+", 1).Result()
+	if err != nil {
+		return false, fmt.Errorf("read changes: %w", err)
+	}
+	return len(xs) == 1 && streamIDLess(after, xs[0].ID) && !nextID(after, xs[0].ID), nil
+}
+
+// Changes returns up to count entries after the one with ID after, waiting
+// up to wait for the first; none when the wait ends.
+func (s *Reader) Changes(ctx context.Context, after string, count int64, wait time.Duration) ([]Change, error) {
+	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.keys.Changes, after}, Count: count, Block: wait}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read changes: %w", err)
+	}
+	var out []Change
+	for _, st := range res {
+		for _, m := range st.Messages {
+			c := Change{ID: m.ID}
+			if v, ok := m.Values["e"].(string); ok {
+				json.Unmarshal([]byte(v), &c.Event) // a malformed entry is an empty event, skipped by its reader
+			}
+			out = append(out, c)
+		}
 	}
 	return out, nil
+}
+
+// streamIDLess compares two stream IDs (ms-seq).
+func streamIDLess(a, b string) bool {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	return am < bm || am == bm && as < bs
+}
+
+// nextID reports whether b is the entry right after a in its millisecond
+// (nothing can lie between them).
+func nextID(a, b string) bool {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	return am == bm && bs == as+1
+}
+
+func splitID(id string) (uint64, uint64) {
+	ms, seq, _ := strings.Cut(id, "-")
+	m, _ := strconv.ParseUint(ms, 10, 64)
+	n, _ := strconv.ParseUint(seq, 10, 64)
+	return m, n
 }
 
 // HasEpoch says the daemon's epoch key is there: false after Redis lost

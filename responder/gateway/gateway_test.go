@@ -216,17 +216,29 @@ func TestFailMode(t *testing.T) {
 func TestEventsWinOverAnOlderScan(t *testing.T) {
 	bl := NewBlocklist()
 	ip := netip.MustParseAddr("203.0.113.7")
-	bl.beginReconcile()
-	// A block arrives by pub/sub while the SCAN, which missed it, runs.
+	gen := bl.beginPass()
+	// A block arrives by the changes stream while the SCAN, which missed it, runs.
 	bl.apply(blockset.Event{Op: "block", IP: ip.String(), ExpiresMS: time.Now().Add(time.Minute).UnixMilli()})
-	bl.replace(map[netip.Addr]time.Time{})
+	bl.endPass(gen)
 	if blocked, _ := bl.Blocked(ip, time.Now()); !blocked {
 		t.Error("a reconcile undid a newer block event")
 	}
-	bl.beginReconcile()
 	bl.replace(map[netip.Addr]time.Time{})
 	if blocked, _ := bl.Blocked(ip, time.Now()); blocked {
 		t.Error("a block deleted by hand survived a reconcile")
+	}
+}
+
+func TestAnUnblockDuringAPassIsNotUndoneByIt(t *testing.T) {
+	bl := NewBlocklist()
+	ip := netip.MustParseAddr("203.0.113.8")
+	bl.replace(map[netip.Addr]time.Time{ip: time.Now().Add(time.Hour)})
+	gen := bl.beginPass()
+	bl.apply(blockset.Event{Op: "unblock", IP: ip.String()})
+	bl.mark(ip, time.Now().Add(time.Hour), true) // the SCAN read the key before the unblock deleted it
+	bl.endPass(gen)
+	if blocked, _ := bl.Blocked(ip, time.Now()); blocked {
+		t.Error("a pass undid an unblock that came while it ran")
 	}
 }
 

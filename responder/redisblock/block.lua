@@ -1,8 +1,8 @@
 local out = {}
 local index = {}
-local n = (#KEYS - 2) / 4
+local n = (#KEYS - 3) / 4
 for j = 0, n - 1 do
-  local kb, kf, meta, ko = KEYS[3 + 4*j], KEYS[4 + 4*j], KEYS[5 + 4*j], KEYS[6 + 4*j]
+  local kb, kf, meta, ko = KEYS[4 + 4*j], KEYS[5 + 4*j], KEYS[6 + 4*j], KEYS[7 + 4*j]
   local a = 4 + 14*j
   local id, ttl, count, mode, expires, ip = ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6]
   local cur = redis.call('HMGET', meta, 'request', 'incident')
@@ -27,7 +27,9 @@ for j = 0, n - 1 do
     if mode == 'b' or mode == 's' then
       redis.call('SET', ko, ARGV[a+14], 'PX', ARGV[4])
     end
-    redis.call('PUBLISH', ARGV[1], '{"op":"block","ip":"' .. ip .. '","expires_ms":' .. expires .. '}')
+    local ev = '{"op":"block","ip":"' .. ip .. '","expires_ms":' .. expires .. '}'
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', ev)
+    redis.call('PUBLISH', ARGV[1], ev)
     out[#out+1] = 0; out[#out+1] = incident
   end
 end

@@ -38,7 +38,7 @@ func (s *Store) Unblock(ctx context.Context, ip netip.Addr, operator, reason str
 	ev, _ := json.Marshal(blockset.Event{Op: "unblock", IP: ip.String(), By: operator})
 	r := record{Time: stamp(now), Action: "unblock", IP: ip.String(), Operator: operator, Reason: reason}
 	args := []any{ip.String(), s.keys.Channel, string(ev), s.opts.EvidenceMaxLen, r.json()}
-	keys := []string{s.keys.Block + ip.String(), s.keys.Fail + ip.String(), s.keys.Index, s.keys.Meta + ip.String(), s.keys.Evidence}
+	keys := []string{s.keys.Block + ip.String(), s.keys.Fail + ip.String(), s.keys.Index, s.keys.Meta + ip.String(), s.keys.Evidence, s.keys.Changes}
 	n, err := unblockScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("unblock %s: %w", ip, err)

@@ -25,7 +25,10 @@ var savemessageLua string
 // of one IP's standing block: its ID is the ID of the evidence record that
 // opened it. The evidence record travels as one JSON field.
 //
-// KEYS: index, evidence, then per block: ip_block, login_fail, meta, offences.
+// Each write is also an entry of the changes stream (its event, bounded
+// like the evidence stream), which gateways follow.
+//
+// KEYS: index, evidence, changes, then per block: ip_block, login_fail, meta, offences.
 // ARGV: channel, now ms, evidence max length, offence memory ms, then per
 // block: request ID, ttl ms, count, mode (b block, r renewal, m manual, s restore: not over a standing block),
 // expires ms, ip, record, rule, severity, first seen, last seen, expires at,
@@ -38,7 +41,7 @@ var blockScript = redis.NewScript(blockLua)
 // unblockScript deletes both runbook keys, the metadata and the index entry,
 // records who did it and tells gateways, in one round trip.
 //
-// KEYS: ip_block, login_fail, index, meta, evidence.
+// KEYS: ip_block, login_fail, index, meta, evidence, changes.
 // ARGV: ip, channel, event, evidence max length, record (JSON).
 var unblockScript = redis.NewScript(unblockLua)
 

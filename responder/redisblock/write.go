@@ -125,8 +125,8 @@ func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r *record) redis.Cm
 
 // runBlocks runs (or, in a pipeline, queues) blockScript for a run of blocks.
 func (s *Store) runBlocks(ctx context.Context, p redis.Scripter, bs []pendingBlock, now time.Time) redis.Cmder {
-	keys := make([]string, 0, 2+4*len(bs))
-	keys = append(keys, s.keys.Index, s.keys.Evidence)
+	keys := make([]string, 0, 3+4*len(bs))
+	keys = append(keys, s.keys.Index, s.keys.Evidence, s.keys.Changes)
 	args := make([]any, 0, 4+14*len(bs))
 	args = append(args, s.keys.Channel, now.UnixMilli(), s.opts.EvidenceMaxLen, s.opts.RememberOffences.Milliseconds())
 	for _, b := range bs {
