@@ -369,26 +369,18 @@ func (c *ckReader) u64() uint64 {
 	return binary.LittleEndian.Uint64(p)
 }
 
-func (c *ckReader) uvarint() uint64 {
-	if c.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(c.b)
-	if n <= 0 {
-		c.fail("uvarint")
-		return 0
-	}
-	c.b = c.b[n:]
-	return v
-}
+func (c *ckReader) uvarint() uint64 { return readVarint(c, "uvarint", binary.Uvarint) }
 
-func (c *ckReader) varint() int64 {
+func (c *ckReader) varint() int64 { return readVarint(c, "varint", binary.Varint) }
+
+// readVarint reads one varint with read (binary.Varint or Uvarint).
+func readVarint[T int64 | uint64](c *ckReader, what string, read func([]byte) (T, int)) T {
 	if c.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(c.b)
+	v, n := read(c.b)
 	if n <= 0 {
-		c.fail("varint")
+		c.fail(what)
 		return 0
 	}
 	c.b = c.b[n:]
