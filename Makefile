@@ -18,14 +18,16 @@ test: redis-server
 	$(GO) test -race -count=1 ./...
 
 ## test-real: the suites that need real servers: the Loki facts, the read
-## soaks and the whole e2e suite against a real Loki that the tests start on
-## loopback from $(AUTHGUARD_TEST_TOOLS)/loki.gz (default ../shared/tools),
-## and the gateway-to-block latency over 100 attacks
+## soaks, the manifests against a real kube-apiserver and etcd, the whole
+## e2e suite against a real Loki that the tests start on loopback from
+## $(AUTHGUARD_TEST_TOOLS) (default ../shared/tools), and the
+## gateway-to-block latency over 100 attacks
 AUTHGUARD_TEST_TOOLS ?= $(abspath ../shared/tools)
 test-real: redis-server
-	@test -f "$(AUTHGUARD_TEST_TOOLS)/loki.gz" || { echo "test-real: no loki.gz in AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS)"; exit 1; }
+	@for f in loki.gz etcd.gz kube-apiserver.gz; do test -f "$(AUTHGUARD_TEST_TOOLS)/$$f" || { echo "test-real: no $$f in AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS)"; exit 1; }; done
 	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) AUTHGUARD_SOAK_DURATION=$${AUTHGUARD_SOAK_DURATION:-2m} \
 	  $(GO) test -tags real -count=1 -timeout 20m -run Real -v ./detector/loki/...
+	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) $(GO) test -tags real -count=1 -timeout 10m -run Real ./deploy/...
 	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) $(GO) test -tags real -race -count=1 -timeout 20m ./e2e/
 	AUTHGUARD_TEST_TOOLS=$(AUTHGUARD_TEST_TOOLS) \
 	  $(GO) test -tags real -count=1 -run '^$$' -bench FailedLoginToBlock -benchtime 100x ./e2e/

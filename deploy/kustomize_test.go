@@ -40,6 +40,7 @@ type rendered struct {
 	budgets     map[string]*policyv1.PodDisruptionBudget
 	policies    map[string]*networkingv1.NetworkPolicy
 	monitors    map[string]*serviceMonitor
+	namespaces  map[string]*corev1.Namespace
 }
 
 // serviceMonitor is the part of the Prometheus Operator's ServiceMonitor
@@ -80,7 +81,7 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 	}
 	out := &rendered{map[string]*appsv1.Deployment{}, map[string]*corev1.Service{}, map[string]*corev1.ConfigMap{},
 		map[string]*corev1.ServiceAccount{}, map[string]*rbacv1.Role{}, map[string]*rbacv1.RoleBinding{},
-		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*serviceMonitor{}}
+		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*serviceMonitor{}, map[string]*corev1.Namespace{}}
 	for _, r := range m.Resources() {
 		data, err := r.AsYAML()
 		if err != nil {
@@ -107,6 +108,8 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 			err2 = decode(out.policies, name, data)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			err2 = decode(out.monitors, name, data)
+		case "v1 Namespace":
+			err2 = decode(out.namespaces, name, data)
 		default:
 			t.Errorf("%s renders %s %s, which this test does not check", dir, api, name)
 		}
@@ -138,6 +141,10 @@ func TestOverlaysRenderIntoValidObjects(t *testing.T) {
 	for _, o := range overlays {
 		t.Run(o.dir, func(t *testing.T) {
 			r := render(t, filesys.MakeFsOnDisk(), o.dir)
+			// A first apply on an empty cluster creates the namespace.
+			if ns := r.namespaces["authguard"]; ns == nil || len(r.namespaces) != 1 {
+				t.Errorf("namespaces %v; want the one authguard lives in", keys(r.namespaces))
+			}
 			d := r.deployments["authguard"]
 			if d == nil || r.deployments["authguard-gateway"] == nil {
 				t.Fatalf("deployments %v", keys(r.deployments))
