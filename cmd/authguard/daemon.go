@@ -75,7 +75,7 @@ type runCmd struct {
 	LeaderElectIdentity      string        `help:"This replica's name in the Lease (default: POD_NAME, else the host name)." placeholder:"NAME"`
 	LeaderElectLeaseDuration time.Duration `help:"How long a Lease not renewed keeps its holder: the longest a dead leader leaves the others waiting." default:"15s"`
 	LeaderElectRenewDeadline time.Duration `help:"How long the leader tries to renew before it steps down (shorter than the lease duration)." default:"10s"`
-	LeaderElectRetryPeriod   time.Duration `help:"How often standbys try to take the Lease." default:"2s"`
+	LeaderElectRetryPeriod   time.Duration `help:"How often standbys try to take the Lease and the leader renews it: a stopped leader's Lease changes hands within 2.2 of these (client-go jitters each try)." default:"500ms"`
 	Kubeconfig               string        `help:"kubeconfig for leader election from outside a cluster (default: the in-cluster service account)." placeholder:"FILE"`
 
 	Listen           string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`

@@ -6,7 +6,6 @@
 package kubetest
 
 import (
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -15,7 +14,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authguard/authguard/e2e/testtools"
 	"k8s.io/client-go/rest"
 )
 
@@ -44,18 +43,27 @@ type Server struct {
 // them is not counted as passing without them.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	tools := os.Getenv("AUTHGUARD_TEST_TOOLS")
-	if tools == "" {
-		t.Fatal("AUTHGUARD_TEST_TOOLS is not set: run make test-real, which points it at ../shared/tools")
+	tools, err := testtools.Dir("etcd.gz", "kube-apiserver.gz")
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	etcd := unpack(t, filepath.Join(tools, "etcd.gz"), bin)
-	apiserver := unpack(t, filepath.Join(tools, "kube-apiserver.gz"), bin)
-	ports := freePorts(t, 4)
+	etcd, err := testtools.Unpack(filepath.Join(tools, "etcd.gz"), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiserver, err := testtools.Unpack(filepath.Join(tools, "kube-apiserver.gz"), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := testtools.FreePorts(4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	writeKeys(t, dir)
 	token := randomToken(t)
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(token+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
@@ -184,49 +192,6 @@ func tail(path string) string {
 	b, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(lines[max(0, len(lines)-40):], "\n")
-}
-
-func unpack(t testing.TB, gz, dir string) string {
-	t.Helper()
-	in, err := os.Open(gz)
-	if err != nil {
-		t.Fatalf("%v: make test-real needs AUTHGUARD_TEST_TOOLS to hold etcd.gz and kube-apiserver.gz", err)
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, strings.TrimSuffix(filepath.Base(gz), ".gz"))
-	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, zr); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }
 
 // writeKeys writes the service account signing key pair.

@@ -54,6 +54,23 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config, log *slog
 	var mu sync.Mutex
 	var held, over bool
 	done := make(chan struct{})
+	// The elector releases the Lease as soon as its context ends, while
+	// lead may still be writing what it has queued: a standby would then
+	// act beside it. So the elector's context ends only once lead has
+	// returned, and lead's ends with ctx or with the Lease.
+	electCtx, stopElect := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopElect()
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		over = true
+		led := held
+		mu.Unlock()
+		if led {
+			<-done
+		}
+		stopElect()
+	})
+	defer stop()
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.Name},
@@ -66,7 +83,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config, log *slog
 		ReleaseOnCancel: true,
 		Name:            cfg.Name,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
+			OnStartedLeading: func(whileHeld context.Context) {
 				mu.Lock()
 				if over {
 					mu.Unlock()
@@ -75,8 +92,11 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config, log *slog
 				held = true
 				mu.Unlock()
 				defer close(done)
+				leadCtx, cancel := context.WithCancel(whileHeld)
+				defer cancel()
+				defer context.AfterFunc(ctx, cancel)()
 				log.Info("leader election: leading", "lease", cfg.Namespace+"/"+cfg.Name, "identity", cfg.Identity)
-				lead(ctx)
+				lead(leadCtx)
 			},
 			OnStoppedLeading: func() {
 				log.Info("leader election: not leading", "lease", cfg.Namespace+"/"+cfg.Name, "identity", cfg.Identity)
@@ -91,7 +111,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config, log *slog
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	elector.Run(ctx)
+	elector.Run(electCtx)
 	mu.Lock()
 	over = true
 	led := held

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // ledger records who leads when, and fails the test if two lead at once.
@@ -102,5 +105,59 @@ func TestRenewDeadlineMustBeShorterThanTheLease(t *testing.T) {
 		slog.New(slog.NewTextHandler(io.Discard, nil)), func(context.Context) { t.Error("led with a bad configuration") })
 	if err == nil {
 		t.Fatal("accepted a renew deadline as long as the lease")
+	}
+}
+
+// A leader told to stop still writes what it has queued: the Lease stays
+// its own until lead has returned, so that a standby never acts beside it.
+func TestTheLeaseIsReleasedOnlyAfterLeadReturns(t *testing.T) {
+	client := fake.NewClientset()
+	var mu sync.Mutex
+	leadReturned := false
+	released := make(chan bool, 1) // whether lead had returned when the Lease was released
+	client.PrependReactor("update", "leases", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		lease := action.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease)
+		if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+			mu.Lock()
+			select {
+			case released <- leadReturned:
+			default:
+			}
+			mu.Unlock()
+		}
+		return false, nil, nil // the tracker stores it as usual
+	})
+	cfg := Config{Namespace: "security", Name: "authguard", Identity: "authguard-a", LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	leading := make(chan struct{})
+	ran := make(chan error, 1)
+	go func() {
+		ran <- Run(ctx, client, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(ctx context.Context) {
+			close(leading)
+			<-ctx.Done()
+			// The final writes: long enough for a release racing them to
+			// be seen here first.
+			select {
+			case early := <-released:
+				released <- early
+			case <-time.After(time.Second):
+			}
+			mu.Lock()
+			leadReturned = true
+			mu.Unlock()
+		})
+	}()
+	<-leading
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	select {
+	case afterLead := <-released:
+		if !afterLead {
+			t.Fatal("the Lease was released while lead was still writing")
+		}
+	default:
+		t.Fatal("the Lease was not released on stop: a standby waits out the whole lease")
 	}
 }

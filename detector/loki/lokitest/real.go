@@ -2,11 +2,8 @@ package lokitest
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,11 +13,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
-)
 
-// ToolsEnv names the directory holding loki.gz and loki-config.yaml (the
-// project's CI sets it to shared/tools).
-const ToolsEnv = "AUTHGUARD_TEST_TOOLS"
+	"github.com/authguard/authguard/e2e/testtools"
+)
 
 // Real is a real Loki binary running on loopback in a temporary directory,
 // for the tests that must not rely on the fake (make test-real).
@@ -42,26 +37,24 @@ type Real struct {
 // chunks relative to its working directory) and waits until /ready answers
 // 200 (about 15 s).
 func StartReal(dir string) (*Real, error) {
-	tools := os.Getenv(ToolsEnv)
-	if tools == "" {
-		return nil, fmt.Errorf("%s is not set: it must name the directory holding loki.gz and loki-config.yaml (../shared/tools)", ToolsEnv)
-	}
-	r := &Real{Tenant: "authguard-test", dir: dir, bin: filepath.Join(dir, "loki"), config: filepath.Join(dir, "loki.yaml")}
-	if err := gunzip(filepath.Join(tools, "loki.gz"), r.bin); err != nil {
+	tools, err := testtools.Dir("loki.gz", "loki-config.yaml")
+	if err != nil {
 		return nil, err
 	}
+	bin, err := testtools.Unpack(filepath.Join(tools, "loki.gz"), dir)
+	if err != nil {
+		return nil, fmt.Errorf("real loki: %w", err)
+	}
+	r := &Real{Tenant: "authguard-test", dir: dir, bin: bin, config: filepath.Join(dir, "loki.yaml")}
 	tmpl, err := os.ReadFile(filepath.Join(tools, "loki-config.yaml"))
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freePort()
+	ports, err := testtools.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	grpcPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	httpPort, grpcPort := ports[0], ports[1]
 	conf := strings.NewReplacer("HTTP_PORT", strconv.Itoa(httpPort), "GRPC_PORT", strconv.Itoa(grpcPort), "LOKI_DIR", dir).Replace(string(tmpl))
 	if err := os.WriteFile(r.config, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -71,36 +64,6 @@ func StartReal(dir string) (*Real, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-func gunzip(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return fmt.Errorf("real loki: %w", err)
-	}
-	defer in.Close()
-	z, err := gzip.NewReader(in)
-	if err != nil {
-		return fmt.Errorf("real loki %s: %w", from, err)
-	}
-	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, z); err != nil {
-		out.Close()
-		return fmt.Errorf("real loki %s: %w", from, err)
-	}
-	return out.Close()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Start starts the binary (again, after Stop: it keeps what it stored) and
