@@ -335,16 +335,61 @@ func TestManifestsMatchTheBinaries(t *testing.T) {
 	secret := secretTemplate(t)
 	for _, o := range overlays {
 		t.Run(o.dir, func(t *testing.T) {
-			checkAgainstBinaries(t, bin, secret, render(t, filesys.MakeFsOnDisk(), o.dir))
+			printed := checkAgainstBinaries(t, bin, secret, render(t, filesys.MakeFsOnDisk(), o.dir))
+			// Every key of the template reaches the binaries.
+			for name, want := range map[string][]string{
+				"authguard":         {"(password from AUTHGUARD_REDIS_PASSWORD)", "slack: bot token", "buttons on :9092"},
+				"authguard-gateway": {"(password from AUTHGUARD_REDIS_PASSWORD)"},
+			} {
+				for _, w := range want {
+					if !strings.Contains(printed[name], w) {
+						t.Errorf("with every key in the Secret, %s's --check-config does not say %q:\n%s", name, w, printed[name])
+					}
+				}
+			}
 		})
 	}
 }
 
+// A Redis without a password and no Slack: the Secret holds the audit
+// key alone, every overlay's pods start with it (no mount or variable
+// needs another key), and the binaries pass --check-config, saying that
+// pages go to the log and Redis is used without a password.
+func TestOverlaysNeedOnlyTheAuditKey(t *testing.T) {
+	bin := buildBinaries(t)
+	secret := onlyAuditKey(t)
+	for _, o := range overlays {
+		t.Run(o.dir, func(t *testing.T) {
+			printed := checkAgainstBinaries(t, bin, secret, render(t, filesys.MakeFsOnDisk(), o.dir))
+			for name, want := range map[string][]string{
+				"authguard":         {"(no password)", "slack: none (pages on stdout), no buttons"},
+				"authguard-gateway": {"(no password)"},
+			} {
+				for _, w := range want {
+					if !strings.Contains(printed[name], w) {
+						t.Errorf("with only the audit key, %s's --check-config does not say %q:\n%s", name, w, printed[name])
+					}
+				}
+			}
+		})
+	}
+}
+
+// onlyAuditKey is the Secret of a setup with neither Slack nor a Redis
+// password: the template's one required key.
+func onlyAuditKey(t *testing.T) *corev1.Secret {
+	s := secretTemplate(t)
+	s.StringData = map[string]string{"audit-signing-key": s.StringData["audit-signing-key"]}
+	return s
+}
+
 // checkAgainstBinaries runs every rendered container's command line with
-// --check-config against its mounts laid out in a temporary directory,
-// lints its rules and asks its probes.
-func checkAgainstBinaries(t *testing.T, bin string, secret *corev1.Secret, r *rendered) {
+// --check-config against its mounts laid out in a temporary directory and
+// its environment as the kubelet sets it from secret, lints its rules and
+// asks its probes. It returns what --check-config printed, by Deployment.
+func checkAgainstBinaries(t *testing.T, bin string, secret *corev1.Secret, r *rendered) map[string]string {
 	t.Helper()
+	printed := map[string]string{}
 	for name, dep := range r.deployments {
 		pod := dep.Spec.Template.Spec
 		c := pod.Containers[0]
@@ -394,8 +439,8 @@ func checkAgainstBinaries(t *testing.T, bin string, secret *corev1.Secret, r *re
 					files = map[string]string{}
 					for _, it := range v.Secret.Items {
 						data, ok := secret.StringData[it.Key]
-						if !ok {
-							t.Errorf("%s mounts key %s, which the Secret template lacks", name, it.Key)
+						if !ok && (v.Secret.Optional == nil || !*v.Secret.Optional) {
+							t.Errorf("%s mounts key %s, which the Secret lacks: the pod would not start", name, it.Key)
 						}
 						files[it.Path] = data
 					}
@@ -411,10 +456,14 @@ func checkAgainstBinaries(t *testing.T, bin string, secret *corev1.Secret, r *re
 		for _, a := range c.Args {
 			args = append(args, relocate(a))
 		}
-		out, err := exec.Command(binary, append(args, "--check-config")...).CombinedOutput()
+		env := podEnv(t, name, c, secret)
+		check := exec.Command(binary, append(args, "--check-config")...)
+		check.Env = env
+		out, err := check.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "configuration OK") {
 			t.Errorf("%s's command line fails --check-config: %v\n%s", name, err, out)
 		}
+		printed[name] = string(out)
 		if name == "authguard" {
 			for _, rulesFile := range argFiles(args, "--rules") {
 				if out, err := exec.Command(binary, "rules", "lint", rulesFile).CombinedOutput(); err != nil {
@@ -422,15 +471,47 @@ func checkAgainstBinaries(t *testing.T, bin string, secret *corev1.Secret, r *re
 				}
 			}
 		}
-		checkProbes(t, binary, name, args, c)
+		checkProbes(t, binary, name, args, env, c)
 	}
+	return printed
+}
+
+// podEnv is the environment the kubelet gives container c with secret:
+// only what the spec sets (nothing of the test's own), a key an optional
+// reference finds missing left unset.
+func podEnv(t *testing.T, name string, c corev1.Container, secret *corev1.Secret) []string {
+	t.Helper()
+	env := []string{"HOME=/nonexistent"}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env = append(env, e.Name+"="+e.Value)
+		case e.ValueFrom.FieldRef != nil:
+			env = append(env, e.Name+"="+name+"-5d9c7b8f4-x2x9q")
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			if ref.Name != secret.Name {
+				t.Errorf("%s reads %s from Secret %s; the Secret is %s", name, e.Name, ref.Name, secret.Name)
+			}
+			v, ok := secret.StringData[ref.Key]
+			switch {
+			case ok:
+				env = append(env, e.Name+"="+v)
+			case ref.Optional == nil || !*ref.Optional:
+				t.Errorf("%s reads %s from key %s, which the Secret lacks: the pod would not start", name, e.Name, ref.Key)
+			}
+		default:
+			t.Errorf("%s sets %s from a source this test does not lay out", name, e.Name)
+		}
+	}
+	return env
 }
 
 // checkProbes runs the binary with the container's args, its listeners
 // moved to free local ports (and without leader election, which needs a
 // cluster), and asks the probes' paths: liveness must answer 200, and
 // readiness must be served (this test gives it no Redis or Loki).
-func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Container) {
+func checkProbes(t *testing.T, binary, name string, args, env []string, c corev1.Container) {
 	t.Helper()
 	listenFlag := map[string]string{} // container port number -> the flag that sets it
 	flags := map[string]string{"9090": "--listen", "9092": "--slack-listen", "9093": "--push-listen", "8080": "--listen", "9091": "--admin-listen"}
@@ -455,6 +536,7 @@ func checkProbes(t *testing.T, binary, name string, args []string, c corev1.Cont
 		run = append(run, f+"="+addr)
 	}
 	cmd := exec.Command(binary, run...)
+	cmd.Env = env
 	out := &lockedBuffer{written: make(chan struct{}, 1)}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

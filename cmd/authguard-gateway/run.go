@@ -153,7 +153,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer rdb.Close()
 	if c.CheckConfig {
-		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s\n", c.Mode, c.Redacted())
+		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s (%s)\n", c.Mode, c.Redacted(), c.RedisAuth())
 		return nil
 	}
 	gomem.Set(log)

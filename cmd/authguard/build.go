@@ -245,9 +245,6 @@ func (c *runCmd) readers(d *daemon, st *settings, log *slog.Logger, reg promethe
 // buttons need theirs: it is the endpoint exposed to the internet, and
 // nothing else is served there.
 func (c *runCmd) listeners(buttons bool, pushTLS *tls.Config) (push, slack net.Listener, err error) {
-	if buttons && c.SlackListen == "" {
-		return nil, nil, errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
-	}
 	if c.PushListen != "" {
 		if push, err = c.Limits.Listen(c.PushListen); err != nil {
 			return nil, nil, err
@@ -256,7 +253,9 @@ func (c *runCmd) listeners(buttons bool, pushTLS *tls.Config) (push, slack net.L
 			push = tls.NewListener(push, pushTLS)
 		}
 	}
-	if c.SlackListen != "" {
+	// Without a signing secret there is nothing to serve there: a listener
+	// that accepts and never answers would only hold Slack's retries.
+	if c.SlackListen != "" && buttons {
 		if slack, err = c.Limits.Listen(c.SlackListen); err != nil {
 			if push != nil {
 				push.Close()
@@ -282,6 +281,10 @@ func (c *runCmd) check(e *env) error {
 	if _, _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
 		return err
 	}
+	sec, err := c.slackSecrets()
+	if err != nil {
+		return err
+	}
 	for flag, addr := range map[string]string{"--listen": c.Listen, "--push-listen": c.PushListen, "--slack-listen": c.SlackListen} {
 		if addr == "" && flag != "--listen" {
 			continue
@@ -290,10 +293,8 @@ func (c *runCmd) check(e *env) error {
 			return fmt.Errorf("%s %q: %w", flag, addr, err)
 		}
 	}
-	if c.SlackSigningSecretFile != "" && c.SlackListen == "" {
-		return errors.New("--slack-signing-secret-file needs --slack-listen: Slack's interactions are served on a listener of their own")
-	}
-	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s, loki %s\n", len(st.set.Config.Rules), c.Redacted(), orNone(c.LokiURL))
+	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s (%s), loki %s\n", len(st.set.Config.Rules), c.Redacted(), c.RedisAuth(), orNone(c.LokiURL))
+	fmt.Fprintf(e.stdout, "slack: %s\n", sec.describe(c.SlackListen))
 	printBudget(e.stdout, st.set.Config)
 	return nil
 }
@@ -323,13 +324,14 @@ func orNone(s string) string {
 // once; it also returns the signing secret the buttons' endpoint checks
 // ("" when there are no buttons).
 func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts, messages slack.Messages) (*slack.Notifier, string, error) {
-	signing, err := secret.Read(c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET")
+	sec, err := c.slackSecrets()
 	if err != nil {
 		return nil, "", err
 	}
 	opts := slack.Options{Channel: c.SlackChannel,
 		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
-		Buttons: signing != "", Attempts: attempts, Messages: messages, Log: log, Registry: reg}
+		Buttons: sec.signing != "", Attempts: attempts, Messages: messages, Log: log, Registry: reg,
+		Transport: transports[sec.mode](c, stdout, sec.secret)}
 	if opts.Coalesce <= 0 {
 		opts.Coalesce = -1 // the flag's 0 is the notifier's "no waiting"
 	}
@@ -339,11 +341,8 @@ func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Reg
 	if c.GrafanaURL != "" {
 		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}
 	}
-	if opts.Transport, err = c.slackTransport(stdout); err != nil {
-		return nil, "", err
-	}
 	n, err := slack.New(opts)
-	return n, signing, err
+	return n, sec.signing, err
 }
 
 // transports open each way of paging from its secret (the terminal needs
@@ -354,25 +353,53 @@ var transports = map[string]func(c *runCmd, stdout io.Writer, secret string) sla
 	"terminal": func(_ *runCmd, stdout io.Writer, _ string) slack.Transport { return slack.Terminal(stdout) },
 }
 
-// slackTransport opens the way of paging whose secret is set: a bot token
-// before a webhook URL, else the terminal.
-func (c *runCmd) slackTransport(stdout io.Writer) (slack.Transport, error) {
-	token, err := secret.Read(c.SlackTokenFile, "AUTHGUARD_SLACK_TOKEN")
-	if err != nil {
-		return nil, err
+// slackSecrets are Slack's secrets as set, and the way of paging they
+// choose.
+type slackSecrets struct {
+	// mode is a key of transports: a bot token before a webhook URL, else
+	// the terminal; secret is its token or URL.
+	mode, secret string
+	// signing is the app's signing secret ("": no buttons).
+	signing string
+}
+
+func (c *runCmd) slackSecrets() (slackSecrets, error) {
+	var s slackSecrets
+	var token, url string
+	for _, r := range []struct {
+		to        *string
+		file, env string
+	}{
+		{&token, c.SlackTokenFile, "AUTHGUARD_SLACK_TOKEN"},
+		{&url, c.SlackWebhookURLFile, "AUTHGUARD_SLACK_WEBHOOK_URL"},
+		{&s.signing, c.SlackSigningSecretFile, "AUTHGUARD_SLACK_SIGNING_SECRET"},
+	} {
+		v, err := secret.Read(r.file, r.env)
+		if err != nil {
+			return s, err
+		}
+		*r.to = v
 	}
-	url, err := secret.Read(c.SlackWebhookURLFile, "AUTHGUARD_SLACK_WEBHOOK_URL")
-	if err != nil {
-		return nil, err
-	}
-	kind, v := "terminal", ""
+	s.mode = "terminal"
 	switch {
 	case token != "":
-		kind, v = "bot", token
+		s.mode, s.secret = "bot", token
 	case url != "":
-		kind, v = "webhook", url
+		s.mode, s.secret = "webhook", url
 	}
-	return transports[kind](c, stdout, v), nil
+	if s.signing != "" && c.SlackListen == "" {
+		return s, errors.New("a Slack signing secret (--slack-signing-secret-file or AUTHGUARD_SLACK_SIGNING_SECRET) needs --slack-listen: Slack's interactions are served on a listener of their own")
+	}
+	return s, nil
+}
+
+// describe says how pages go out, for --check-config.
+func (s slackSecrets) describe(listen string) string {
+	d := map[string]string{"bot": "bot token (a message per incident)", "webhook": "incoming webhook (a post per page)", "terminal": "none (pages on stdout)"}[s.mode]
+	if s.signing != "" {
+		return d + ", buttons on " + listen
+	}
+	return d + ", no buttons"
 }
 
 // streamSelector is the {...} part of a LogQL query.

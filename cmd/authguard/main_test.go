@@ -190,6 +190,37 @@ func TestSecretsFromTheEnvironment(t *testing.T) {
 	}
 }
 
+// --check-config says how pages go out: the mode the secrets choose and
+// whether the buttons are on. A signing secret without a listener for
+// Slack's interactions is refused, wherever the secret came from.
+func TestCheckConfigSaysHowPagesGoOut(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no secrets", nil, nil, "slack: none (pages on stdout), no buttons"},
+		{"a webhook", map[string]string{"AUTHGUARD_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x"}, nil, "slack: incoming webhook (a post per page), no buttons"},
+		{"a bot with buttons", map[string]string{"AUTHGUARD_SLACK_TOKEN": "xoxb-1", "AUTHGUARD_SLACK_SIGNING_SECRET": "s3cret"},
+			[]string{"--slack-channel", "#sec", "--slack-listen", ":9092"}, "slack: bot token (a message per incident), buttons on :9092"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, k := range []string{"AUTHGUARD_SLACK_TOKEN", "AUTHGUARD_SLACK_WEBHOOK_URL", "AUTHGUARD_SLACK_SIGNING_SECRET"} {
+				t.Setenv(k, "")
+			}
+			out, _, err := runCLI(t, c.env, append([]string{"run", "--check-config"}, c.args...)...)
+			if err != nil || !strings.Contains(out, c.want) {
+				t.Errorf("%q %v, want it to say %q", out, err, c.want)
+			}
+		})
+	}
+	t.Setenv("AUTHGUARD_SLACK_SIGNING_SECRET", "s3cret")
+	if _, _, err := runCLI(t, nil, "run", "--check-config"); err == nil || !strings.Contains(err.Error(), "needs --slack-listen") {
+		t.Errorf("a signing secret from the environment without --slack-listen: %v", err)
+	}
+}
+
 func TestReplayWritesAReviewPage(t *testing.T) {
 	page := filepath.Join(t.TempDir(), "report.html")
 	if _, _, err := runCLI(t, nil, "replay", "--report", page, "../../rules/examples/attack.log"); err != nil {

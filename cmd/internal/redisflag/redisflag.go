@@ -56,6 +56,23 @@ func hasHashTag(prefix string) bool {
 	return j > 0
 }
 
+// RedisAuth says where the Redis password comes from, for --check-config:
+// never the password itself.
+func (f *Flags) RedisAuth() string {
+	switch {
+	case f.RedisPasswordFile != "":
+		return "password from " + f.RedisPasswordFile
+	case strings.TrimSpace(os.Getenv("AUTHGUARD_REDIS_PASSWORD")) != "":
+		return "password from AUTHGUARD_REDIS_PASSWORD"
+	}
+	if u, err := url.Parse(f.RedisURL); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return "password in --redis-url"
+		}
+	}
+	return "no password"
+}
+
 // Client builds the client the flags describe.
 func (f *Flags) Client() (redis.UniversalClient, error) {
 	opt, err := redis.ParseURL(f.RedisURL)

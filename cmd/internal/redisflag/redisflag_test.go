@@ -48,3 +48,28 @@ func TestRedactedHidesThePassword(t *testing.T) {
 		}
 	}
 }
+
+// --check-config says where the password comes from, and never prints it.
+func TestRedisAuthNamesTheSourceNotThePassword(t *testing.T) {
+	tests := []struct {
+		name  string
+		flags Flags
+		env   string
+		want  string
+	}{
+		{"none", Flags{RedisURL: "redis://r:6379/0"}, "", "no password"},
+		{"a file", Flags{RedisURL: "redis://r:6379/0", RedisPasswordFile: "/run/pw"}, "hunter2", "password from /run/pw"},
+		{"the environment", Flags{RedisURL: "redis://r:6379/0"}, "hunter2", "password from AUTHGUARD_REDIS_PASSWORD"},
+		{"blank environment is none", Flags{RedisURL: "redis://r:6379/0"}, "  ", "no password"},
+		{"the URL", Flags{RedisURL: "redis://:hunter2@r:6379/0"}, "", "password in --redis-url"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("AUTHGUARD_REDIS_PASSWORD", tt.env)
+			got := tt.flags.RedisAuth()
+			if got != tt.want || strings.Contains(got, "hunter2") {
+				t.Errorf("RedisAuth() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
