@@ -194,8 +194,15 @@ func TestOverlaysRenderIntoValidObjects(t *testing.T) {
 			if !slices.Equal(rule.APIGroups, []string{"coordination.k8s.io"}) || !slices.Equal(rule.Resources, []string{"leases"}) || len(role.Rules) != 1 {
 				t.Errorf("leader-election role grants %v", role.Rules)
 			}
-			// The rules ConfigMap is the overlay's, with runbook SEC-010's TTL.
-			set := rulesOf(t, r, volume(d.Spec.Template.Spec, "rules").ConfigMap.Name)
+			// The rules ConfigMap is the overlay's, with runbook SEC-010's
+			// TTL, under a name without kustomize's content hash: an edit
+			// then changes the ConfigMap in place, and the pods reload it,
+			// rather than a renamed one rolling the Deployment.
+			rulesMap := volume(d.Spec.Template.Spec, "rules").ConfigMap.Name
+			if rulesMap != "authguard-rules" {
+				t.Errorf("the rules ConfigMap is named %s: an edit would restart the pods instead of reloading", rulesMap)
+			}
+			set := rulesOf(t, r, rulesMap)
 			for _, rule := range set.Config.Rules {
 				if rule.Name == "failed-login-burst" && rule.BlockTTL != o.ttl {
 					t.Errorf("failed-login-burst blocks for %s, want %s", rule.BlockTTL, o.ttl)

@@ -383,6 +383,7 @@ type stack struct {
 type stackOptions struct {
 	redis     *redisServer // default: a new one
 	rules     string       // a whole rules file; overrides ttl
+	rulesPath string       // a rules file already in place; overrides rules
 	dArgs     []string
 	ttl       string
 	query     string // LogQL; %s is replaced by the stream selector
@@ -448,7 +449,11 @@ func newStack(t testing.TB, o stackOptions) *stack {
     alert: true
 `, o.ttl)
 	}
-	os.WriteFile(rules, []byte(o.rules), 0o644)
+	if o.rulesPath != "" {
+		rules = o.rulesPath
+	} else {
+		os.WriteFile(rules, []byte(o.rules), 0o644)
+	}
 	s.rulesFile = rules
 	token := filepath.Join(t.TempDir(), "slack-token")
 	os.WriteFile(token, []byte("xoxb-e2e\n"), 0o600)
