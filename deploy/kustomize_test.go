@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/authguard/authguard/rules"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 )
 
 // rendered is one overlay, each object decoded strictly into its type.
@@ -39,36 +40,8 @@ type rendered struct {
 	bindings    map[string]*rbacv1.RoleBinding
 	budgets     map[string]*policyv1.PodDisruptionBudget
 	policies    map[string]*networkingv1.NetworkPolicy
-	monitors    map[string]*serviceMonitor
+	monitors    map[string]*monitoringv1.ServiceMonitor
 	namespaces  map[string]*corev1.Namespace
-}
-
-// serviceMonitor is the part of the Prometheus Operator's ServiceMonitor
-// (monitoring.coreos.com/v1) authguard uses; decoding strictly into it
-// rejects any field that type does not have at these places.
-type serviceMonitor struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name      string            `json:"name"`
-		Namespace string            `json:"namespace,omitempty"`
-		Labels    map[string]string `json:"labels,omitempty"`
-	} `json:"metadata"`
-	Spec struct {
-		Selector struct {
-			MatchLabels      map[string]string `json:"matchLabels,omitempty"`
-			MatchExpressions []struct {
-				Key      string   `json:"key"`
-				Operator string   `json:"operator"`
-				Values   []string `json:"values"`
-			} `json:"matchExpressions,omitempty"`
-		} `json:"selector"`
-		Endpoints []struct {
-			Port     string `json:"port"`
-			Path     string `json:"path"`
-			Interval string `json:"interval"`
-		} `json:"endpoints"`
-	} `json:"spec"`
 }
 
 // render builds an overlay with kustomize's Go API, as `kubectl apply -k`
@@ -81,7 +54,7 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 	}
 	out := &rendered{map[string]*appsv1.Deployment{}, map[string]*corev1.Service{}, map[string]*corev1.ConfigMap{},
 		map[string]*corev1.ServiceAccount{}, map[string]*rbacv1.Role{}, map[string]*rbacv1.RoleBinding{},
-		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*serviceMonitor{}, map[string]*corev1.Namespace{}}
+		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*monitoringv1.ServiceMonitor{}, map[string]*corev1.Namespace{}}
 	for _, r := range m.Resources() {
 		data, err := r.AsYAML()
 		if err != nil {
@@ -164,8 +137,24 @@ func TestOverlaysRenderIntoValidObjects(t *testing.T) {
 				if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 					t.Errorf("%s has no CPU request or memory limit", name)
 				}
-				if c.LivenessProbe == nil || c.ReadinessProbe == nil {
+				if c.LivenessProbe == nil || c.ReadinessProbe == nil || c.StartupProbe == nil {
 					t.Errorf("%s lacks probes", name)
+				} else if c.StartupProbe.HTTPGet.Path != c.LivenessProbe.HTTPGet.Path {
+					t.Errorf("%s's startup probe asks %s, its liveness probe %s", name, c.StartupProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path)
+				}
+				// The replicas spread over nodes; prod insists.
+				spread := ""
+				for _, tc := range pod.TopologySpreadConstraints {
+					if tc.TopologyKey == "kubernetes.io/hostname" && tc.LabelSelector != nil &&
+						tc.LabelSelector.MatchLabels["app.kubernetes.io/name"] == dep.Spec.Template.Labels["app.kubernetes.io/name"] {
+						spread = string(tc.WhenUnsatisfiable)
+					}
+				}
+				if want := map[string]string{"overlays/dev": "ScheduleAnyway", "overlays/prod": "DoNotSchedule"}[o.dir]; spread != want {
+					t.Errorf("%s spreads its replicas over nodes with %q, want %q", name, spread, want)
+				}
+				if img := c.Image; !regexp.MustCompile(`:[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(img) {
+					t.Errorf("%s runs image %s, not a versioned tag", name, img)
 				}
 				if r.budgets[name] == nil || r.policies[name] == nil {
 					t.Errorf("%s has no PodDisruptionBudget or NetworkPolicy", name)
@@ -237,6 +226,9 @@ func TestServiceMonitorComponent(t *testing.T) {
 	}
 	for _, name := range []string{"authguard", "authguard-gateway"} {
 		svc := r.services[name]
+		if sm.Namespace != svc.Namespace {
+			t.Errorf("the ServiceMonitor is in namespace %q, service %s in %q: it selects only its own namespace's", sm.Namespace, name, svc.Namespace)
+		}
 		matched := false
 		for _, e := range sm.Spec.Selector.MatchExpressions {
 			matched = matched || (e.Key == "app.kubernetes.io/name" && e.Operator == "In" && slices.Contains(e.Values, svc.Labels["app.kubernetes.io/name"]))
@@ -260,6 +252,14 @@ func TestServiceMonitorComponent(t *testing.T) {
 // of a user's would.
 func renderWith(t *testing.T, component string) *rendered {
 	t.Helper()
+	fsys, dir := withComponent(t, component)
+	return render(t, fsys, dir)
+}
+
+// withComponent is the deploy tree in memory with an overlay of
+// overlays/prod and component, and that overlay's directory.
+func withComponent(t *testing.T, component string) (filesys.FileSystem, string) {
+	t.Helper()
 	fsys := filesys.MakeFsInMemory()
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -276,7 +276,7 @@ func renderWith(t *testing.T, component string) *rendered {
 	}
 	fsys.WriteFile("/deploy/overlays/mine/kustomization.yaml", []byte(
 		"resources: [../prod]\ncomponents: [../../components/"+component+"]\n"))
-	return render(t, fsys, "/deploy/overlays/mine")
+	return fsys, "/deploy/overlays/mine"
 }
 
 // With components/direct-push the gateways push to the daemon's receiver
@@ -565,7 +565,7 @@ func checkProbes(t *testing.T, binary, name string, args, env []string, c corev1
 			return
 		}
 	}
-	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+	for kind, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
 		port := containerPort(c, p.HTTPGet.Port.String())
 		url := "http://" + local[fmt.Sprint(port)] + p.HTTPGet.Path
 		var status int
@@ -576,7 +576,7 @@ func checkProbes(t *testing.T, binary, name string, args, env []string, c corev1
 		switch {
 		case status == 0:
 			t.Errorf("%s %s probe %s: nothing answered\n%s", name, kind, url, out.String())
-		case kind == "liveness" && status != http.StatusOK:
+		case kind != "readiness" && status != http.StatusOK:
 			t.Errorf("%s liveness probe %s answered %d", name, url, status)
 		case status == http.StatusNotFound:
 			t.Errorf("%s readiness probe %s is not served", name, url)

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/authguard/authguard/deploy/kubetest"
@@ -26,7 +27,7 @@ func TestRealAPIServerAcceptsEveryOverlay(t *testing.T) {
 	ctx := context.Background()
 	for _, o := range overlays {
 		t.Run(o.dir, func(t *testing.T) {
-			objs := kubetest.Render(t, o.dir)
+			objs := kubetest.Render(t, nil, o.dir)
 			// With the Secret of a setup without Slack or a Redis
 			// password: its one required key.
 			secret, err := runtime.DefaultUnstructuredConverter.ToUnstructured(onlyAuditKey(t))
@@ -44,6 +45,27 @@ func TestRealAPIServerAcceptsEveryOverlay(t *testing.T) {
 			}
 		})
 	}
+	// components/servicemonitor, on a cluster with the Prometheus
+	// Operator: its CRD, generated from the operator's own API types,
+	// then the overlay with the component, validated against that schema.
+	t.Run("servicemonitor", func(t *testing.T) {
+		crd := kubetest.CRD(t, "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1",
+			schema.GroupKind{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"})
+		fsys, dir := withComponent(t, "servicemonitor")
+		objs := kubetest.Render(t, fsys, dir)
+		monitors := 0
+		for _, obj := range objs {
+			if obj.GetKind() == "ServiceMonitor" {
+				monitors++
+			}
+		}
+		if monitors == 0 {
+			t.Fatal("the component renders no ServiceMonitor")
+		}
+		for _, err := range srv.Apply(ctx, append([]*unstructured.Unstructured{crd}, objs...), true) {
+			t.Error(err)
+		}
+	})
 	if t.Failed() {
 		return
 	}

@@ -23,7 +23,7 @@ func TestRealAPIServerLeaderElection(t *testing.T) {
 	ctx := context.Background()
 	var namespace, account string
 	var access []*unstructured.Unstructured
-	for _, obj := range kubetest.Render(t, "../deploy/overlays/prod") {
+	for _, obj := range kubetest.Render(t, nil, "../deploy/overlays/prod") {
 		switch obj.GetKind() {
 		case "Namespace", "ServiceAccount", "Role", "RoleBinding":
 			access = append(access, obj)

@@ -28,7 +28,7 @@ func TestRealAPIServerRulesEditReloadsInPlace(t *testing.T) {
 	ctx := context.Background()
 	var namespace, rulesMap string
 	var objs []*unstructured.Unstructured
-	rendered := kubetest.Render(t, "../deploy/overlays/dev")
+	rendered := kubetest.Render(t, nil, "../deploy/overlays/dev")
 	for _, obj := range rendered {
 		if obj.GetKind() == "Deployment" && obj.GetName() == "authguard" {
 			namespace = obj.GetNamespace()

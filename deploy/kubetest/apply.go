@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -20,11 +22,15 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// Render builds the kustomization in dir as `kubectl apply -k` would and
-// returns its objects as the API server receives them.
-func Render(t testing.TB, dir string) []*unstructured.Unstructured {
+// Render builds the kustomization in dir of fsys (nil: the disk) as
+// `kubectl apply -k` would and returns its objects as the API server
+// receives them.
+func Render(t testing.TB, fsys filesys.FileSystem, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if fsys == nil {
+		fsys = filesys.MakeFsOnDisk()
+	}
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
@@ -96,11 +102,40 @@ func (s *Server) Apply(ctx context.Context, objs []*unstructured.Unstructured, d
 			}
 		}
 		if pass == 0 {
-			// New kinds (a CRD's) are found by discovery afresh.
+			// A CRD's kind is served once it is established; discovery
+			// then finds it afresh.
+			for _, obj := range objs {
+				if obj.GetKind() == "CustomResourceDefinition" {
+					if err := established(ctx, dyn, obj.GetName()); err != nil {
+						errs = append(errs, err)
+					}
+				}
+			}
 			mapper.Reset()
 		}
 	}
 	return errs
+}
+
+// established waits up to 30 s for the CRD name to be served.
+func established(ctx context.Context, dyn dynamic.Interface, name string) error {
+	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		crd, err := crds.Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, c := range conds {
+				if c, ok := c.(map[string]any); ok && c["type"] == "Established" && c["status"] == "True" {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("CRD %s not established within 30 s (last error: %v)", name, err)
+		}
+		time.Sleep(100 * time.Millisecond) // the API server sets the condition; there is nothing to await
+	}
 }
 
 // ServiceAccountToken asks the API server for a token bound to the
