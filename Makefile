@@ -3,7 +3,7 @@
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-real build bench soak lint redis-server
+.PHONY: demo test test-real build images bench soak lint redis-server
 
 ## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
 demo: redis-server
@@ -35,6 +35,20 @@ test-real: redis-server
 ## build: static binaries in bin/, as the Dockerfile builds them
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/ ./cmd/authguard ./cmd/authguard-gateway
+
+## images: build both images from deploy/Dockerfile as REGISTRY/authguard:TAG
+## and REGISTRY/authguard-gateway:TAG, and push them with PUSH=1; CONTAINER
+## may be podman or buildah, which need no daemon
+REGISTRY ?= ghcr.io/authguard
+TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+CONTAINER ?= docker
+images:
+	$(CONTAINER) build -f deploy/Dockerfile --target authguard -t $(REGISTRY)/authguard:$(TAG) .
+	$(CONTAINER) build -f deploy/Dockerfile --target gateway -t $(REGISTRY)/authguard-gateway:$(TAG) .
+	@if [ "$(PUSH)" = 1 ]; then \
+	  $(CONTAINER) push $(REGISTRY)/authguard:$(TAG) && $(CONTAINER) push $(REGISTRY)/authguard-gateway:$(TAG); fi
+	@echo "images: $(REGISTRY)/authguard:$(TAG) $(REGISTRY)/authguard-gateway:$(TAG)"
+	@echo "set them in your overlay's images: (newName: $(REGISTRY)/authguard, newTag: \"$(TAG)\"), see README"
 
 ## bench: the benchmarks, with allocations, on one core (-cpu 1): the code
 ## under test gets one, and the e2e benchmarks leave the other to their
