@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,7 @@ type rendered struct {
 	policies    map[string]*networkingv1.NetworkPolicy
 	monitors    map[string]*monitoringv1.ServiceMonitor
 	namespaces  map[string]*corev1.Namespace
+	ingresses   map[string]*networkingv1.Ingress
 }
 
 // render builds an overlay with kustomize's Go API, as `kubectl apply -k`
@@ -56,7 +58,8 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 	}
 	out := &rendered{map[string]*appsv1.Deployment{}, map[string]*corev1.Service{}, map[string]*corev1.ConfigMap{},
 		map[string]*corev1.ServiceAccount{}, map[string]*rbacv1.Role{}, map[string]*rbacv1.RoleBinding{},
-		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*monitoringv1.ServiceMonitor{}, map[string]*corev1.Namespace{}}
+		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*monitoringv1.ServiceMonitor{}, map[string]*corev1.Namespace{},
+		map[string]*networkingv1.Ingress{}}
 	for _, r := range m.Resources() {
 		data, err := r.AsYAML()
 		if err != nil {
@@ -85,6 +88,8 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 			err2 = decode(out.monitors, name, data)
 		case "v1 Namespace":
 			err2 = decode(out.namespaces, name, data)
+		case "networking.k8s.io/v1 Ingress":
+			err2 = decode(out.ingresses, name, data)
 		default:
 			t.Errorf("%s renders %s %s, which this test does not check", dir, api, name)
 		}
@@ -246,6 +251,85 @@ func TestServiceMonitorComponent(t *testing.T) {
 			if !found || ep.Path != "/metrics" {
 				t.Errorf("endpoint %s%s is not a metrics port of %s", ep.Port, ep.Path, name)
 			}
+		}
+	}
+}
+
+// With components/ingress the login service is reached through the
+// gateway and, of the daemon, only Slack's interactions path on its Slack
+// port is exposed. Only the ingress controller may connect to either
+// port, and the gateway believes X-Forwarded-For from the same range the
+// daemon never blocks.
+func TestIngressComponent(t *testing.T) {
+	r := renderWith(t, "ingress")
+	d, gw := r.deployments["authguard"], r.deployments["authguard-gateway"]
+	backend := func(name string) (svc *corev1.Service, port int32, paths []networkingv1.HTTPIngressPath) {
+		ing := r.ingresses[name]
+		if ing == nil {
+			t.Fatalf("no Ingress %s among %v", name, keys(r.ingresses))
+		}
+		for _, rule := range ing.Spec.Rules {
+			paths = append(paths, rule.HTTP.Paths...)
+		}
+		if len(paths) == 0 {
+			t.Fatalf("Ingress %s routes nothing", name)
+		}
+		b := paths[0].Backend.Service
+		svc = r.services[b.Name]
+		if svc == nil || svc.Namespace != ing.Namespace {
+			t.Fatalf("Ingress %s (namespace %s) routes to service %s, which is not beside it", name, ing.Namespace, b.Name)
+		}
+		for _, p := range svc.Spec.Ports {
+			if p.Name == b.Port.Name || (b.Port.Number != 0 && p.Port == b.Port.Number) {
+				port = containerPort(d.Spec.Template.Spec.Containers[0], p.TargetPort.String())
+				if svc.Name == gw.Name {
+					port = containerPort(gw.Spec.Template.Spec.Containers[0], p.TargetPort.String())
+				}
+			}
+		}
+		return svc, port, paths
+	}
+	svc, port, paths := backend("authguard-slack")
+	exact := networkingv1.PathTypeExact
+	if svc.Name != d.Name || port != 9092 || len(paths) != 1 || paths[0].Path != "/slack/interactions" || *paths[0].PathType != exact {
+		t.Errorf("the Slack Ingress routes %v to %s:%d; want exactly /slack/interactions to the daemon's Slack port 9092", paths, svc.Name, port)
+	}
+	if svc, port, _ := backend("authguard-gateway"); svc.Name != gw.Name || port != 8080 {
+		t.Errorf("the login Ingress routes to %s:%d, want the gateway's proxy port 8080", svc.Name, port)
+	}
+	for policy, port := range map[string]int{"authguard": 9092, "authguard-gateway": 8080} {
+		for _, rule := range r.policies[policy].Spec.Ingress {
+			for _, p := range rule.Ports {
+				if p.Port.IntValue() != port {
+					continue
+				}
+				if len(rule.From) != 1 || rule.From[0].NamespaceSelector == nil ||
+					rule.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "ingress-nginx" ||
+					rule.From[0].PodSelector == nil || rule.From[0].PodSelector.MatchLabels["app.kubernetes.io/name"] != "ingress-nginx" {
+					t.Errorf("%s's port %d admits %+v, not the ingress controller alone", policy, port, rule.From)
+				}
+			}
+		}
+	}
+	var daemon struct {
+		NeverBlock []string `json:"never-block"`
+	}
+	var gateway struct {
+		TrustedProxies []string `json:"trusted-proxies"`
+	}
+	cfg := r.configMaps[volume(d.Spec.Template.Spec, "config").ConfigMap.Name]
+	if err := yaml.Unmarshal([]byte(cfg.Data["authguard.yaml"]), &daemon); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(cfg.Data["gateway.yaml"]), &gateway); err != nil {
+		t.Fatal(err)
+	}
+	if len(gateway.TrustedProxies) == 0 || !slices.Equal(gateway.TrustedProxies, daemon.NeverBlock) {
+		t.Errorf("the gateway trusts %v and the daemon never blocks %v: one block of the proxy would refuse everyone behind it", gateway.TrustedProxies, daemon.NeverBlock)
+	}
+	for _, c := range gateway.TrustedProxies {
+		if p, err := netip.ParsePrefix(c); err != nil || p.Bits() < 12 {
+			t.Errorf("the gateway trusts X-Forwarded-For from %s: wider than a pod network", c)
 		}
 	}
 }

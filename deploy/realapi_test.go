@@ -45,27 +45,23 @@ func TestRealAPIServerAcceptsEveryOverlay(t *testing.T) {
 			}
 		})
 	}
-	// components/servicemonitor, on a cluster with the Prometheus
-	// Operator: its CRD, generated from the operator's own API types,
-	// then the overlay with the component, validated against that schema.
-	t.Run("servicemonitor", func(t *testing.T) {
-		crd := kubetest.CRD(t, "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1",
-			schema.GroupKind{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"})
-		fsys, dir := withComponent(t, "servicemonitor")
-		objs := kubetest.Render(t, fsys, dir)
-		monitors := 0
-		for _, obj := range objs {
-			if obj.GetKind() == "ServiceMonitor" {
-				monitors++
+	// Each component added to prod. servicemonitor is for a cluster with
+	// the Prometheus Operator: its CRD, generated from the operator's own
+	// API types, goes first, and the ServiceMonitor is validated against
+	// that schema.
+	for _, component := range []string{"servicemonitor", "ingress", "direct-push"} {
+		t.Run("components/"+component, func(t *testing.T) {
+			var objs []*unstructured.Unstructured
+			if component == "servicemonitor" {
+				objs = append(objs, kubetest.CRD(t, "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1",
+					schema.GroupKind{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}))
 			}
-		}
-		if monitors == 0 {
-			t.Fatal("the component renders no ServiceMonitor")
-		}
-		for _, err := range srv.Apply(ctx, append([]*unstructured.Unstructured{crd}, objs...), true) {
-			t.Error(err)
-		}
-	})
+			fsys, dir := withComponent(t, component)
+			for _, err := range srv.Apply(ctx, append(objs, kubetest.Render(t, fsys, dir)...), true) {
+				t.Error(err)
+			}
+		})
+	}
 	if t.Failed() {
 		return
 	}
