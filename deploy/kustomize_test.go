@@ -46,6 +46,7 @@ type rendered struct {
 	monitors    map[string]*monitoringv1.ServiceMonitor
 	namespaces  map[string]*corev1.Namespace
 	ingresses   map[string]*networkingv1.Ingress
+	sets        map[string]*appsv1.StatefulSet
 }
 
 // render builds an overlay with kustomize's Go API, as `kubectl apply -k`
@@ -59,7 +60,7 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 	out := &rendered{map[string]*appsv1.Deployment{}, map[string]*corev1.Service{}, map[string]*corev1.ConfigMap{},
 		map[string]*corev1.ServiceAccount{}, map[string]*rbacv1.Role{}, map[string]*rbacv1.RoleBinding{},
 		map[string]*policyv1.PodDisruptionBudget{}, map[string]*networkingv1.NetworkPolicy{}, map[string]*monitoringv1.ServiceMonitor{}, map[string]*corev1.Namespace{},
-		map[string]*networkingv1.Ingress{}}
+		map[string]*networkingv1.Ingress{}, map[string]*appsv1.StatefulSet{}}
 	for _, r := range m.Resources() {
 		data, err := r.AsYAML()
 		if err != nil {
@@ -90,6 +91,8 @@ func render(t *testing.T, fsys filesys.FileSystem, dir string) *rendered {
 			err2 = decode(out.namespaces, name, data)
 		case "networking.k8s.io/v1 Ingress":
 			err2 = decode(out.ingresses, name, data)
+		case "apps/v1 StatefulSet":
+			err2 = decode(out.sets, name, data)
 		default:
 			t.Errorf("%s renders %s %s, which this test does not check", dir, api, name)
 		}
@@ -331,6 +334,46 @@ func TestIngressComponent(t *testing.T) {
 		if p, err := netip.ParsePrefix(c); err != nil || p.Bits() < 12 {
 			t.Errorf("the gateway trusts X-Forwarded-For from %s: wider than a pod network", c)
 		}
+	}
+}
+
+// components/redis is the Redis the settings name, on a volume of its
+// own, reached only by the daemon and the gateways. (e2e's
+// TestRedisExampleKeepsBlocksAcrossACrash runs it.)
+func TestRedisComponent(t *testing.T) {
+	r := renderWith(t, "redis")
+	sts, svc := r.sets["redis"], r.services["redis"]
+	if sts == nil || svc == nil {
+		t.Fatalf("statefulsets %v, services %v", keys(r.sets), keys(r.services))
+	}
+	cfg := r.configMaps[volume(r.deployments["authguard"].Spec.Template.Spec, "config").ConfigMap.Name]
+	for _, file := range []string{"authguard.yaml", "gateway.yaml"} {
+		var settings struct {
+			Redis struct {
+				URL string `json:"url"`
+			} `json:"redis"`
+		}
+		if err := yaml.Unmarshal([]byte(cfg.Data[file]), &settings); err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("redis://%s.%s.svc.cluster.local:%d/0", svc.Name, svc.Namespace, svc.Spec.Ports[0].Port); settings.Redis.URL != want {
+			t.Errorf("%s's redis url is %s; the component's Redis is %s", file, settings.Redis.URL, want)
+		}
+	}
+	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Name != "data" {
+		t.Errorf("the Redis keeps its data on %v, not a volume of its own", sts.Spec.VolumeClaimTemplates)
+	}
+	if cm := volume(sts.Spec.Template.Spec, "config").ConfigMap; cm == nil || r.configMaps[cm.Name] == nil {
+		t.Errorf("the Redis's redis.conf ConfigMap is not rendered")
+	}
+	var from []string
+	for _, rule := range r.policies["redis"].Spec.Ingress {
+		for _, peer := range rule.From {
+			from = append(from, peer.PodSelector.MatchLabels["app.kubernetes.io/name"])
+		}
+	}
+	if slices.Sort(from); !slices.Equal(from, []string{"authguard", "authguard-gateway"}) {
+		t.Errorf("the Redis admits %v; want the daemon and the gateways alone", from)
 	}
 }
 

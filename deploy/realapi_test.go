@@ -49,7 +49,7 @@ func TestRealAPIServerAcceptsEveryOverlay(t *testing.T) {
 	// the Prometheus Operator: its CRD, generated from the operator's own
 	// API types, goes first, and the ServiceMonitor is validated against
 	// that schema.
-	for _, component := range []string{"servicemonitor", "ingress", "direct-push"} {
+	for _, component := range []string{"servicemonitor", "ingress", "direct-push", "redis"} {
 		t.Run("components/"+component, func(t *testing.T) {
 			var objs []*unstructured.Unstructured
 			if component == "servicemonitor" {
