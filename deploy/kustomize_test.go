@@ -466,48 +466,38 @@ func TestDirectPushComponent(t *testing.T) {
 // binaries: each container's command line is run with --check-config
 // against its mounts laid out in a temporary directory, its rules pass
 // `authguard rules lint`, and the probes' paths answer on a running binary.
+// So it is with every key of the Secret template, each reaching the
+// binaries, and with the audit key alone (a Redis without a password and
+// no Slack): no mount or variable needs another key, and the binaries say
+// that pages go to the log and Redis is used without a password.
 func TestManifestsMatchTheBinaries(t *testing.T) {
 	bin := buildBinaries(t)
-	secret := secretTemplate(t)
-	for _, o := range overlays {
-		t.Run(o.dir, func(t *testing.T) {
-			printed := checkAgainstBinaries(t, bin, secret, render(t, filesys.MakeFsOnDisk(), o.dir))
-			// Every key of the template reaches the binaries.
-			for name, want := range map[string][]string{
-				"authguard":         {"(password from AUTHGUARD_REDIS_PASSWORD)", "slack: bot token", "buttons on :9092"},
-				"authguard-gateway": {"(password from AUTHGUARD_REDIS_PASSWORD)"},
-			} {
-				for _, w := range want {
-					if !strings.Contains(printed[name], w) {
-						t.Errorf("with every key in the Secret, %s's --check-config does not say %q:\n%s", name, w, printed[name])
+	for _, c := range []struct {
+		secret string
+		with   *corev1.Secret
+		say    map[string][]string
+	}{
+		{"every key of the template", secretTemplate(t), map[string][]string{
+			"authguard":         {"(password from AUTHGUARD_REDIS_PASSWORD)", "slack: bot token", "buttons on :9092"},
+			"authguard-gateway": {"(password from AUTHGUARD_REDIS_PASSWORD)"},
+		}},
+		{"only the audit key", onlyAuditKey(t), map[string][]string{
+			"authguard":         {"(no password)", "slack: none (pages on stdout), no buttons"},
+			"authguard-gateway": {"(no password)"},
+		}},
+	} {
+		for _, o := range overlays {
+			t.Run(o.dir+" with "+c.secret, func(t *testing.T) {
+				printed := checkAgainstBinaries(t, bin, c.with, render(t, filesys.MakeFsOnDisk(), o.dir))
+				for name, want := range c.say {
+					for _, w := range want {
+						if !strings.Contains(printed[name], w) {
+							t.Errorf("with %s in the Secret, %s's --check-config does not say %q:\n%s", c.secret, name, w, printed[name])
+						}
 					}
 				}
-			}
-		})
-	}
-}
-
-// A Redis without a password and no Slack: the Secret holds the audit
-// key alone, every overlay's pods start with it (no mount or variable
-// needs another key), and the binaries pass --check-config, saying that
-// pages go to the log and Redis is used without a password.
-func TestOverlaysNeedOnlyTheAuditKey(t *testing.T) {
-	bin := buildBinaries(t)
-	secret := onlyAuditKey(t)
-	for _, o := range overlays {
-		t.Run(o.dir, func(t *testing.T) {
-			printed := checkAgainstBinaries(t, bin, secret, render(t, filesys.MakeFsOnDisk(), o.dir))
-			for name, want := range map[string][]string{
-				"authguard":         {"(no password)", "slack: none (pages on stdout), no buttons"},
-				"authguard-gateway": {"(no password)"},
-			} {
-				for _, w := range want {
-					if !strings.Contains(printed[name], w) {
-						t.Errorf("with only the audit key, %s's --check-config does not say %q:\n%s", name, w, printed[name])
-					}
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
