@@ -48,29 +48,14 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config, log *slog
 	if cfg.RenewDeadline >= cfg.LeaseDuration {
 		return fmt.Errorf("leader election: the renew deadline (%s) must be shorter than the lease duration (%s)", cfg.RenewDeadline, cfg.LeaseDuration)
 	}
-	// OnStartedLeading runs on a goroutine of the elector's; once Run is
-	// over it must not start lead any more, and Run waits for a lead that
-	// did start.
-	var mu sync.Mutex
-	var held, over bool
-	done := make(chan struct{})
+	tm := &term{done: make(chan struct{})}
 	// The elector releases the Lease as soon as its context ends, while
 	// lead may still be writing what it has queued: a standby would then
 	// act beside it. So the elector's context ends only once lead has
 	// returned, and lead's ends with ctx or with the Lease.
 	electCtx, stopElect := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopElect()
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		over = true
-		led := held
-		mu.Unlock()
-		if led {
-			<-done
-		}
-		stopElect()
-	})
-	defer stop()
+	defer context.AfterFunc(ctx, func() { tm.finish(); stopElect() })()
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.Name},
@@ -84,14 +69,10 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config, log *slog
 		Name:            cfg.Name,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(whileHeld context.Context) {
-				mu.Lock()
-				if over {
-					mu.Unlock()
+				if !tm.begin() {
 					return
 				}
-				held = true
-				mu.Unlock()
-				defer close(done)
+				defer close(tm.done)
 				leadCtx, cancel := context.WithCancel(whileHeld)
 				defer cancel()
 				defer context.AfterFunc(ctx, cancel)()
@@ -112,18 +93,40 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config, log *slog
 		return fmt.Errorf("leader election: %w", err)
 	}
 	elector.Run(electCtx)
-	mu.Lock()
-	over = true
-	led := held
-	mu.Unlock()
-	if !led {
-		return nil
-	}
-	<-done
-	if ctx.Err() == nil {
+	if tm.finish() && ctx.Err() == nil {
 		return ErrLost
 	}
 	return nil
+}
+
+// term is one leadership of Run's. OnStartedLeading runs on a goroutine
+// of the elector's: once Run is over it must not start lead any more, and
+// Run waits for a lead that did start.
+type term struct {
+	mu         sync.Mutex
+	held, over bool
+	done       chan struct{} // closed when a lead that began returns
+}
+
+// begin says whether lead may start, and marks it started.
+func (t *term) begin() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.held = !t.over
+	return t.held
+}
+
+// finish ends the term: no lead starts after it, and a lead that began
+// has returned when it does. It says whether one began.
+func (t *term) finish() bool {
+	t.mu.Lock()
+	t.over = true
+	held := t.held
+	t.mu.Unlock()
+	if held {
+		<-t.done
+	}
+	return held
 }
 
 // Client connects to the Kubernetes API: in-cluster, or through kubeconfig
