@@ -66,7 +66,8 @@ redis-server:
 ## ROUNDS rounds interleaved (base, tree, base, ...), each test binary on
 ## CPU 0 and its redis-server on CPU 1, as benchstat tables; a noisy VM
 ## moves unchanged code by 10-30 %, the interleaving and pinning take most
-## of that out. Not run by CI. e.g. make bench-compare BASE=bcfd485 PKGS=./e2e/ BENCH=Block
+## of that out. Not run by CI. e.g. make bench-compare BASE=bcfd485 PKGS=./e2e/ BENCH=Block;
+## from another checkout (the tree compared): make -f /path/to/Makefile bench-compare
 BASE ?= HEAD
 ROUNDS ?= 8
 PKGS ?= ./...
@@ -88,7 +89,7 @@ bench-compare: redis-server
 	    (cd "$$src/$$rel" && PATH="$$tmp/pin:$$PATH" taskset -c 0 "$$bin" -test.run '^$$' -test.bench '$(BENCH)' \
 	      -test.benchtime $(BENCHTIME) -test.benchmem -test.cpu 1 >> "$$tmp/$$side.txt" 2>&1) || { cat "$$tmp/$$side.txt"; exit 1; }; \
 	  done; done; echo "round $$r done"; done; \
-	$(GO) tool benchstat base="$$tmp/base.txt" tree="$$tmp/tree.txt"
+	$(GO) -C $(dir $(abspath $(firstword $(MAKEFILE_LIST)))) tool benchstat base="$$tmp/base.txt" tree="$$tmp/tree.txt"
 
 ## soak: 10 minutes of 20,000 lines/s through the fake Loki with a forced reconnect every 5 s; every line must arrive once (not run by CI; AUTHGUARD_SOAK=2m for a shorter run)
 soak:
