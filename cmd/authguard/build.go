@@ -159,7 +159,12 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	if d.tail != nil {
 		attempts = d.tail
 	}
-	if d.notifier, d.signingSecret, err = c.notifier(stdout, log, reg, attempts, store); err != nil {
+	sec, err := c.slackSecrets()
+	if err != nil {
+		return nil, err
+	}
+	d.signingSecret = sec.signing // "" when there are no buttons
+	if d.notifier, err = c.notifier(sec, stdout, log, reg, attempts, store); err != nil {
 		return nil, err
 	}
 	if d.pushLn, d.slackLn, err = c.listeners(d.signingSecret != "", st.pushTLS); err != nil {
@@ -278,11 +283,11 @@ func (c *runCmd) check(e *env) error {
 		return err
 	}
 	rdb.Close()
-	if _, _, err := c.notifier(io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
-		return err
-	}
 	sec, err := c.slackSecrets()
 	if err != nil {
+		return err
+	}
+	if _, err := c.notifier(sec, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
 		return err
 	}
 	for flag, addr := range map[string]string{"--listen": c.Listen, "--push-listen": c.PushListen, "--slack-listen": c.SlackListen} {
@@ -320,14 +325,9 @@ func orNone(s string) string {
 	return s
 }
 
-// notifier builds the pager from the Slack settings, reading its secrets
-// once; it also returns the signing secret the buttons' endpoint checks
-// ("" when there are no buttons).
-func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts, messages slack.Messages) (*slack.Notifier, string, error) {
-	sec, err := c.slackSecrets()
-	if err != nil {
-		return nil, "", err
-	}
+// notifier builds the pager from the Slack settings and secrets (read
+// once, by slackSecrets).
+func (c *runCmd) notifier(sec slackSecrets, stdout io.Writer, log *slog.Logger, reg prometheus.Registerer, attempts slack.Attempts, messages slack.Messages) (*slack.Notifier, error) {
 	opts := slack.Options{Channel: c.SlackChannel,
 		Routes: c.SlackRoute, Mentions: c.SlackMention, Coalesce: c.SlackCoalesce, MaskUsernames: c.SlackMaskUsernames,
 		Buttons: sec.signing != "", Attempts: attempts, Messages: messages, Log: log, Registry: reg,
@@ -341,8 +341,7 @@ func (c *runCmd) notifier(stdout io.Writer, log *slog.Logger, reg prometheus.Reg
 	if c.GrafanaURL != "" {
 		opts.Explore = &slack.Explore{URL: c.GrafanaURL, Datasource: c.GrafanaLokiDatasource, Selector: streamSelector(c.LokiQuery)}
 	}
-	n, err := slack.New(opts)
-	return n, sec.signing, err
+	return slack.New(opts)
 }
 
 // transports open each way of paging from its secret (the terminal needs
