@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
@@ -63,6 +64,13 @@ func (s *Server) Apply(ctx context.Context, objs []*unstructured.Unstructured, d
 	apply := func(obj *unstructured.Unstructured, dryRun bool) error {
 		gvk := obj.GroupVersionKind()
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		// An established CRD's kind reaches discovery a moment later;
+		// discovery has nothing to watch, so it is asked again.
+		for deadline := time.Now().Add(10 * time.Second); meta.IsNoMatchError(err) && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			mapper.Reset()
+			m, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		}
 		if err != nil {
 			return err
 		}
@@ -117,25 +125,39 @@ func (s *Server) Apply(ctx context.Context, objs []*unstructured.Unstructured, d
 	return errs
 }
 
-// established waits up to 30 s for the CRD name to be served.
+// established waits up to 30 s for the CRD name to be served: its
+// Established condition, seen on a watch.
 func established(ctx context.Context, dyn dynamic.Interface, name string) error {
 	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		crd, err := crds.Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
-			for _, c := range conds {
-				if c, ok := c.(map[string]any); ok && c["type"] == "Established" && c["status"] == "True" {
-					return nil
-				}
+	isEstablished := func(crd *unstructured.Unstructured) bool {
+		conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+		for _, c := range conds {
+			if c, ok := c.(map[string]any); ok && c["type"] == "Established" && c["status"] == "True" {
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("CRD %s not established within 30 s (last error: %v)", name, err)
-		}
-		time.Sleep(100 * time.Millisecond) // the API server sets the condition; there is nothing to await
+		return false
 	}
+	crd, err := crds.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("CRD %s: %w", name, err)
+	}
+	if isEstablished(crd) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := crds.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: crd.GetResourceVersion()})
+	if err != nil {
+		return fmt.Errorf("CRD %s: %w", name, err)
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		if crd, ok := ev.Object.(*unstructured.Unstructured); ok && isEstablished(crd) {
+			return nil
+		}
+	}
+	return fmt.Errorf("CRD %s not established within 30 s", name)
 }
 
 // ServiceAccountToken asks the API server for a token bound to the
