@@ -53,8 +53,18 @@ type countingStore struct {
 	all  chan struct{}
 }
 
-func (c *countingStore) Write(ctx context.Context, reqs []responder.Request) ([]responder.Result, error) {
-	res, err := c.Store.Write(ctx, reqs)
+func (c *countingStore) Prepare(reqs []responder.Request) responder.Batch {
+	return countedBatch{c.Store.Prepare(reqs), c}
+}
+
+type countedBatch struct {
+	responder.Batch
+	c *countingStore
+}
+
+func (b countedBatch) Write(ctx context.Context) ([]responder.Result, error) {
+	c := b.c
+	res, err := b.Batch.Write(ctx)
 	if err == nil {
 		if c.want -= len(res); c.want == 0 {
 			close(c.all)

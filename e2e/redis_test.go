@@ -88,8 +88,9 @@ func TestBlocksAreAllOrNothingWhenConnectionsDie(t *testing.T) {
 			ips = append(ips, ip)
 			reqs = append(reqs, blockRequest(ip, n, now))
 		}
+		batch := store.Prepare(reqs)
 		for {
-			if _, err := store.Write(ctx, reqs); err == nil {
+			if _, err := batch.Write(ctx); err == nil {
 				break
 			}
 			failures++
@@ -374,7 +375,7 @@ func TestPageLocationIsKeptWithTheBlock(t *testing.T) {
 	store := redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{})
 	ctx := context.Background()
 	ip := netip.MustParseAddr("203.0.113.160")
-	res, err := store.Write(ctx, []responder.Request{blockRequest(ip.String(), 1, time.Now())})
+	res, err := store.Prepare([]responder.Request{blockRequest(ip.String(), 1, time.Now())}).Write(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,12 +407,12 @@ func TestPageLocationIsKeptWithTheBlock(t *testing.T) {
 // in-memory one its tests use does (storetest runs the same cases on both).
 func TestRedisStoreKeepsTheStoreContract(t *testing.T) {
 	rdb := startRedisServer(t).client()
-	storetest.Run(t, func(t *testing.T) storetest.Subject {
+	storetest.Run(t, func(t *testing.T, now func() time.Time) storetest.Subject {
 		ctx := context.Background()
 		if err := rdb.FlushDB(ctx).Err(); err != nil { // the server this test started
 			t.Fatal(err)
 		}
-		return storetest.Subject{Store: redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{}),
+		return storetest.Subject{Store: redisblock.New(rdb, blockset.DefaultKeys, redisblock.Options{Now: now}),
 			Blocked: func(t *testing.T, ip netip.Addr) time.Duration {
 				return max(rdb.PTTL(ctx, "ip_block:"+ip.String()).Val(), 0)
 			},

@@ -11,8 +11,9 @@ import (
 
 // runBlocks carries out queued decisions in three stages, so that the
 // store is kept waiting for neither the next batch nor the evidence and
-// pages of the last: this goroutine takes a batch from the queue and says
-// what to do about each decision, a writer writes it (retrying until the
+// pages of the last: this goroutine takes a batch from the queue, says
+// what to do about each decision and has the store ready it, a writer
+// writes it (retrying until the
 // store takes it), a finisher writes its evidence to the log and queues
 // its pages. Once ctx ends, what is queued is still written within
 // ShutdownGrace; what the grace leaves is counted and logged.
@@ -55,6 +56,7 @@ func (r *Responder) runBlocks(ctx context.Context) {
 type job struct {
 	batch   []item
 	reqs    []Request
+	ready   Batch // reqs as the store readied them
 	results []Result
 }
 
@@ -62,6 +64,9 @@ func (r *Responder) job(batch []item) job {
 	j := job{batch: batch, reqs: make([]Request, len(batch))}
 	for i, it := range batch {
 		j.reqs[i] = r.request(it)
+	}
+	if r.opts.Store != nil {
+		j.ready = r.opts.Store.Prepare(j.reqs)
 	}
 	return j
 }
@@ -129,12 +134,12 @@ func (r *Responder) request(it item) Request {
 // send hands a job to the store, retrying with backoff until it is taken or
 // ctx ends.
 func (r *Responder) send(ctx context.Context, j *job) bool {
-	if r.opts.Store == nil {
+	if j.ready == nil {
 		j.results = make([]Result, len(j.reqs))
 		return true
 	}
 	for attempt := 0; ; attempt++ {
-		results, err := r.opts.Store.Write(ctx, j.reqs)
+		results, err := j.ready.Write(ctx)
 		if err == nil {
 			j.results = results
 			return true

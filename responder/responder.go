@@ -21,13 +21,36 @@ import (
 
 // Store carries decisions out: it writes blocks and evidence records.
 type Store interface {
-	// Write carries out reqs in order, in as few round trips as it can,
-	// and says what became of each. A block runs from its DecidedAt: it is
-	// written with what is left of its TTL, and one that would already
-	// have ended is only recorded (Expired). Writing a request again (a
-	// retry after a lost reply) has no further effect (AlreadyWritten).
-	Write(ctx context.Context, reqs []Request) ([]Result, error)
+	// Prepare readies reqs to be written, doing no I/O: the responder
+	// readies the next batch while the store writes the last, so that the
+	// daemon's work and the store's overlap.
+	Prepare(reqs []Request) Batch
 }
+
+// Batch is a batch of requests a Store readied.
+type Batch interface {
+	// Write carries out the batch's requests in order, in as few round
+	// trips as it can, and says what became of each. A block runs from its
+	// DecidedAt: it is written with what is left of its TTL when Write
+	// runs, and one that would already have ended is only recorded
+	// (Expired). Write may be called again after an error; writing a
+	// request again has no further effect (AlreadyWritten).
+	Write(ctx context.Context) ([]Result, error)
+}
+
+// WriteFunc is a Store that readies nothing ahead: a batch is written by
+// calling the function with its requests.
+type WriteFunc func(ctx context.Context, reqs []Request) ([]Result, error)
+
+// Prepare implements Store.
+func (f WriteFunc) Prepare(reqs []Request) Batch { return writeLater{f, reqs} }
+
+type writeLater struct {
+	write WriteFunc
+	reqs  []Request
+}
+
+func (w writeLater) Write(ctx context.Context) ([]Result, error) { return w.write(ctx, w.reqs) }
 
 // Notifier pages people about an action. Notify queues the page and
 // never waits: the notifier's own pipeline coalesces, sends and retries.

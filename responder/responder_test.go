@@ -32,7 +32,11 @@ func newFakeStore(done int) *fakeStore {
 	return &fakeStore{Memory: storetest.NewMemory(), done: make(chan struct{}, done)}
 }
 
-func (f *fakeStore) Write(ctx context.Context, reqs []responder.Request) ([]responder.Result, error) {
+func (f *fakeStore) Prepare(reqs []responder.Request) responder.Batch {
+	return responder.WriteFunc(f.write).Prepare(reqs)
+}
+
+func (f *fakeStore) write(ctx context.Context, reqs []responder.Request) ([]responder.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.tried != nil {

@@ -23,7 +23,8 @@ func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, op
 	r := record{Time: stamp(now), Action: "manual block", IP: ip.String(), Rule: "manual", Operator: operator, Reason: reason,
 		TTLSeconds: int64(ttl / time.Second), ExpiresAt: stamp(expires)}
 	id := fmt.Sprintf("manual-%s-%d", ip, now.UnixNano())
-	c := s.runBlocks(ctx, s.rdb, []pendingBlock{{id, ip, ttl, expires, 0, false, true, false, r}}, now)
+	keys, args := s.blockArgs([]pendingBlock{{id, ip, expires, 0, false, true, false, r}}, now)
+	c := blockScript.Run(ctx, s.rdb, keys, args...)
 	codes, err := scriptResults(c, 1)
 	if err != nil {
 		return "", fmt.Errorf("block %s: %w", ip, err)

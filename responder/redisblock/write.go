@@ -17,11 +17,15 @@ import (
 // calls, so that Redis runs the first while the rest is being sent.
 const maxRun = 128
 
+// fresh bounds how long ago a batch Write sends was encoded: its evidence
+// records carry the time they were made. An older one (it waited out an
+// outage, say) is encoded again.
+const fresh = 100 * time.Millisecond
+
 // pendingBlock is one block for blockScript.
 type pendingBlock struct {
 	id              string
 	ip              netip.Addr
-	left            time.Duration
 	expires         time.Time
 	count           int
 	renewal, manual bool
@@ -29,25 +33,47 @@ type pendingBlock struct {
 	record          record
 }
 
-// batch is a batch of requests encoded for one pipelined round trip:
-// evidence records and runs of up to maxRun blocks (one script call
+// batch is requests encoded for one pipelined round trip: evidence
+// records on their own and runs of up to maxRun blocks (one script call
 // each), in request order. Redis starts on the first run while the rest
 // is still being sent.
 type batch struct {
-	pipe    redis.Pipeliner
-	runs    []run
-	results []responder.Result
+	s       *Store
+	reqs    []responder.Request
+	at      time.Time // when it was encoded
+	ends    time.Time // the soonest end of its blocks (zero: none); from then on, encode again
+	steps   []step
+	expired []int // the requests whose block had ended when it was encoded
 }
 
-type run struct {
-	cmd   redis.Cmder
-	index []int // request index of each block in the run
+// step is one command of a batch: an evidence record, or a run of blocks
+// whose now and TTLs are set when it is sent.
+type step struct {
+	record string
+	keys   []string
+	args   []any
+	index  []int // request index of each block in the run
 }
 
-// Write carries out reqs in one pipelined round trip and says what became
-// of each. A block runs from its DecidedAt: its TTL is what is left of it
-// now, and one that would already have ended is only recorded.
-func (s *Store) Write(ctx context.Context, reqs []responder.Request) ([]responder.Result, error) {
+// Prepare implements responder.Store: it encodes reqs, the costly part
+// of a write, so that the responder can do it while Redis runs the last
+// batch.
+func (s *Store) Prepare(reqs []responder.Request) responder.Batch {
+	b := &batch{s: s, reqs: reqs}
+	b.encode(s.opts.Now())
+	return b
+}
+
+// Write sends the batch in one pipelined round trip and says what became
+// of each request. Each block's TTL is what is left of it at the time of
+// sending; a batch in which a block ended since it was encoded is encoded
+// again, so that the block is only recorded.
+func (b *batch) Write(ctx context.Context) ([]responder.Result, error) {
+	s := b.s
+	now := s.opts.Now()
+	if now.Sub(b.at) > fresh || !b.ends.IsZero() && !now.Before(b.ends) {
+		b.encode(now)
+	}
 	// In a pipeline EVALSHA cannot fall back to EVAL, so the script is
 	// loaded first: once, and again after a Redis restart emptied the cache.
 	if !s.loaded.Load() {
@@ -56,59 +82,89 @@ func (s *Store) Write(ctx context.Context, reqs []responder.Request) ([]responde
 		}
 		s.loaded.Store(true)
 	}
-	b := s.encode(ctx, reqs, s.opts.Now())
-	if _, err := b.pipe.Exec(ctx); err != nil {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]redis.Cmder, len(b.steps))
+	for i := range b.steps {
+		st := &b.steps[i]
+		if st.keys == nil {
+			s.xadd(ctx, pipe, st.record)
+			continue
+		}
+		st.args[1] = now.UnixMilli()
+		for k, r := range st.index {
+			req := &b.reqs[r]
+			st.args[runArgs+perBlock*k+1] = max(req.DecidedAt.Add(req.Decision.TTL).Sub(now).Milliseconds(), 1)
+		}
+		cmds[i] = blockScript.Run(ctx, pipe, st.keys, st.args...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
 			s.loaded.Store(false)
 		}
-		return nil, fmt.Errorf("write %d decisions: %w", len(b.results), err)
+		return nil, fmt.Errorf("write %d decisions: %w", len(b.reqs), err)
 	}
-	for _, r := range b.runs {
-		codes, err := scriptResults(r.cmd, len(r.index))
+	return b.results(cmds)
+}
+
+// results reads the script replies back into one result per request.
+func (b *batch) results(cmds []redis.Cmder) ([]responder.Result, error) {
+	out := make([]responder.Result, len(b.reqs))
+	for _, i := range b.expired {
+		out[i].Outcome = responder.Expired
+	}
+	for k, st := range b.steps {
+		if st.keys == nil {
+			continue
+		}
+		codes, err := scriptResults(cmds[k], len(st.index))
 		if err != nil {
 			return nil, fmt.Errorf("write blocks: %w", err)
 		}
-		for k, i := range r.index {
-			b.results[i].Incident = codes[k].incident
-			switch codes[k].code {
+		for n, i := range st.index {
+			out[i].Incident = codes[n].incident
+			switch codes[n].code {
 			case 1:
-				b.results[i].Outcome = responder.AlreadyWritten
+				out[i].Outcome = responder.AlreadyWritten
 			case 2:
-				b.results[i].Outcome = responder.Cleared
+				out[i].Outcome = responder.Cleared
 			}
 		}
 	}
-	return b.results, nil
+	return out, nil
 }
 
-// encode queues reqs in a pipeline, their TTLs counted at now.
-func (s *Store) encode(ctx context.Context, reqs []responder.Request, now time.Time) *batch {
-	b := &batch{pipe: s.rdb.Pipeline(), results: make([]responder.Result, len(reqs))}
+// encode readies the batch's requests at now.
+func (b *batch) encode(now time.Time) {
+	s := b.s
+	b.at, b.ends, b.steps, b.expired = now, time.Time{}, nil, nil
 	var blocks []pendingBlock
 	var index []int
 	flush := func() {
 		if len(blocks) > 0 {
-			b.runs = append(b.runs, run{s.runBlocks(ctx, b.pipe, blocks, now), index})
+			keys, args := s.blockArgs(blocks, now)
+			b.steps = append(b.steps, step{keys: keys, args: args, index: index})
 			blocks, index = nil, nil
 		}
 	}
-	for i, req := range reqs {
+	for i, req := range b.reqs {
 		d := req.Decision
 		expires := req.DecidedAt.Add(d.TTL)
-		left := expires.Sub(now)
 		switch {
 		case !req.Act.Blocks() || !d.IP.IsValid():
 			flush()
 			rec := decisionRecord(req, now, time.Time{})
-			s.xadd(ctx, b.pipe, &rec)
-		case left <= 0:
+			b.steps = append(b.steps, step{record: rec.json()})
+		case !expires.After(now):
 			flush()
-			b.results[i].Outcome = responder.Expired
+			b.expired = append(b.expired, i)
 			rec := decisionRecord(req, now, expires)
 			rec.Action = "block expired before it could be written"
-			s.xadd(ctx, b.pipe, &rec)
+			b.steps = append(b.steps, step{record: rec.json()})
 		default:
-			blocks = append(blocks, pendingBlock{req.ID, d.IP, left, expires, d.Count, d.Renewal, false, req.Act == responder.ActRestore, decisionRecord(req, now, expires)})
+			if b.ends.IsZero() || expires.Before(b.ends) {
+				b.ends = expires
+			}
+			blocks = append(blocks, pendingBlock{req.ID, d.IP, expires, d.Count, d.Renewal, false, req.Act == responder.ActRestore, decisionRecord(req, now, expires)})
 			index = append(index, i)
 			if len(blocks) == maxRun {
 				flush()
@@ -116,26 +172,29 @@ func (s *Store) encode(ctx context.Context, reqs []responder.Request, now time.T
 		}
 	}
 	flush()
-	return b
 }
 
-func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, r *record) redis.Cmder {
-	return p.XAdd(ctx, &redis.XAddArgs{Stream: s.keys.Evidence, MaxLen: s.opts.EvidenceMaxLen, Approx: true, Values: []any{"incident", "", "record", r.json()}})
+func (s *Store) xadd(ctx context.Context, p redis.Pipeliner, record string) redis.Cmder {
+	return p.XAdd(ctx, &redis.XAddArgs{Stream: s.keys.Evidence, MaxLen: s.opts.EvidenceMaxLen, Approx: true, Values: []any{"incident", "", "record", record}})
 }
 
-// runBlocks runs (or, in a pipeline, queues) blockScript for a run of blocks.
-func (s *Store) runBlocks(ctx context.Context, p redis.Scripter, bs []pendingBlock, now time.Time) redis.Cmder {
-	keys := make([]string, 0, 3+4*len(bs))
+// The arguments of blockScript: runArgs for the run, then perBlock for each
+// block, the second of which is its TTL.
+const runArgs, perBlock = 4, 14
+
+// blockArgs encodes a run of blocks for blockScript at now.
+func (s *Store) blockArgs(bs []pendingBlock, now time.Time) (keys []string, args []any) {
+	keys = make([]string, 0, 3+4*len(bs))
 	keys = append(keys, s.keys.Index, s.keys.Evidence, s.keys.Changes)
-	args := make([]any, 0, 4+14*len(bs))
+	args = make([]any, 0, runArgs+perBlock*len(bs))
 	args = append(args, s.keys.Channel, now.UnixMilli(), s.opts.EvidenceMaxLen, s.opts.RememberOffences.Milliseconds())
 	for _, b := range bs {
 		ip := b.ip.String()
 		keys = append(keys, s.keys.Block+ip, s.keys.Fail+ip, s.keys.Meta+ip, s.keys.Offenses+ip)
-		args = append(args, b.id, max(b.left.Milliseconds(), 1), b.count, b.mode(), b.expires.UnixMilli(), ip,
+		args = append(args, b.id, max(b.expires.Sub(now).Milliseconds(), 1), b.count, b.mode(), b.expires.UnixMilli(), ip,
 			b.record.json(), b.record.Rule, b.record.Severity, b.record.FirstSeen, b.record.LastSeen, b.record.ExpiresAt, b.record.why(), b.record.Offence)
 	}
-	return blockScript.Run(ctx, p, keys, args...)
+	return keys, args
 }
 
 type scriptCode struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,8 @@ type Subject struct {
 	Blocked func(t *testing.T, ip netip.Addr) time.Duration
 	// Clear unblocks ip as an operator does.
 	Clear func(t *testing.T, ip netip.Addr)
+
+	clock *clock
 }
 
 // slack is how far a TTL read back may be from the one meant: the
@@ -25,12 +28,13 @@ type Subject struct {
 const slack = 3 * time.Second
 
 // Run runs the contract against the stores open returns, a fresh one for
-// each case.
-func Run(t *testing.T, open func(t *testing.T) Subject) {
+// each case, on the clock now (the wall clock, which a case may set ahead).
+func Run(t *testing.T, open func(t *testing.T, now func() time.Time) Subject) {
 	cases := []struct {
 		name string
 		run  func(t *testing.T, s Subject)
 	}{
+		{"ABatchIsCountedWhenItIsWritten", batchIsCountedWhenWritten},
 		{"ABlockRunsFromItsDecision", blockRunsFromItsDecision},
 		{"ARetriedRequestIsWrittenOnce", retriedRequestIsWrittenOnce},
 		{"ABlockThatWouldHaveEndedIsOnlyRecorded", endedBlockIsOnlyRecorded},
@@ -39,8 +43,31 @@ func Run(t *testing.T, open func(t *testing.T) Subject) {
 		{"ResultsFollowTheRequestsInALargeBatch", resultsFollowRequests},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { c.run(t, open(t)) })
+		t.Run(c.name, func(t *testing.T) {
+			clock := &clock{}
+			s := open(t, clock.now)
+			s.clock = clock
+			c.run(t, s)
+		})
 	}
+}
+
+// clock is the wall clock, set ahead by a case.
+type clock struct {
+	mu    sync.Mutex
+	ahead time.Duration
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.ahead)
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ahead += d
 }
 
 // Request returns a request for a decision about ip made at decided, with
@@ -59,12 +86,17 @@ func Request(ip string, act responder.Act, id string, decided time.Time, ttl tim
 
 func write(t *testing.T, s Subject, reqs ...responder.Request) []responder.Result {
 	t.Helper()
-	res, err := s.Store.Write(context.Background(), reqs)
+	return writeBatch(t, s.Store.Prepare(reqs), len(reqs))
+}
+
+func writeBatch(t *testing.T, b responder.Batch, n int) []responder.Result {
+	t.Helper()
+	res, err := b.Write(context.Background())
 	if err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	if len(res) != len(reqs) {
-		t.Fatalf("%d results for %d requests", len(res), len(reqs))
+	if len(res) != n {
+		t.Fatalf("%d results for %d requests", len(res), n)
 	}
 	return res
 }
@@ -85,6 +117,29 @@ func blockRunsFromItsDecision(t *testing.T, s Subject) {
 		t.Fatalf("outcome %v, want written", res[0].Outcome)
 	}
 	wantBlocked(t, s, "203.0.113.7", 20*time.Second)
+}
+
+// A batch readied ahead is counted when it is written: a block's TTL is
+// what is left of it then, one that ended meanwhile is only recorded, and
+// writing the batch again (a retry) writes nothing more.
+func batchIsCountedWhenWritten(t *testing.T, s Subject) {
+	now := s.clock.now()
+	b := s.Store.Prepare([]responder.Request{
+		Request("203.0.113.20", responder.ActBlock, "k1", now, time.Minute),
+		Request("203.0.113.21", responder.ActBlock, "k2", now.Add(-50*time.Second), time.Minute),
+	})
+	s.clock.advance(20 * time.Second)
+	res := writeBatch(t, b, 2)
+	if res[0].Outcome != responder.Written || res[1].Outcome != responder.Expired {
+		t.Fatalf("outcomes %v, %v; want written, expired", res[0].Outcome, res[1].Outcome)
+	}
+	wantBlocked(t, s, "203.0.113.20", 40*time.Second)
+	wantBlocked(t, s, "203.0.113.21", 0)
+	again := writeBatch(t, b, 2)
+	if again[0].Outcome != responder.AlreadyWritten || again[0].Incident != res[0].Incident {
+		t.Errorf("written again: %v in incident %q, want already written in %q", again[0].Outcome, again[0].Incident, res[0].Incident)
+	}
+	wantBlocked(t, s, "203.0.113.20", 40*time.Second)
 }
 
 func retriedRequestIsWrittenOnce(t *testing.T, s Subject) {

@@ -37,7 +37,12 @@ func (m *Memory) now() time.Time {
 	return time.Now()
 }
 
-// Write implements responder.Store.
+// Prepare implements responder.Store: the batch is written by Write.
+func (m *Memory) Prepare(reqs []responder.Request) responder.Batch {
+	return responder.WriteFunc(m.Write).Prepare(reqs)
+}
+
+// Write carries out reqs as a responder.Batch does.
 func (m *Memory) Write(_ context.Context, reqs []responder.Request) ([]responder.Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
