@@ -58,8 +58,10 @@ type Decision struct {
 	// Key is the group key: an IP or an IP prefix in text form, or "" for a
 	// global rule.
 	Key string
-	// IP is the address that the block applies to; invalid for global rules.
-	IP netip.Addr
+	// Net is what a block applies to: one address (a full-length prefix)
+	// or, for a rule that groups by prefix, the network; invalid for
+	// global rules.
+	Net netip.Prefix
 	// Kind is block or alert.
 	Kind Kind
 	// TTL is the block duration; zero for alerts.

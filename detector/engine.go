@@ -247,8 +247,8 @@ func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
 		d.Time = ev.Time
 		d.Sample = ev.Line
 		if r.PerIP {
-			d.IP = addr
-			d.Key = r.keyString(addr)
+			d.Net = r.target(addr)
+			d.Key = targetKey(d.Net)
 		}
 		out = append(out, d)
 	}
@@ -397,13 +397,20 @@ func (r *ruleState) group(ip netip.Addr) netip.Addr {
 	return p.Addr()
 }
 
-func (r *ruleState) keyString(addr netip.Addr) string {
+// target is what a block of addr's group applies to: the network of the
+// rule's prefix that starts at addr (a group address), or addr alone.
+func (r *ruleState) target(addr netip.Addr) netip.Prefix {
 	bits := r.IPv6Prefix
 	if addr.Is4() {
 		bits = r.IPv4Prefix
 	}
-	if bits == addr.BitLen() {
-		return addr.String()
+	return netip.PrefixFrom(addr, bits)
+}
+
+// targetKey is a target's text: the address alone, or the network.
+func targetKey(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
 	}
-	return netip.PrefixFrom(addr, bits).String()
+	return p.String()
 }

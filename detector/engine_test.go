@@ -94,8 +94,8 @@ func TestBlockDecisionCarriesTTLSeverityAndTimes(t *testing.T) {
 	if d.Severity != "P3" || !d.FirstSeen.Equal(t0) || !d.LastSeen.Equal(t0.Add(4*time.Second)) {
 		t.Errorf("severity %s first %v last %v", d.Severity, d.FirstSeen, d.LastSeen)
 	}
-	if !d.Alert || d.IP != netip.MustParseAddr("203.0.113.7") {
-		t.Errorf("alert %v ip %v", d.Alert, d.IP)
+	if !d.Alert || d.Net != netip.MustParsePrefix("203.0.113.7/32") {
+		t.Errorf("alert %v net %v", d.Alert, d.Net)
 	}
 }
 
@@ -664,5 +664,29 @@ func TestAnEventSlightlyAheadCountsAtItsTimeAndHoldsTheWatermarkAtTheClock(t *te
 	e.Observe(failed("192.0.2.2", 0), t0, nil)
 	if e.Stats().Late != 0 {
 		t.Errorf("an event at the clock's time was dropped as late behind a stamp 9 minutes ahead")
+	}
+}
+
+// A rule grouped by prefix blocks the network: five addresses of one /64
+// (or /24) make one decision whose target is the whole network.
+func TestAPrefixRuleBlocksTheNetwork(t *testing.T) {
+	for _, c := range []struct {
+		rule    Rule
+		ips     []string
+		network string
+	}{
+		{Rule{IPv6Prefix: 64}, []string{"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3", "2001:db8:1:2:1:2:3:4", "2001:db8:1:2::5"}, "2001:db8:1:2::/64"},
+		{Rule{IPv4Prefix: 24}, []string{"203.0.113.1", "203.0.113.77", "203.0.113.254", "203.0.113.9", "203.0.113.10"}, "203.0.113.0/24"},
+	} {
+		r := sec010()
+		r.IPv4Prefix, r.IPv6Prefix = c.rule.IPv4Prefix, c.rule.IPv6Prefix
+		e := mustEngine(t, Config{Rules: []Rule{r}})
+		var ds []Decision
+		for i, ip := range c.ips {
+			ds = observe(e, failed(ip, time.Duration(i)*time.Second), ds)
+		}
+		if len(ds) != 1 || ds[0].Net != netip.MustParsePrefix(c.network) || ds[0].Key != c.network {
+			t.Fatalf("decisions %+v, want one blocking %s", ds, c.network)
+		}
 	}
 }

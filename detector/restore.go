@@ -26,7 +26,7 @@ func (e *Engine) ActiveBlocks(now time.Time) []Decision {
 				continue // a freed slot
 			}
 			addr := netip.AddrFrom16(s.key).Unmap()
-			d := Decision{Time: now, Rule: r.Name, Key: r.keyString(addr), IP: addr, Kind: KindBlock,
+			d := Decision{Time: now, Rule: r.Name, Key: targetKey(r.target(addr)), Net: r.target(addr), Kind: KindBlock,
 				TTL: time.Duration(s.blockedUntil - at), Count: int(s.count), Offence: int(s.offences),
 				FirstSeen: time.Unix(0, s.first).UTC(), LastSeen: time.Unix(0, s.last).UTC(),
 				Match: r.Match, Threshold: r.Threshold, Window: r.Window, SeverityRank: int(s.level), Restored: true}

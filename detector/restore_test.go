@@ -17,7 +17,7 @@ func TestActiveBlocksAreWhatStandsNow(t *testing.T) {
 		t.Fatalf("active blocks %+v, want one", ds)
 	}
 	d := ds[0]
-	if d.Key != "203.0.113.7" || d.IP.String() != "203.0.113.7" || d.TTL != 3*time.Minute+4 || d.Count != 5 || d.Offence != 1 || d.Renewal || d.Alert {
+	if d.Key != "203.0.113.7" || d.Net.String() != "203.0.113.7/32" || d.TTL != 3*time.Minute+4 || d.Count != 5 || d.Offence != 1 || d.Renewal || d.Alert {
 		t.Errorf("restored %+v", d)
 	}
 }

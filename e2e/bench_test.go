@@ -35,7 +35,7 @@ func BenchmarkBlockWrites(b *testing.B) {
 	b.ResetTimer()
 	for k := range b.N {
 		ip := netip.AddrFrom4([4]byte{10, byte(k >> 16), byte(k >> 8), byte(k)})
-		d := detector.Decision{Time: now, Rule: "failed-login-burst", Key: ip.String(), IP: ip, Kind: detector.KindBlock,
+		d := detector.Decision{Time: now, Rule: "failed-login-burst", Key: ip.String(), Net: blockset.Host(ip), Kind: detector.KindBlock,
 			TTL: 10 * time.Minute, Severity: "P3", Count: 5, Offence: 1, Threshold: 5, Window: 24 * time.Hour, Match: "auth_failed",
 			FirstSeen: now, LastSeen: now}
 		if err := resp.Submit(ctx, d, detector.Event{}, uint64(k)); err != nil {

@@ -81,7 +81,7 @@ func BenchmarkGatewayWithAMillionBlocks(b *testing.B) {
 	for i := range b.N * 20 { // 20 samples an iteration: -benchtime 1x gives a p50
 		ip := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 		at := time.Now()
-		if _, err := store.Manual(ctx, ip, time.Hour, "bench", "scale benchmark", at); err != nil {
+		if _, err := store.Manual(ctx, blockset.Host(ip), time.Hour, "bench", "scale benchmark", at); err != nil {
 			b.Fatal(err)
 		}
 		eventually(b, 5*time.Second, ip.String()+" refused", func() bool { return refused(ip.String()) })

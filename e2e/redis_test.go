@@ -380,25 +380,25 @@ func TestPageLocationIsKeptWithTheBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	incident := res[0].Incident
-	if err := store.SaveMessage(ctx, ip, "another-incident", "C1", "1.1"); err != nil {
+	if err := store.SaveMessage(ctx, blockset.Host(ip), "another-incident", "C1", "1.1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ts, _ := store.LoadMessage(ctx, ip, incident); ts != "" {
+	if _, ts, _ := store.LoadMessage(ctx, blockset.Host(ip), incident); ts != "" {
 		t.Fatalf("a page of another incident was kept for this one: %q", ts)
 	}
-	if err := store.SaveMessage(ctx, ip, incident, "C1", "1700000000.000100"); err != nil {
+	if err := store.SaveMessage(ctx, blockset.Host(ip), incident, "C1", "1700000000.000100"); err != nil {
 		t.Fatal(err)
 	}
-	if ch, ts, err := store.LoadMessage(ctx, ip, incident); err != nil || ch != "C1" || ts != "1700000000.000100" {
+	if ch, ts, err := store.LoadMessage(ctx, blockset.Host(ip), incident); err != nil || ch != "C1" || ts != "1700000000.000100" {
 		t.Fatalf("loaded %q %q %v", ch, ts, err)
 	}
 	if ttl := rdb.PTTL(ctx, "authguard:block:"+ip.String()).Val(); ttl <= 0 || ttl > 10*time.Minute {
 		t.Errorf("the metadata lost its expiry: %v", ttl)
 	}
-	if _, err := store.Unblock(ctx, ip, "alice", "test", time.Now()); err != nil {
+	if _, err := store.Unblock(ctx, blockset.Host(ip), "alice", "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if _, ts, _ := store.LoadMessage(ctx, ip, incident); ts != "" {
+	if _, ts, _ := store.LoadMessage(ctx, blockset.Host(ip), incident); ts != "" {
 		t.Errorf("the page outlived the block: %q", ts)
 	}
 }

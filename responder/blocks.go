@@ -117,7 +117,7 @@ func (r *Responder) request(it item) Request {
 		return req
 	}
 	switch {
-	case NeverBlocked(it.d.IP, r.opts.NeverBlock) != "":
+	case NeverBlocked(it.d.Net, r.opts.NeverBlock) != "":
 		req.Act = ActRefuse
 	case it.d.DryRun || r.opts.DryRun:
 		req.Act = ActDryRun
@@ -169,12 +169,12 @@ func (r *Responder) done(it item, req Request, res Result) {
 		r.opts.Log.Info("operator had cleared the IP; giving it a clean slate", "ip", it.d.Key, "rule", it.d.Rule)
 		if r.opts.Cleared != nil {
 			again := it.ev
-			r.opts.Cleared(detector.Reset{IP: it.d.IP, Seq: it.seq, Again: &again})
+			r.opts.Cleared(detector.Reset{IP: it.d.Net.Addr(), Seq: it.seq, Again: &again})
 		}
 		return
 	case req.Act == ActRefuse:
 		r.metrics.refused.Inc()
-		why := NeverBlocked(it.d.IP, r.opts.NeverBlock)
+		why := NeverBlocked(it.d.Net, r.opts.NeverBlock)
 		r.opts.Log.Warn("refused to block an address that is never blocked", "ip", it.d.Key, "rule", it.d.Rule, "why", why)
 	case req.Act.Blocks() && res.Outcome == Expired:
 		a.Act = ActExpire

@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/detector"
-	"github.com/authguard/authguard/responder/cidr"
 )
 
 // Store carries decisions out: it writes blocks and evidence records.
@@ -331,27 +331,40 @@ func (r *Responder) Submit(ctx context.Context, d detector.Decision, ev detector
 	}
 }
 
-// NeverBlocked says why ip must never be blocked whatever a rule or an
-// operator says ("" when it may be): blocking it would lock out the
-// machine itself, every client at once or a whole link, or it is in also
-// (the --never-block networks: the gateways' own proxies).
-func NeverBlocked(ip netip.Addr, also []netip.Prefix) string {
-	ip = ip.Unmap()
-	switch {
-	case !ip.IsValid():
+// NeverBlocked says why target (an address or a network) must never be
+// blocked whatever a rule or an operator says ("" when it may be): blocking
+// it would lock out the machine itself, every client at once or a whole
+// link, or it is in or overlaps also (the --never-block networks: the
+// gateways' own proxies). A network is refused when any address in it is.
+func NeverBlocked(target netip.Prefix, also []netip.Prefix) string {
+	if !target.IsValid() {
 		return ""
-	case cidr.Contains(also, ip):
+	}
+	if target.Addr().Is4In6() && target.Bits() >= 96 {
+		target = netip.PrefixFrom(target.Addr().Unmap(), target.Bits()-96)
+	}
+	if slices.ContainsFunc(also, target.Overlaps) {
 		return "in --never-block"
-	case ip.IsUnspecified():
-		return "unspecified"
-	case ip.IsLoopback():
-		return "loopback"
-	case ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast():
-		return "link-local"
-	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return "broadcast"
-	case ip.IsMulticast():
-		return "multicast"
+	}
+	for _, n := range specialNets {
+		if n.net.Overlaps(target) {
+			return n.why
+		}
 	}
 	return ""
+}
+
+var specialNets = []struct {
+	net netip.Prefix
+	why string
+}{
+	{netip.MustParsePrefix("0.0.0.0/32"), "unspecified"},
+	{netip.MustParsePrefix("::/128"), "unspecified"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("::1/128"), "loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("fe80::/10"), "link-local"},
+	{netip.MustParsePrefix("255.255.255.255/32"), "broadcast"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast"},
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/storetest"
 )
 
@@ -68,7 +69,7 @@ func (f *fakeNotifier) Notify(_ context.Context, a responder.Action) error {
 }
 
 func block(key string, renewal bool) detector.Decision {
-	return detector.Decision{Rule: "burst", Key: key, IP: netip.MustParseAddr(key), Kind: detector.KindBlock, TTL: time.Minute, Alert: true, Renewal: renewal}
+	return detector.Decision{Rule: "burst", Key: key, Net: blockset.Host(netip.MustParseAddr(key)), Kind: detector.KindBlock, TTL: time.Minute, Alert: true, Renewal: renewal}
 }
 
 func TestBlocksAreWrittenInOrderThroughAnOutage(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/cidr"
 	"github.com/authguard/authguard/responder/redisblock"
 )
@@ -38,8 +39,8 @@ func (o operatorFlags) who() string {
 
 type blocksCmd struct {
 	List   blocksListCmd   `cmd:"" help:"List the blocks in Redis, including blocks set by hand."`
-	Add    blocksAddCmd    `cmd:"" help:"Block an IP by hand (recorded as evidence)."`
-	Remove blocksRemoveCmd `cmd:"" help:"Unblock an IP: deletes ip_block and login_fail, resets the detector's window (recorded as evidence)."`
+	Add    blocksAddCmd    `cmd:"" help:"Block addresses or networks (CIDR) by hand (recorded as evidence)."`
+	Remove blocksRemoveCmd `cmd:"" help:"Unblock addresses or networks: deletes ip_block and login_fail, resets the detector's window (recorded as evidence)."`
 	Clear  blocksClearCmd  `cmd:"" help:"Unblock every IP and clear every tally (recorded as evidence)."`
 }
 
@@ -51,12 +52,17 @@ func openStore(f *redisflag.Flags) (*redisblock.Store, func(), error) {
 	return redisblock.New(rdb, f.Keys(), redisblock.Options{}), func() { rdb.Close() }, nil
 }
 
-func parseIP(s string) (netip.Addr, error) {
-	ip, err := netip.ParseAddr(s)
-	if err != nil || ip.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+// parseTargets reads addresses and networks, all or none.
+func parseTargets(ss []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		t, err := blockset.ParseTarget(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
 	}
-	return ip.Unmap(), nil
+	return out, nil
 }
 
 type blocksListCmd struct {
@@ -88,7 +94,7 @@ func (c *blocksListCmd) Run(ctx context.Context, e *env) error {
 	now := time.Now()
 	rows := make([]listedBlock, 0, len(entries))
 	for _, en := range entries {
-		b := listedBlock{IP: en.IP.String(), Rule: en.Meta["rule"], Severity: en.Meta["severity"], Incident: en.Meta["incident"],
+		b := listedBlock{IP: blockset.Target(en.Target), Rule: en.Meta["rule"], Severity: en.Meta["severity"], Incident: en.Meta["incident"],
 			Reason: en.Meta["reason"], ExpiresIn: -1}
 		b.Count, _ = strconv.Atoi(en.Meta["count"])
 		if b.Rule == "" {
@@ -127,13 +133,13 @@ func dash(s string) string {
 type blocksAddCmd struct {
 	redisflag.Flags `embed:""`
 	operatorFlags
-	IP         string        `arg:"" help:"Address to block."`
+	Targets    []string      `arg:"" name:"target" help:"Addresses or networks (CIDR, e.g. 203.0.113.0/24) to block."`
 	TTL        time.Duration `help:"How long." default:"24h"`
 	NeverBlock []string      `help:"CIDRs refused as the daemon's --never-block refuses them (give the same list, e.g. the gateways' trusted proxies)." placeholder:"CIDR,..."`
 }
 
 func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
-	ip, err := parseIP(c.IP)
+	targets, err := parseTargets(c.Targets)
 	if err != nil {
 		return err
 	}
@@ -144,31 +150,35 @@ func (c *blocksAddCmd) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("--never-block: %w", err)
 	}
-	if why := responder.NeverBlocked(ip, never); why != "" {
-		return fmt.Errorf("%s is %s: authguard never blocks such an address (it would lock out the machine itself, every client at once or a proxy of all of them)", ip, why)
+	for _, t := range targets {
+		if why := responder.NeverBlocked(t, never); why != "" {
+			return fmt.Errorf("%s is %s: authguard never blocks such an address (it would lock out the machine itself, every client at once or a proxy of all of them); nothing blocked", blockset.Target(t), why)
+		}
 	}
 	store, done, err := openStore(&c.Flags)
 	if err != nil {
 		return err
 	}
 	defer done()
-	now := time.Now()
-	incident, err := store.Manual(ctx, ip, c.TTL, c.who(), c.Reason, now)
-	if err != nil {
-		return err
+	for _, t := range targets {
+		now := time.Now()
+		incident, err := store.Manual(ctx, t, c.TTL, c.who(), c.Reason, now)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s blocked for %s, until %s (incident %s)\n", blockset.Target(t), detector.FormatDuration(c.TTL), detector.FormatTime(now.Add(c.TTL)), incident)
 	}
-	fmt.Fprintf(e.stdout, "%s blocked for %s, until %s (incident %s)\n", ip, detector.FormatDuration(c.TTL), detector.FormatTime(now.Add(c.TTL)), incident)
 	return nil
 }
 
 type blocksRemoveCmd struct {
 	redisflag.Flags `embed:""`
 	operatorFlags
-	IP string `arg:"" help:"Address to unblock."`
+	Targets []string `arg:"" name:"target" help:"Addresses or networks (CIDR) to unblock."`
 }
 
 func (c *blocksRemoveCmd) Run(ctx context.Context, e *env) error {
-	ip, err := parseIP(c.IP)
+	targets, err := parseTargets(c.Targets)
 	if err != nil {
 		return err
 	}
@@ -177,15 +187,34 @@ func (c *blocksRemoveCmd) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	defer done()
-	existed, err := store.Unblock(ctx, ip, c.who(), c.Reason, time.Now())
+	for _, t := range targets {
+		existed, err := store.Unblock(ctx, t, c.who(), c.Reason, time.Now())
+		if err != nil {
+			return err
+		}
+		if !existed {
+			fmt.Fprintf(e.stdout, "%s had no block and no tally; recorded anyway\n", blockset.Target(t))
+		} else {
+			fmt.Fprintf(e.stdout, "%s unblocked: ip_block and login_fail deleted, detector window reset\n", blockset.Target(t))
+		}
+	}
+	return stillCovered(ctx, store, targets, e.stdout)
+}
+
+// stillCovered tells the operator of each unblocked target that a wider
+// network's block still covers.
+func stillCovered(ctx context.Context, store *redisblock.Store, targets []netip.Prefix, w io.Writer) error {
+	blocked, err := store.Blocked(ctx)
 	if err != nil {
 		return err
 	}
-	if !existed {
-		fmt.Fprintf(e.stdout, "%s had no block and no tally; recorded anyway\n", ip)
-		return nil
+	for _, t := range targets {
+		for n := range blocked {
+			if n.Bits() < t.Bits() && n.Contains(t.Addr()) {
+				fmt.Fprintf(w, "%s is still blocked by the network %s: remove that too to let it through\n", blockset.Target(t), blockset.Target(n))
+			}
+		}
 	}
-	fmt.Fprintf(e.stdout, "%s unblocked: ip_block and login_fail deleted, detector window reset\n", ip)
 	return nil
 }
 
@@ -212,7 +241,7 @@ func (c *blocksClearCmd) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	ips := map[netip.Addr]bool{}
+	ips := map[netip.Prefix]bool{}
 	for ip := range blocked {
 		ips[ip] = true
 	}

@@ -424,16 +424,16 @@ type storeOperator struct {
 	neverBlock []netip.Prefix
 }
 
-func (o storeOperator) Unblock(ctx context.Context, ip netip.Addr, operator, reason string) error {
-	_, err := o.store.Unblock(ctx, ip, operator, reason, time.Now())
+func (o storeOperator) Unblock(ctx context.Context, target netip.Prefix, operator, reason string) error {
+	_, err := o.store.Unblock(ctx, target, operator, reason, time.Now())
 	return err
 }
 
-func (o storeOperator) Extend(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string) (time.Time, error) {
-	if why := responder.NeverBlocked(ip, o.neverBlock); why != "" {
-		return time.Time{}, fmt.Errorf("%s is %s and is never blocked", ip, why)
+func (o storeOperator) Extend(ctx context.Context, target netip.Prefix, ttl time.Duration, operator, reason string) (time.Time, error) {
+	if why := responder.NeverBlocked(target, o.neverBlock); why != "" {
+		return time.Time{}, fmt.Errorf("%s is %s and is never blocked", target, why)
 	}
 	now := time.Now()
-	_, err := o.store.Manual(ctx, ip, ttl, operator, reason, now)
+	_, err := o.store.Manual(ctx, target, ttl, operator, reason, now)
 	return now.Add(ttl), err
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -162,14 +161,14 @@ func (d *daemon) loop(ctx context.Context) error {
 	// Unblocks through authguard (the CLI, a Slack button) reset the
 	// detector's window for the IP, like the runbook's DEL of both keys.
 	go d.store.Subscribe(ctx, func(ev blockset.Event) {
-		ip, err := netip.ParseAddr(ev.IP)
+		target, err := blockset.ParseTarget(ev.IP)
 		if ev.Op != "unblock" || err != nil {
 			return
 		}
 		if !strings.HasPrefix(ev.By, "slack:") { // a button shows its own press
-			d.notifier.Unblocked(ip.Unmap(), ev.By)
+			d.notifier.Unblocked(target, ev.By)
 		}
-		d.reset(detector.Reset{IP: ip.Unmap()})
+		d.reset(detector.Reset{IP: target.Addr()})
 	}, nil)
 	go d.publishStats(ctx)
 	go d.watchEpoch(ctx)

@@ -280,9 +280,11 @@ func TestReplayCountsLongLinesAndNeverAborts(t *testing.T) {
 	}
 }
 
-// An operator cannot block an address that must never be blocked.
+// An operator cannot block an address that must never be blocked, nor a
+// network that holds one, nor one inside a never-blocked network.
 func TestBlocksAddRefusesAddressesThatAreNeverBlocked(t *testing.T) {
-	for _, ip := range []string{"127.0.0.1", "::1", "0.0.0.0", "169.254.169.254", "10.1.2.3"} {
+	for _, ip := range []string{"127.0.0.1", "::1", "0.0.0.0", "169.254.169.254", "10.1.2.3",
+		"0.0.0.0/0", "::/0", "126.0.0.0/7", "169.254.0.0/16", "fe80::/64", "10.20.0.0/16", "8.0.0.0/6"} {
 		_, _, err := runCLI(t, nil, "blocks", "add", ip, "--redis-url", "redis://127.0.0.1:1/0", "--never-block", "10.0.0.0/8")
 		if err == nil || !strings.Contains(err.Error(), "never blocks such an address") {
 			t.Errorf("blocks add %s: %v", ip, err)

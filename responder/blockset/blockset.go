@@ -68,7 +68,7 @@ func (k Keys) WithPrefix(prefix string) Keys {
 // Event is what the store publishes on the channel.
 type Event struct {
 	Op string `json:"op"` // "block" or "unblock"
-	IP string `json:"ip"`
+	IP string `json:"ip"` // the target: an address or a network (Target)
 	// ExpiresMS is the block's end in Unix milliseconds (blocks only).
 	ExpiresMS int64 `json:"expires_ms,omitempty"`
 	// By names the operator of an unblock.
@@ -86,7 +86,8 @@ func NewReader(rdb redis.UniversalClient, keys Keys) *Reader {
 	return &Reader{rdb: rdb, keys: keys}
 }
 
-// BlockedNow looks one IP up: whether ip_block:<ip> exists and when it
+// BlockedNow looks one address up: whether ip_block:<ip> exists (networks
+// are found by Scan) and when it
 // expires (the zero time when it has no TTL). One round trip.
 func (s *Reader) BlockedNow(ctx context.Context, ip netip.Addr) (bool, time.Time, error) {
 	ttl, err := s.rdb.PTTL(ctx, s.keys.Block+ip.String()).Result()
@@ -112,27 +113,29 @@ func (s *Reader) ScanNode(ctx context.Context) (redis.Cmdable, error) {
 	return s.rdb, nil
 }
 
-// Blocked returns every IP with an ip_block key and its expiry, found with
-// SCAN (never KEYS), so blocks set by hand with redis-cli are included.
-func (s *Reader) Blocked(ctx context.Context) (map[netip.Addr]time.Time, error) {
-	out := map[netip.Addr]time.Time{}
-	err := s.Scan(ctx, nil, func(ip netip.Addr, exp time.Time, _ bool) { out[ip] = exp })
+// Blocked returns every target (address or network) with an ip_block key
+// and its expiry, found with SCAN (never KEYS), so blocks set by hand with
+// redis-cli are included.
+func (s *Reader) Blocked(ctx context.Context) (map[netip.Prefix]time.Time, error) {
+	out := map[netip.Prefix]time.Time{}
+	err := s.Scan(ctx, nil, func(t netip.Prefix, exp time.Time, _ bool) { out[t] = exp })
 	return out, err
 }
 
-// Scan calls fn for every IP with an ip_block key, found with SCAN (never
-// KEYS), with its expiry (zero: no TTL, blocked until deleted). The TTL is
+// Scan calls fn for every target with an ip_block key, found with SCAN
+// (never KEYS), with its expiry (zero: no TTL, blocked until deleted). A
+// key that names no address or canonical network is skipped. The TTL is
 // read for every key unless skip says the caller knows it already; fn is
 // then told so (ttl false) and given a zero expiry.
-func (s *Reader) Scan(ctx context.Context, skip func(netip.Addr) bool, fn func(ip netip.Addr, exp time.Time, ttl bool)) error {
+func (s *Reader) Scan(ctx context.Context, skip func(netip.Prefix) bool, fn func(t netip.Prefix, exp time.Time, ttl bool)) error {
 	node, err := s.ScanNode(ctx)
 	if err != nil {
 		return fmt.Errorf("list blocks: %w", err)
 	}
 	iter := node.Scan(ctx, 0, s.keys.Block+"*", 1000).Iterator()
 	type found struct {
-		key string
-		ip  netip.Addr
+		key    string
+		target netip.Prefix
 	}
 	var batch []found
 	flush := func() error {
@@ -158,21 +161,21 @@ func (s *Reader) Scan(ctx context.Context, skip func(netip.Addr) bool, fn func(i
 			if ttl > 0 {
 				exp = now.Add(ttl)
 			}
-			fn(batch[i].ip, exp, true)
+			fn(batch[i].target, exp, true)
 		}
 		batch = batch[:0]
 		return nil
 	}
 	for iter.Next(ctx) {
-		ip, err := netip.ParseAddr(strings.TrimPrefix(iter.Val(), s.keys.Block))
+		t, err := ParseTarget(strings.TrimPrefix(iter.Val(), s.keys.Block))
 		if err != nil {
-			continue // not an address
+			continue // not a target
 		}
-		if ip = ip.Unmap(); skip != nil && skip(ip) {
-			fn(ip, time.Time{}, false)
+		if skip != nil && skip(t) {
+			fn(t, time.Time{}, false)
 			continue
 		}
-		batch = append(batch, found{iter.Val(), ip})
+		batch = append(batch, found{iter.Val(), t})
 		if len(batch) == 1000 {
 			if err := flush(); err != nil {
 				return fmt.Errorf("list blocks: %w", err)

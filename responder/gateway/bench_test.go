@@ -15,12 +15,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 func benchGateway() *Gateway {
-	m := map[netip.Addr]time.Time{}
+	m := map[netip.Prefix]time.Time{}
 	for i := range 100_000 {
-		m[netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})] = time.Now().Add(time.Hour)
+		m[blockset.Host(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))] = time.Now().Add(time.Hour)
 	}
 	bl := NewBlocklist()
 	bl.replace(m)
@@ -41,6 +43,44 @@ func BenchmarkBlockCheck(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N), "ns/check")
+}
+
+// BenchmarkBlockCheckWithNetworks is the block check when networks are
+// blocked too: 100,000 addresses and 10,000 networks (/24s and /64s), for
+// an address a network covers and one nothing covers.
+func BenchmarkBlockCheckWithNetworks(b *testing.B) {
+	m := map[netip.Prefix]time.Time{}
+	for i := range 100_000 {
+		m[blockset.Host(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))] = time.Now().Add(time.Hour)
+	}
+	for i := range 5_000 {
+		m[netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(i >> 8), byte(i), 0}), 24)] = time.Now().Add(time.Hour)
+		m[netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i)}), 64)] = time.Now().Add(time.Hour)
+	}
+	bl := NewBlocklist()
+	bl.replace(m)
+	g := New(Options{Blocklist: bl, Log: quietLog()})
+	ctx, now := context.Background(), time.Now()
+	for _, c := range []struct {
+		name string
+		ip   netip.Addr
+		want Verdict
+	}{
+		{"covered", netip.MustParseAddr("100.3.7.99"), Blocked},
+		{"covered6", netip.MustParseAddr("2001:db8:307:0:1:2:3:4"), Blocked},
+		{"not-covered", netip.MustParseAddr("100.200.7.99"), Allowed},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			start := time.Now()
+			for range b.N {
+				if v, _ := g.Check(ctx, c.ip, now); v != c.want {
+					b.Fatalf("verdict %v, want %v", v, c.want)
+				}
+			}
+			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N), "ns/check")
+		})
+	}
 }
 
 // BenchmarkClientIPAndCheck adds resolving the client from the peer address
@@ -158,7 +198,7 @@ func BenchmarkBlocklistMemory(b *testing.B) {
 	for range b.N {
 		gen := bl.beginPass()
 		for _, ip := range ips {
-			bl.mark(ip, exp, true)
+			bl.mark(blockset.Host(ip), exp, true)
 		}
 		bl.endPass(gen)
 	}

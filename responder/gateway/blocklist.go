@@ -8,26 +8,30 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gaissmai/bart"
+
 	"github.com/authguard/authguard/responder/backoff"
 	"github.com/authguard/authguard/responder/blockset"
 )
 
 // Blocklist is the gateway's in-memory copy of the blocks in Redis, so that
 // checking a request costs no network round trip. Entries expire on their
-// own TTL. An entry is 16 bytes of address and 16 of expiry and pass mark
-// in one map without pointers: a million blocks take 84 MB with the map's
-// room to grow (BenchmarkBlocklistMemory), and the garbage collector never
-// walks them.
+// own TTL. An address's entry is 16 bytes of address and 16 of expiry and
+// pass mark in one map without pointers: a million blocks take 84 MB with
+// the map's room to grow (BenchmarkBlocklistMemory), and the garbage
+// collector never walks them. Networks are in a prefix table (bart), looked
+// at only when there is one.
 type Blocklist struct {
 	mu      sync.RWMutex
 	entries map[[16]byte]entry
+	nets    bart.Table[entry]
 	// gen numbers the full passes over Redis: an entry a pass did not see
 	// (and no event touched meanwhile) is gone from Redis.
 	gen     uint32
 	passing bool
-	// touched records the IPs changed by events since the current pass
-	// began, so that a slower SCAN cannot undo a newer event.
-	touched map[[16]byte]struct{}
+	// touched records the targets changed by events since the current
+	// pass began, so that a slower SCAN cannot undo a newer event.
+	touched map[netip.Prefix]struct{}
 	loaded  atomic.Bool
 }
 
@@ -36,9 +40,19 @@ type entry struct {
 	gen uint32
 }
 
+// left says whether the entry blocks at now, and for how much longer
+// (zero when it has no expiry).
+func (e entry) left(now int64) (bool, time.Duration) {
+	if e.exp == 0 {
+		return true, 0
+	}
+	left := time.Duration(e.exp - now)
+	return left > 0, left
+}
+
 // NewBlocklist returns an empty, not yet loaded, blocklist.
 func NewBlocklist() *Blocklist {
-	return &Blocklist{entries: map[[16]byte]entry{}, touched: map[[16]byte]struct{}{}}
+	return &Blocklist{entries: map[[16]byte]entry{}, touched: map[netip.Prefix]struct{}{}}
 }
 
 func key(ip netip.Addr) [16]byte { return ip.Unmap().As16() }
@@ -50,24 +64,46 @@ func (b *Blocklist) Loaded() bool { return b.loaded.Load() }
 func (b *Blocklist) Len() int {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return len(b.entries)
+	return len(b.entries) + b.nets.Size()
 }
 
-// Blocked reports whether ip is blocked at now and for how much longer
-// (zero when the block has no expiry).
+// Blocked reports whether ip is blocked at now, by its own block or a
+// network's, and for how much longer (zero when the block has no expiry):
+// the longest of those that cover it.
 func (b *Blocklist) Blocked(ip netip.Addr, now time.Time) (bool, time.Duration) {
 	k := key(ip)
 	b.mu.RLock()
 	e, ok := b.entries[k]
+	nets := b.nets.Size() > 0
 	b.mu.RUnlock()
-	if !ok {
-		return false, 0
+	var blocked bool
+	var left time.Duration
+	if ok {
+		blocked, left = e.left(now.UnixNano())
 	}
-	if e.exp == 0 {
-		return true, 0
+	if !nets || blocked && left == 0 {
+		return blocked, left
 	}
-	left := time.Duration(e.exp - now.UnixNano())
-	return left > 0, left
+	return b.blockedByNetwork(ip, now, blocked, left)
+}
+
+// blockedByNetwork adds the networks that cover ip to what its own entry
+// said.
+func (b *Blocklist) blockedByNetwork(ip netip.Addr, now time.Time, blocked bool, left time.Duration) (bool, time.Duration) {
+	t := now.UnixNano()
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, n := range b.nets.Supernets(blockset.Host(ip)) {
+		v, l := n.left(t)
+		switch {
+		case !v:
+		case l == 0:
+			return true, 0
+		case !blocked || l > left:
+			blocked, left = true, l
+		}
+	}
+	return blocked, left
 }
 
 func nanos(exp time.Time) int64 {
@@ -77,30 +113,47 @@ func nanos(exp time.Time) int64 {
 	return exp.UnixNano()
 }
 
+// put sets a target's entry; b.mu is held.
+func (b *Blocklist) put(t netip.Prefix, e entry) {
+	if t.IsSingleIP() {
+		b.entries[key(t.Addr())] = e
+	} else {
+		b.nets.Insert(t, e)
+	}
+}
+
+// remove deletes a target's entry; b.mu is held.
+func (b *Blocklist) remove(t netip.Prefix) {
+	if t.IsSingleIP() {
+		delete(b.entries, key(t.Addr()))
+	} else {
+		b.nets.Delete(t)
+	}
+}
+
 // set records a block found outside the changes (a Redis look-up on a miss).
 func (b *Blocklist) set(ip netip.Addr, exp time.Time) {
 	b.mu.Lock()
-	b.entries[key(ip)] = entry{nanos(exp), b.gen}
+	b.put(blockset.Host(ip), entry{nanos(exp), b.gen})
 	b.mu.Unlock()
 }
 
 // apply takes one change: a block or an unblock.
 func (b *Blocklist) apply(ev blockset.Event) {
-	ip, err := netip.ParseAddr(ev.IP)
+	t, err := blockset.ParseTarget(ev.IP)
 	if err != nil {
 		return
 	}
-	k := key(ip)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.passing {
-		b.touched[k] = struct{}{}
+		b.touched[t] = struct{}{}
 	}
 	switch ev.Op {
 	case "block":
-		b.entries[k] = entry{time.UnixMilli(ev.ExpiresMS).UnixNano(), b.gen}
+		b.put(t, entry{time.UnixMilli(ev.ExpiresMS).UnixNano(), b.gen})
 	case "unblock":
-		delete(b.entries, k)
+		b.remove(t)
 	}
 }
 
@@ -115,11 +168,10 @@ func (b *Blocklist) beginPass() uint32 {
 }
 
 // mark records a block the pass found.
-func (b *Blocklist) mark(ip netip.Addr, exp time.Time, _ bool) {
-	k := key(ip)
+func (b *Blocklist) mark(t netip.Prefix, exp time.Time, _ bool) {
 	b.mu.Lock()
-	if _, ok := b.touched[k]; !ok {
-		b.entries[k] = entry{nanos(exp), b.gen}
+	if _, ok := b.touched[t]; !ok {
+		b.put(t, entry{nanos(exp), b.gen})
 	}
 	b.mu.Unlock()
 }
@@ -129,9 +181,24 @@ func (b *Blocklist) mark(ip netip.Addr, exp time.Time, _ bool) {
 func (b *Blocklist) endPass(gen uint32) {
 	b.mu.Lock()
 	for k, e := range b.entries {
-		if _, ok := b.touched[k]; !ok && e.gen != gen {
-			delete(b.entries, k)
+		if e.gen == gen {
+			continue
 		}
+		if len(b.touched) > 0 {
+			if _, ok := b.touched[blockset.Host(netip.AddrFrom16(k))]; ok {
+				continue
+			}
+		}
+		delete(b.entries, k)
+	}
+	var gone []netip.Prefix
+	for t, e := range b.nets.All() {
+		if _, ok := b.touched[t]; !ok && e.gen != gen {
+			gone = append(gone, t)
+		}
+	}
+	for _, t := range gone {
+		b.nets.Delete(t)
 	}
 	b.passing = false
 	clear(b.touched)
@@ -149,10 +216,10 @@ func (b *Blocklist) abortPass() {
 
 // replace makes the list hold exactly scanned, as a whole pass finding it
 // would (events during the pass excepted).
-func (b *Blocklist) replace(scanned map[netip.Addr]time.Time) {
+func (b *Blocklist) replace(scanned map[netip.Prefix]time.Time) {
 	gen := b.beginPass()
-	for ip, exp := range scanned {
-		b.mark(ip, exp, true)
+	for t, exp := range scanned {
+		b.mark(t, exp, true)
 	}
 	b.endPass(gen)
 }

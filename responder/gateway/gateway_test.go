@@ -125,7 +125,7 @@ func newTestGateway(t *testing.T, failClosed bool) (*Gateway, *Blocklist, *memSi
 
 func TestBlockedClientsGet403AUTH004OnEveryPath(t *testing.T) {
 	g, bl, _ := newTestGateway(t, false)
-	bl.replace(map[netip.Addr]time.Time{netip.MustParseAddr("203.0.113.7"): time.Now().Add(90 * time.Second)})
+	bl.replace(map[netip.Prefix]time.Time{blockset.Host(netip.MustParseAddr("203.0.113.7")): time.Now().Add(90 * time.Second)})
 	for _, target := range []string{"POST /api/v1/auth/login", "GET /health", "POST /auth/login"} {
 		method, path, _ := strings.Cut(target, " ")
 		r := httptest.NewRequest(method, path, nil)
@@ -152,7 +152,7 @@ func TestBlockedClientsGet403AUTH004OnEveryPath(t *testing.T) {
 
 func TestExpiredBlocksNoLongerApply(t *testing.T) {
 	g, bl, _ := newTestGateway(t, false)
-	bl.replace(map[netip.Addr]time.Time{netip.MustParseAddr("203.0.113.7"): time.Now().Add(-time.Second)})
+	bl.replace(map[netip.Prefix]time.Time{blockset.Host(netip.MustParseAddr("203.0.113.7")): time.Now().Add(-time.Second)})
 	r := httptest.NewRequest("GET", "/health", nil)
 	r.RemoteAddr = "203.0.113.7:4000"
 	w := httptest.NewRecorder()
@@ -223,7 +223,7 @@ func TestEventsWinOverAnOlderScan(t *testing.T) {
 	if blocked, _ := bl.Blocked(ip, time.Now()); !blocked {
 		t.Error("a reconcile undid a newer block event")
 	}
-	bl.replace(map[netip.Addr]time.Time{})
+	bl.replace(map[netip.Prefix]time.Time{})
 	if blocked, _ := bl.Blocked(ip, time.Now()); blocked {
 		t.Error("a block deleted by hand survived a reconcile")
 	}
@@ -232,10 +232,10 @@ func TestEventsWinOverAnOlderScan(t *testing.T) {
 func TestAnUnblockDuringAPassIsNotUndoneByIt(t *testing.T) {
 	bl := NewBlocklist()
 	ip := netip.MustParseAddr("203.0.113.8")
-	bl.replace(map[netip.Addr]time.Time{ip: time.Now().Add(time.Hour)})
+	bl.replace(map[netip.Prefix]time.Time{blockset.Host(ip): time.Now().Add(time.Hour)})
 	gen := bl.beginPass()
 	bl.apply(blockset.Event{Op: "unblock", IP: ip.String()})
-	bl.mark(ip, time.Now().Add(time.Hour), true) // the SCAN read the key before the unblock deleted it
+	bl.mark(blockset.Host(ip), time.Now().Add(time.Hour), true) // the SCAN read the key before the unblock deleted it
 	bl.endPass(gen)
 	if blocked, _ := bl.Blocked(ip, time.Now()); blocked {
 		t.Error("a pass undid an unblock that came while it ran")

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authguard/authguard/responder/blockset"
+
 	"github.com/gorilla/websocket"
 )
 
@@ -20,9 +22,9 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 func blockedList(ips ...string) *Blocklist {
 	bl := NewBlocklist()
-	m := map[netip.Addr]time.Time{}
+	m := map[netip.Prefix]time.Time{}
 	for _, ip := range ips {
-		m[netip.MustParseAddr(ip)] = time.Now().Add(time.Hour)
+		m[blockset.Host(netip.MustParseAddr(ip))] = time.Now().Add(time.Hour)
 	}
 	bl.replace(m)
 	return bl

@@ -16,14 +16,16 @@ import (
 	"github.com/authguard/authguard/responder/blockset"
 )
 
-// Manual blocks ip for ttl on an operator's word, as runbook SEC-010 §2.2's
-// SET ip_block:<ip> 1 EX ttl does, and records who and why.
-func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string, now time.Time) (incident string, err error) {
+// Manual blocks target (an address or a network) for ttl on an operator's
+// word, as runbook SEC-010 §2.2's SET ip_block:<ip> 1 EX ttl does, and
+// records who and why.
+func (s *Store) Manual(ctx context.Context, target netip.Prefix, ttl time.Duration, operator, reason string, now time.Time) (incident string, err error) {
 	expires := now.Add(ttl)
-	r := record{Time: stamp(now), Action: "manual block", IP: ip.String(), Rule: "manual", Operator: operator, Reason: reason,
+	ip := blockset.Target(target)
+	r := record{Time: stamp(now), Action: "manual block", IP: ip, Rule: "manual", Operator: operator, Reason: reason,
 		TTLSeconds: int64(ttl / time.Second), ExpiresAt: stamp(expires)}
 	id := fmt.Sprintf("manual-%s-%d", ip, now.UnixNano())
-	keys, args := s.blockArgs([]pendingBlock{{id, ip, expires, 0, false, true, false, r}}, now)
+	keys, args := s.blockArgs([]pendingBlock{{id, target, expires, 0, false, true, false, r}}, now)
 	c := blockScript.Run(ctx, s.rdb, keys, args...)
 	codes, err := scriptResults(c, 1)
 	if err != nil {
@@ -32,14 +34,15 @@ func (s *Store) Manual(ctx context.Context, ip netip.Addr, ttl time.Duration, op
 	return codes[0].incident, nil
 }
 
-// Unblock deletes both runbook keys and the metadata, records who did it and
-// why, and tells gateways and the daemon. It reports whether there was a
-// block or a tally to delete.
-func (s *Store) Unblock(ctx context.Context, ip netip.Addr, operator, reason string, now time.Time) (bool, error) {
-	ev, _ := json.Marshal(blockset.Event{Op: "unblock", IP: ip.String(), By: operator})
-	r := record{Time: stamp(now), Action: "unblock", IP: ip.String(), Operator: operator, Reason: reason}
-	args := []any{ip.String(), s.keys.Channel, string(ev), s.opts.EvidenceMaxLen, r.json()}
-	keys := []string{s.keys.Block + ip.String(), s.keys.Fail + ip.String(), s.keys.Index, s.keys.Meta + ip.String(), s.keys.Evidence, s.keys.Changes}
+// Unblock deletes target's runbook keys and metadata, records who did it
+// and why, and tells gateways and the daemon. It reports whether there was
+// a block or a tally to delete.
+func (s *Store) Unblock(ctx context.Context, target netip.Prefix, operator, reason string, now time.Time) (bool, error) {
+	ip := blockset.Target(target)
+	ev, _ := json.Marshal(blockset.Event{Op: "unblock", IP: ip, By: operator})
+	r := record{Time: stamp(now), Action: "unblock", IP: ip, Operator: operator, Reason: reason}
+	args := []any{ip, s.keys.Channel, string(ev), s.opts.EvidenceMaxLen, r.json()}
+	keys := []string{s.keys.Block + ip, s.keys.Fail + ip, s.keys.Index, s.keys.Meta + ip, s.keys.Evidence, s.keys.Changes}
 	n, err := unblockScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("unblock %s: %w", ip, err)
@@ -49,7 +52,7 @@ func (s *Store) Unblock(ctx context.Context, ip netip.Addr, operator, reason str
 
 // Entry is one block as listed for operators.
 type Entry struct {
-	IP netip.Addr
+	Target netip.Prefix // an address or a network
 	// Expires is zero for a block without a TTL (set by hand).
 	Expires time.Time
 	// Meta is the metadata hash; empty for blocks set by hand.
@@ -64,13 +67,13 @@ func (s *Store) List(ctx context.Context) ([]Entry, error) {
 		return nil, err
 	}
 	out := make([]Entry, 0, len(blocked))
-	for ip, exp := range blocked {
-		out = append(out, Entry{IP: ip, Expires: exp})
+	for t, exp := range blocked {
+		out = append(out, Entry{Target: t, Expires: exp})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	sort.Slice(out, func(i, j int) bool { return TargetLess(out[i].Target, out[j].Target) })
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range out {
-			p.HGetAll(ctx, s.keys.Meta+e.IP.String())
+			p.HGetAll(ctx, s.keys.Meta+blockset.Target(e.Target))
 		}
 		return nil
 	})
@@ -83,23 +86,32 @@ func (s *Store) List(ctx context.Context) ([]Entry, error) {
 	return out, nil
 }
 
-// Tallies returns the IPs that have a login_fail:<ip> key, found with SCAN.
-func (s *Store) Tallies(ctx context.Context) ([]netip.Addr, error) {
-	var out []netip.Addr
+// Tallies returns the targets that have a login_fail:<ip> key, found with SCAN.
+func (s *Store) Tallies(ctx context.Context) ([]netip.Prefix, error) {
+	var out []netip.Prefix
 	node, err := s.ScanNode(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("scan tallies: %w", err)
 	}
 	iter := node.Scan(ctx, 0, s.keys.Fail+"*", 1000).Iterator()
 	for iter.Next(ctx) {
-		if ip, err := netip.ParseAddr(strings.TrimPrefix(iter.Val(), s.keys.Fail)); err == nil {
-			out = append(out, ip)
+		if t, err := blockset.ParseTarget(strings.TrimPrefix(iter.Val(), s.keys.Fail)); err == nil {
+			out = append(out, t)
 		}
 	}
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("scan tallies: %w", err)
 	}
 	return out, nil
+}
+
+// TargetLess orders targets by address, then a network before the
+// narrower ones it holds.
+func TargetLess(a, b netip.Prefix) bool {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c < 0
+	}
+	return a.Bits() < b.Bits()
 }
 
 // SetEpoch writes the epoch key: Redis holds the daemon's state.

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 // maxRun bounds the blocks one script call writes: long enough that a
@@ -25,7 +26,7 @@ const fresh = 100 * time.Millisecond
 // pendingBlock is one block for blockScript.
 type pendingBlock struct {
 	id              string
-	ip              netip.Addr
+	target          netip.Prefix
 	expires         time.Time
 	count           int
 	renewal, manual bool
@@ -150,7 +151,7 @@ func (b *batch) encode(now time.Time) {
 		d := req.Decision
 		expires := req.DecidedAt.Add(d.TTL)
 		switch {
-		case !req.Act.Blocks() || !d.IP.IsValid():
+		case !req.Act.Blocks() || !d.Net.IsValid():
 			flush()
 			rec := decisionRecord(req, now, time.Time{})
 			b.steps = append(b.steps, step{record: rec.json()})
@@ -164,7 +165,7 @@ func (b *batch) encode(now time.Time) {
 			if b.ends.IsZero() || expires.Before(b.ends) {
 				b.ends = expires
 			}
-			blocks = append(blocks, pendingBlock{req.ID, d.IP, expires, d.Count, d.Renewal, false, req.Act == responder.ActRestore, decisionRecord(req, now, expires)})
+			blocks = append(blocks, pendingBlock{req.ID, d.Net, expires, d.Count, d.Renewal, false, req.Act == responder.ActRestore, decisionRecord(req, now, expires)})
 			index = append(index, i)
 			if len(blocks) == maxRun {
 				flush()
@@ -189,7 +190,7 @@ func (s *Store) blockArgs(bs []pendingBlock, now time.Time) (keys []string, args
 	args = make([]any, 0, runArgs+perBlock*len(bs))
 	args = append(args, s.keys.Channel, now.UnixMilli(), s.opts.EvidenceMaxLen, s.opts.RememberOffences.Milliseconds())
 	for _, b := range bs {
-		ip := b.ip.String()
+		ip := blockset.Target(b.target)
 		keys = append(keys, s.keys.Block+ip, s.keys.Fail+ip, s.keys.Meta+ip, s.keys.Offenses+ip)
 		args = append(args, b.id, max(b.expires.Sub(now).Milliseconds(), 1), b.count, b.mode(), b.expires.UnixMilli(), ip,
 			b.record.json(), b.record.Rule, b.record.Severity, b.record.FirstSeen, b.record.LastSeen, b.record.ExpiresAt, b.record.why(), b.record.Offence)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 func (n *Notifier) lookup(key string) *incident {
@@ -77,8 +78,8 @@ func (n *Notifier) page(ctx context.Context, a responder.Action) {
 		return
 	}
 	n.watchExpiry(inc)
-	if n.opts.Messages != nil && a.Incident != "" && a.Decision.IP.IsValid() && inc.ts != "" {
-		if err := n.opts.Messages.SaveMessage(ctx, a.Decision.IP, a.Incident, inc.channel, inc.ts); err != nil {
+	if n.opts.Messages != nil && a.Incident != "" && a.Decision.Net.IsValid() && inc.ts != "" {
+		if err := n.opts.Messages.SaveMessage(ctx, a.Decision.Net, a.Incident, inc.channel, inc.ts); err != nil {
 			n.opts.Log.Warn("page location not kept; after a restart its escalations are posted anew", "err", err)
 		}
 	}
@@ -133,10 +134,10 @@ func (n *Notifier) replied(ctx context.Context, channel, ts, text string, a resp
 // recall finds the page of an incident paged before this process started:
 // a later page about it (an escalation) then updates that page.
 func (n *Notifier) recall(ctx context.Context, a responder.Action) *incident {
-	if n.opts.Messages == nil || !n.tr.Updates() || a.Incident == "" || !a.Decision.IP.IsValid() || !a.Decision.Escalation {
+	if n.opts.Messages == nil || !n.tr.Updates() || a.Incident == "" || !a.Decision.Net.IsValid() || !a.Decision.Escalation {
 		return nil
 	}
-	channel, ts, err := n.opts.Messages.LoadMessage(ctx, a.Decision.IP, a.Incident)
+	channel, ts, err := n.opts.Messages.LoadMessage(ctx, a.Decision.Net, a.Incident)
 	if err != nil || ts == "" {
 		return nil
 	}
@@ -197,14 +198,14 @@ func (n *Notifier) follow(ctx context.Context, inc *incident, a responder.Action
 	}
 }
 
-// Unblocked queues the news that an operator unblocked ip (with the CLI;
-// the buttons show their own): the pages about its standing block say so
-// and reply in their threads.
-func (n *Notifier) Unblocked(ip netip.Addr, by string) {
+// Unblocked queues the news that an operator unblocked target (with the
+// CLI; the buttons show their own): the pages about its standing block say
+// so and reply in their threads.
+func (n *Notifier) Unblocked(target netip.Prefix, by string) {
 	if !n.tr.Updates() {
 		return
 	}
-	n.enqueue(job{lifted: &lifted{ip, by}}, "unblock not shown", "ip", ip)
+	n.enqueue(job{lifted: &lifted{target, by}}, "unblock not shown", "ip", blockset.Target(target))
 }
 
 // lift shows an unblock on the pages of the IP's standing blocks.
@@ -217,7 +218,7 @@ func (n *Notifier) lift(ctx context.Context, l *lifted) {
 	n.mu.Lock()
 	var open []*incident
 	for _, inc := range n.incidents {
-		if !inc.summary && inc.ts != "" && inc.status == "" && inc.action.Blocked() && inc.action.Decision.IP == l.ip {
+		if !inc.summary && inc.ts != "" && inc.status == "" && inc.action.Blocked() && inc.action.Decision.Net == l.target {
 			inc.status = status
 			open = append(open, inc)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 // Operator carries out what the buttons ask, as an operator at a terminal
@@ -20,9 +21,9 @@ import (
 type Operator interface {
 	// Unblock deletes both runbook keys of ip and gives it a clean slate
 	// in the detector.
-	Unblock(ctx context.Context, ip netip.Addr, operator, reason string) error
+	Unblock(ctx context.Context, target netip.Prefix, operator, reason string) error
 	// Extend blocks ip for ttl from now and returns when the block ends.
-	Extend(ctx context.Context, ip netip.Addr, ttl time.Duration, operator, reason string) (time.Time, error)
+	Extend(ctx context.Context, target netip.Prefix, ttl time.Duration, operator, reason string) (time.Time, error)
 }
 
 // maxInteraction bounds an interaction request body.
@@ -77,9 +78,10 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 			if act.ActionID != ActionUnblock && act.ActionID != ActionExtend {
 				continue
 			}
-			ip, err := netip.ParseAddr(act.Value)
+			target, err := blockset.ParseTarget(act.Value)
+			ip := act.Value
 			if err != nil {
-				http.Error(w, "the button names no IP address", http.StatusBadRequest)
+				http.Error(w, "the button names no address or network", http.StatusBadRequest)
 				return
 			}
 			out := &buttonOutcome{channel: cb.Channel.ID, ts: cb.Container.MessageTs}
@@ -89,11 +91,11 @@ func (n *Notifier) Interactions(signingSecret string, op Operator) http.Handler 
 			at := detector.FormatTime(n.opts.Now())
 			switch act.ActionID {
 			case ActionUnblock:
-				err = op.Unblock(r.Context(), ip, operator, "Unblock button in Slack")
+				err = op.Unblock(r.Context(), target, operator, "Unblock button in Slack")
 				out.status, out.unblocked = "Unblocked by <@"+cb.User.ID+"> at "+at, true
 			case ActionExtend:
 				var until time.Time
-				until, err = op.Extend(r.Context(), ip, ExtendBy, operator, "Extend 24 h button in Slack")
+				until, err = op.Extend(r.Context(), target, ExtendBy, operator, "Extend 24 h button in Slack")
 				out.until = until
 				out.status = "Extended by 24 h by <@" + cb.User.ID + "> at " + at + ": blocked until " + detector.FormatTime(until)
 			}

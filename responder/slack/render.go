@@ -13,6 +13,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/clip"
 )
 
@@ -154,15 +155,16 @@ func Render(a responder.Action, p Page) Message {
 	if len(links) > 0 {
 		blocks = append(blocks, slack.NewContextBlock("", links...))
 	}
-	if p.Buttons && a.Blocked() && d.IP.IsValid() {
-		unblock := slack.NewButtonBlockElement(ActionUnblock, d.IP.String(), slack.NewTextBlockObject(slack.PlainTextType, "Unblock", false, false))
+	if p.Buttons && a.Blocked() && d.Net.IsValid() {
+		target := blockset.Target(d.Net)
+		unblock := slack.NewButtonBlockElement(ActionUnblock, target, slack.NewTextBlockObject(slack.PlainTextType, "Unblock", false, false))
 		unblock.Style = slack.StyleDanger
 		unblock.Confirm = slack.NewConfirmationBlockObject(
-			slack.NewTextBlockObject(slack.PlainTextType, "Unblock "+d.IP.String()+"?", false, false),
-			slack.NewTextBlockObject(slack.MarkdownType, "Deletes `ip_block` and `login_fail` for "+d.IP.String()+": a clean slate.", false, false),
+			slack.NewTextBlockObject(slack.PlainTextType, "Unblock "+target+"?", false, false),
+			slack.NewTextBlockObject(slack.MarkdownType, "Deletes `ip_block` and `login_fail` for "+target+": a clean slate.", false, false),
 			slack.NewTextBlockObject(slack.PlainTextType, "Unblock", false, false),
 			slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false))
-		extend := slack.NewButtonBlockElement(ActionExtend, d.IP.String(), slack.NewTextBlockObject(slack.PlainTextType, "Extend 24 h", false, false))
+		extend := slack.NewButtonBlockElement(ActionExtend, target, slack.NewTextBlockObject(slack.PlainTextType, "Extend 24 h", false, false))
 		blocks = append(blocks, slack.NewActionBlock("authguard_actions", unblock, extend))
 	}
 	// The blocks ride in an attachment for the colour bar; Fallback is

@@ -84,8 +84,8 @@ type Options struct {
 // that after a restart an escalation updates the page instead of posting
 // another. The daemon keeps them with the block in Redis.
 type Messages interface {
-	SaveMessage(ctx context.Context, ip netip.Addr, incident, channel, ts string) error
-	LoadMessage(ctx context.Context, ip netip.Addr, incident string) (channel, ts string, err error)
+	SaveMessage(ctx context.Context, target netip.Prefix, incident, channel, ts string) error
+	LoadMessage(ctx context.Context, target netip.Prefix, incident string) (channel, ts string, err error)
 }
 
 // Attempts counts an incident's attempts per minute: key is the address
@@ -149,10 +149,11 @@ type job struct {
 	lifted *lifted
 }
 
-// lifted says an IP's block ended before its time: an operator unblocked it.
+// lifted says a target's block ended before its time: an operator
+// unblocked it.
 type lifted struct {
-	ip netip.Addr
-	by string
+	target netip.Prefix
+	by     string
 }
 
 // buttonOutcome is what a button did, to show on its message.

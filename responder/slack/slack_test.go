@@ -27,6 +27,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -50,7 +51,7 @@ func playbookRank(sev string) int {
 
 func ipAction(ip, sev string, count int) responder.Action {
 	return responder.Action{
-		Decision: detector.Decision{Time: at, Rule: "failed-login-burst", Key: ip, IP: netip.MustParseAddr(ip),
+		Decision: detector.Decision{Time: at, Rule: "failed-login-burst", Key: ip, Net: blockset.Host(netip.MustParseAddr(ip)),
 			Kind: detector.KindBlock, TTL: 5 * time.Minute, Severity: sev, SeverityRank: playbookRank(sev), Count: count, RatePerMinute: float64(count),
 			FirstSeen: at.Add(-4 * time.Second), LastSeen: at, Alert: true, Match: "auth_failed", Threshold: 5, Window: 24 * time.Hour,
 			Sample: `{"action":"auth_failed","client_ip":"` + ip + `","username":"alice"}`},
@@ -261,12 +262,12 @@ func TestBlockExpiryAndUnblockAreRepliedInTheThread(t *testing.T) {
 
 	n.Notify(ctx, ipAction("203.0.113.22", "P3", 5)) // stands
 	f.await(t, 4)
-	n.Unblocked(netip.MustParseAddr("203.0.113.22"), "bob")
+	n.Unblocked(blockset.Host(netip.MustParseAddr("203.0.113.22")), "bob")
 	calls = f.await(t, 6)
 	if r := calls[5].form; r.Get("thread_ts") != "1700000000.000004" || !strings.HasPrefix(r.Get("text"), "Unblocked by bob at ") {
 		t.Errorf("unblock reply %v", r)
 	}
-	n.Unblocked(netip.MustParseAddr("203.0.113.99"), "bob") // nothing paged about it
+	n.Unblocked(blockset.Host(netip.MustParseAddr("203.0.113.99")), "bob") // nothing paged about it
 	n.Notify(ctx, ipAction("203.0.113.23", "P3", 5))
 	if calls = f.await(t, 7); len(calls) != 7 || topLevel(calls)[2].form.Get("text") == "" {
 		t.Errorf("an unblock of an unpaged IP touched Slack: %d calls", len(calls))
@@ -280,18 +281,18 @@ type kept struct {
 	saved chan struct{}
 }
 
-func (k *kept) SaveMessage(_ context.Context, ip netip.Addr, incident, channel, ts string) error {
+func (k *kept) SaveMessage(_ context.Context, ip netip.Prefix, incident, channel, ts string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.ats[ip.String()+"/"+incident] = [2]string{channel, ts}
+	k.ats[blockset.Target(ip)+"/"+incident] = [2]string{channel, ts}
 	k.saved <- struct{}{}
 	return nil
 }
 
-func (k *kept) LoadMessage(_ context.Context, ip netip.Addr, incident string) (string, string, error) {
+func (k *kept) LoadMessage(_ context.Context, ip netip.Prefix, incident string) (string, string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	at := k.ats[ip.String()+"/"+incident]
+	at := k.ats[blockset.Target(ip)+"/"+incident]
 	return at[0], at[1], nil
 }
 
@@ -426,17 +427,17 @@ type operatorLog struct {
 	did []string
 }
 
-func (o *operatorLog) Unblock(_ context.Context, ip netip.Addr, operator, reason string) error {
+func (o *operatorLog) Unblock(_ context.Context, ip netip.Prefix, operator, reason string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.did = append(o.did, "unblock "+ip.String()+" by "+operator)
+	o.did = append(o.did, "unblock "+blockset.Target(ip)+" by "+operator)
 	return nil
 }
 
-func (o *operatorLog) Extend(_ context.Context, ip netip.Addr, ttl time.Duration, operator, reason string) (time.Time, error) {
+func (o *operatorLog) Extend(_ context.Context, ip netip.Prefix, ttl time.Duration, operator, reason string) (time.Time, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.did = append(o.did, "extend "+ip.String()+" "+ttl.String()+" by "+operator)
+	o.did = append(o.did, "extend "+blockset.Target(ip)+" "+ttl.String()+" by "+operator)
 	return at.Add(ttl), nil
 }
 

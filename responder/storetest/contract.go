@@ -10,6 +10,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 // Subject is a Store under test and the means to see what it did.
@@ -78,7 +79,7 @@ func Request(ip string, act responder.Act, id string, decided time.Time, ttl tim
 	if act == responder.ActAlert {
 		kind = detector.KindAlert
 	}
-	d := detector.Decision{Time: decided, Rule: "failed-login-burst", Key: ip, IP: addr, Kind: kind, TTL: ttl,
+	d := detector.Decision{Time: decided, Rule: "failed-login-burst", Key: ip, Net: blockset.Host(addr), Kind: kind, TTL: ttl,
 		Severity: "P3", Count: 5, Offence: 1, Threshold: 5, Window: 24 * time.Hour, Match: "auth_failed",
 		FirstSeen: decided, LastSeen: decided, Renewal: act == responder.ActRenew}
 	return responder.Request{Decision: d, Act: act, ID: id, DecidedAt: decided}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/authguard/authguard/responder"
+	"github.com/authguard/authguard/responder/blockset"
 )
 
 // Memory is a responder.Store in memory, with the SEC-010 semantics of
@@ -20,14 +21,14 @@ type Memory struct {
 	Now func() time.Time
 
 	mu       sync.Mutex
-	blocks   map[netip.Addr]time.Time // address -> end of its block and tally
-	requests map[netip.Addr]string    // address -> the request its block came from
+	blocks   map[netip.Prefix]time.Time // target -> end of its block and tally
+	requests map[netip.Prefix]string    // target -> the request its block came from
 	records  []responder.Request
 }
 
 // NewMemory returns an empty store.
 func NewMemory() *Memory {
-	return &Memory{blocks: map[netip.Addr]time.Time{}, requests: map[netip.Addr]string{}}
+	return &Memory{blocks: map[netip.Prefix]time.Time{}, requests: map[netip.Prefix]string{}}
 }
 
 func (m *Memory) now() time.Time {
@@ -49,7 +50,7 @@ func (m *Memory) Write(_ context.Context, reqs []responder.Request) ([]responder
 	now := m.now()
 	out := make([]responder.Result, len(reqs))
 	for i, req := range reqs {
-		ip, ends := req.Decision.IP, req.DecidedAt.Add(req.Decision.TTL)
+		ip, ends := req.Decision.Net, req.DecidedAt.Add(req.Decision.TTL)
 		active := m.blocks[ip].After(now)
 		switch {
 		case !req.Act.Blocks() || !ip.IsValid():
@@ -73,15 +74,15 @@ func (m *Memory) Write(_ context.Context, reqs []responder.Request) ([]responder
 func (m *Memory) Blocked(ip netip.Addr) time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return max(m.blocks[ip].Sub(m.now()), 0)
+	return max(m.blocks[blockset.Host(ip)].Sub(m.now()), 0)
 }
 
 // Clear unblocks ip as an operator does, deleting the block and its tally.
 func (m *Memory) Clear(ip netip.Addr) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.blocks, ip)
-	delete(m.requests, ip)
+	delete(m.blocks, blockset.Host(ip))
+	delete(m.requests, blockset.Host(ip))
 }
 
 // Records returns the requests recorded so far, in order.
