@@ -17,6 +17,7 @@ import (
 
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder/cidr"
+	"github.com/authguard/authguard/responder/duration"
 )
 
 // File is the rules file as written by an operator.
@@ -363,24 +364,12 @@ type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseDuration(n.Value)
+	v, err := duration.Parse(n.Value)
 	if n.Kind != yaml.ScalarNode || err != nil {
 		return Error{Line: n.Line, Col: n.Column, Msg: fmt.Sprintf("bad duration %s: want e.g. 30s, 5m, 24h or 7d", describe(n))}
 	}
 	*d = Duration(v)
 	return nil
-}
-
-// ParseDuration parses Go durations and whole days ("7d").
-func ParseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n < 0 || n > 100000 {
-			return 0, fmt.Errorf("bad duration %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	return time.ParseDuration(s)
 }
 
 // Prefix is a CIDR or a single address in YAML.

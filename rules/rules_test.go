@@ -45,14 +45,6 @@ func TestDefaultRulesAreValid(t *testing.T) {
 	}
 }
 
-func TestDurationsAcceptDays(t *testing.T) {
-	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "90s": 90 * time.Second, "1h30m": 90 * time.Minute} {
-		if got, err := ParseDuration(in); err != nil || got != want {
-			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-}
-
 func TestAllowAcceptsAddressesAndNetworks(t *testing.T) {
 	set, err := Parse("r.yaml", []byte("rules: [{name: a, window: 1m, threshold: 1, alert: true}]\nallow: [10.0.0.0/8, 192.0.2.7, \"2001:db8::/32\"]\n"))
 	if err != nil {

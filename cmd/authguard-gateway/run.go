@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(int) { exited = true }),
 		kong.Configuration(cliconfig.Loader),
+		cliconfig.Durations,
 		kong.DefaultEnvars("AUTHGUARD_GATEWAY"),
 	)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -23,18 +24,27 @@ import (
 
 // operatorFlags name who acts, for the evidence record.
 type operatorFlags struct {
-	Operator string `help:"Who is acting, for the evidence record (default: $USER)." placeholder:"NAME"`
+	Operator string `help:"Who is acting, for the evidence record (default: $SUDO_USER, $USER, $LOGNAME, else the account and host, as in a kubectl exec)." placeholder:"NAME"`
 	Reason   string `help:"Why, for the evidence record." default:"(no reason given)" placeholder:"TEXT"`
 }
 
+// who names the operator: the flag, else the person behind sudo, else the
+// login, else (a kubectl exec into a pod sets none of these) the account
+// and host the command runs as.
 func (o operatorFlags) who() string {
 	if o.Operator != "" {
 		return o.Operator
 	}
-	if u := os.Getenv("USER"); u != "" {
-		return u
+	for _, k := range []string{"SUDO_USER", "USER", "LOGNAME"} {
+		if u := os.Getenv(k); u != "" {
+			return u
+		}
 	}
-	return "unknown"
+	host, _ := os.Hostname()
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username + "@" + host
+	}
+	return fmt.Sprintf("uid %d@%s", os.Getuid(), host)
 }
 
 type blocksCmd struct {

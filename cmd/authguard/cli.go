@@ -55,6 +55,7 @@ func newParser(ctx context.Context, c *cli, stdout, stderr io.Writer, exit func(
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.Configuration(cliconfig.Loader),
+		cliconfig.Durations,
 		kong.DefaultEnvars("AUTHGUARD"),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&env{stdout: stdout, stderr: stderr}),

@@ -336,3 +336,38 @@ func TestCheckConfigPrintsAndHoldsTheMemoryBudget(t *testing.T) {
 		t.Errorf("8,000,000 keys under a 1 GiB limit: %v", err)
 	}
 }
+
+// Durations are written the same way in flags, the environment and the
+// settings file as in rules: whole days too.
+func TestDurationSettingsTakeDays(t *testing.T) {
+	_, _, err := runCLI(t, nil, "blocks", "add", "203.0.113.7", "--ttl", "1d", "--redis-url", "redis://127.0.0.1:1/0")
+	if err == nil || strings.Contains(err.Error(), "duration") {
+		t.Errorf("blocks add --ttl 1d: %v, want it to get as far as Redis", err)
+	}
+	if out, _, err := runCLI(t, map[string]string{"AUTHGUARD_LOKI_BACKFILL_MAX": "2d"}, "run", "--check-config", "--checkpoint-interval", "1d"); err != nil {
+		t.Errorf("run --check-config with day durations: %q %v", out, err)
+	}
+	if _, _, err := runCLI(t, nil, "blocks", "add", "203.0.113.7", "--ttl", "1.5d"); err == nil || !strings.Contains(err.Error(), "want e.g. 30s, 5m, 24h or 7d") {
+		t.Errorf("blocks add --ttl 1.5d: %v", err)
+	}
+}
+
+// Evidence names a person or at least an account, never "unknown": sudo's
+// caller first, and in a pod (no $USER) the account and host.
+func TestTheOperatorIsNamedWithoutUSER(t *testing.T) {
+	t.Setenv("SUDO_USER", "alice")
+	t.Setenv("USER", "root")
+	if got := (operatorFlags{}).who(); got != "alice" {
+		t.Errorf("under sudo: %q, want alice", got)
+	}
+	for _, k := range []string{"SUDO_USER", "USER", "LOGNAME"} {
+		t.Setenv(k, "")
+	}
+	host, _ := os.Hostname()
+	if got := (operatorFlags{}).who(); got == "" || got == "unknown" || !strings.HasSuffix(got, "@"+host) {
+		t.Errorf("without $USER: %q, want account@%s", got, host)
+	}
+	if got := (operatorFlags{Operator: "bob"}).who(); got != "bob" {
+		t.Errorf("--operator bob: %q", got)
+	}
+}

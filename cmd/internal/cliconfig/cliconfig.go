@@ -9,10 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/authguard/authguard/responder/duration"
 	"gopkg.in/yaml.v3"
 )
 
@@ -26,6 +30,26 @@ type resolver struct {
 	file    string
 	entries map[string]entry
 }
+
+// Durations has every time.Duration setting, flag, environment variable
+// or file key, read as rules write durations: 90s, 5m, 24h and also whole
+// days (7d).
+var Durations = kong.TypeMapper(reflect.TypeFor[time.Duration](), kong.MapperFunc(func(ctx *kong.DecodeContext, target reflect.Value) error {
+	t, err := ctx.Scan.PopValue("duration")
+	if err != nil {
+		return err
+	}
+	s, ok := t.Value.(string)
+	if !ok {
+		return fmt.Errorf("want a duration such as 30s, 5m, 24h or 7d, not %v", t.Value)
+	}
+	d, err := duration.Parse(s)
+	if err != nil {
+		return err
+	}
+	target.SetInt(int64(d))
+	return nil
+}))
 
 // Loader is a kong.ConfigurationLoader for the strict YAML format.
 func Loader(r io.Reader) (kong.Resolver, error) {
