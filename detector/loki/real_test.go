@@ -33,16 +33,21 @@ func TestRealLokiEveryLineOnceAtEveryRate(t *testing.T) {
 
 // Against the real Loki the live tail alone, without the sweeper (and so
 // without polling), loses lines at 20,000 lines/s: the soak above could
-// fail.
+// fail. Whether one run loses any depends on the machine's load (one CI
+// run in several lost none), so up to three runs are made: the test fails
+// only when none of them lost a line.
 func TestRealLokiTailAloneLosesLines(t *testing.T) {
 	r, err := lokitest.StartReal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Stop()
-	res := readSoak(t, r.URL, r.Tenant, 20000, 15*time.Second, loki.Config{NoSweep: true})
-	t.Logf("real Loki, 20000 lines/s, tail alone: %v", res)
-	if res.lost == 0 {
-		t.Errorf("the tail alone lost nothing at 20,000 lines/s: %v", res)
+	for run := 1; run <= 3; run++ {
+		res := readSoak(t, r.URL, r.Tenant, 20000, 15*time.Second, loki.Config{NoSweep: true})
+		t.Logf("real Loki, 20000 lines/s, tail alone, run %d: %v", run, res)
+		if res.lost > 0 {
+			return
+		}
 	}
+	t.Error("the tail alone lost nothing at 20,000 lines/s in three runs")
 }
