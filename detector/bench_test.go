@@ -36,11 +36,12 @@ func BenchmarkSEC010(b *testing.B) {
 }
 
 // BenchmarkDefaultRules runs the embedded default rule set (SEC-010, account
-// enumeration, the global surge alarm) over traffic from 100,000 IPs trying
+// enumeration, the targeted account, the global surge alarm) over traffic from 100,000 IPs trying
 // a handful of usernames each, and reports events per second.
 func BenchmarkDefaultRules(b *testing.B) {
 	rules := []Rule{sec010(),
 		{Name: "account-enumeration", Match: ActionAuthFailed, PerIP: true, Distinct: "username", Window: 10 * time.Minute, Threshold: 11, BlockTTL: time.Hour, Alert: true},
+		targetedAccount(),
 		{Name: "failed-login-surge", Match: ActionAuthFailed, Window: 5 * time.Minute, Threshold: 101, Alert: true}}
 	e := mustEngine(b, Config{Rules: rules})
 	const ips = 100_000

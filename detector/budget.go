@@ -16,6 +16,9 @@ func KeyBytes(r Rule) int {
 	if r.Distinct != "" {
 		b += 8 * per
 	}
+	if r.GroupBy != "" {
+		b += 16 * per // the sources
+	}
 	return b * 5 / 4
 }
 
@@ -28,7 +31,7 @@ const minBudgetKeys = 1024
 func (cfg Config) Caps() []int {
 	grouped, avail := 0, cfg.MemoryBudget
 	for _, r := range cfg.Rules {
-		if r.PerIP {
+		if r.keyed() {
 			grouped++
 		} else {
 			avail -= int64(KeyBytes(r)) // a global rule's one key
@@ -37,7 +40,7 @@ func (cfg Config) Caps() []int {
 	caps := make([]int, len(cfg.Rules))
 	for i, r := range cfg.Rules {
 		switch {
-		case !r.PerIP:
+		case !r.keyed():
 			caps[i] = 1
 		case cfg.MaxKeys > 0:
 			caps[i] = cfg.MaxKeys
@@ -104,7 +107,7 @@ func (t *table) resize(max int) {
 		live = live[:max]
 		sort.Slice(live, func(a, b int) bool { return live[a] < live[b] })
 	}
-	next := newTable(max, t.per, t.distinct)
+	next := newTable(max, t.per, t.distinct, t.sources)
 	next.evictions = t.evictions
 	for _, i := range live {
 		j := int32(len(next.slots))
@@ -112,6 +115,9 @@ func (t *table) resize(max int) {
 		next.arena = append(next.arena, t.times(i)...)
 		if t.distinct {
 			next.hashes = append(next.hashes, t.valueHashes(i)...)
+		}
+		if t.sources {
+			next.srcs = append(next.srcs, t.entries(i).srcs...)
 		}
 		next.idx.put(t.slots[i].key, j)
 	}

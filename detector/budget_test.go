@@ -103,7 +103,12 @@ func heapPerKey(r Rule, n int) float64 {
 	for i := range n {
 		a[8], a[9], a[10], a[11] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
 		for k := range r.Threshold - 1 { // full windows, just under the threshold
-			e.Observe(Event{Time: t0.Add(time.Duration(i*64 + k)), Action: ActionAuthFailed, IP: netip.AddrFrom16(a), Username: fmt.Sprint(k)}, t0.Add(time.Duration(i*64+k)), nil)
+			ev := Event{Time: t0.Add(time.Duration(i*64 + k)), Action: ActionAuthFailed, IP: netip.AddrFrom16(a), Username: fmt.Sprint(k)}
+			if r.GroupBy != "" { // a key per account, tried from many addresses
+				a[15] = byte(k)
+				ev.IP, ev.Username = netip.AddrFrom16(a), fmt.Sprint(i)
+			}
+			e.Observe(ev, ev.Time, nil)
 		}
 	}
 	per := float64(heapAlloc()-before) / float64(n)
@@ -114,7 +119,7 @@ func heapPerKey(r Rule, n int) float64 {
 // The budget counts what a key really costs: KeyBytes bounds the heap a
 // full table takes.
 func TestKeyBytesBoundsTheHeap(t *testing.T) {
-	for _, r := range []Rule{sec010(), enumeration()} {
+	for _, r := range []Rule{sec010(), enumeration(), targetedAccount()} {
 		if got := heapPerKey(r, 100_000); got > float64(KeyBytes(r)) {
 			t.Errorf("%s: %.0f bytes a key on the heap, the budget counts %d", r.Name, got, KeyBytes(r))
 		}
@@ -122,9 +127,9 @@ func TestKeyBytesBoundsTheHeap(t *testing.T) {
 }
 
 // BenchmarkKeyBytes reports the heap a key takes in a full table of the
-// two default per-IP rules against what the budget counts for it.
+// default rules that track keys against what the budget counts for it.
 func BenchmarkKeyBytes(b *testing.B) {
-	for _, r := range []Rule{sec010(), enumeration()} {
+	for _, r := range []Rule{sec010(), enumeration(), targetedAccount()} {
 		b.Run(r.Name, func(b *testing.B) {
 			var per float64
 			for range b.N {

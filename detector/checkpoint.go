@@ -50,11 +50,7 @@ func (e *Engine) Checkpoint(buf []byte, now time.Time) ([]byte, int) {
 		buf = appendString(buf, r.Name)
 		buf = appendString(buf, r.fingerprint())
 		t := r.table()
-		if t.distinct {
-			buf = append(buf, 1)
-		} else {
-			buf = append(buf, 0)
-		}
+		buf = append(buf, t.kind())
 		countAt := len(buf)
 		buf = append(buf, make([]byte, binary.MaxVarintLen64)...) // the slot count, filled in below
 		n := 0
@@ -89,8 +85,12 @@ func (r *ruleState) table() *table {
 // fingerprint names how the rule counts (see sameCounting): a checkpoint's
 // windows are loaded only into a rule that counts the same way.
 func (r *ruleState) fingerprint() string {
-	return fmt.Sprintf("%s|%t|%d|%d|%d|%d|%s|%g", r.Match, r.PerIP, r.IPv4Prefix, r.IPv6Prefix,
+	fp := fmt.Sprintf("%s|%t|%d|%d|%d|%d|%s|%g", r.Match, r.PerIP, r.IPv4Prefix, r.IPv6Prefix,
 		r.Window, r.Threshold, r.Distinct, r.MinSuccessRatio)
+	if r.GroupBy != "" {
+		fp += "|" + r.GroupBy // older checkpoints' rules had no field groups
+	}
+	return fp
 }
 
 // earliest is the oldest time an event can still be counted at, for an
@@ -119,15 +119,36 @@ func (r *ruleState) worthKeeping(s *slot, times []int64, ref int64) bool {
 	return false
 }
 
+// Table kinds: what a slot holds beside its timestamps.
+const (
+	kindDistinct = 1 << iota // value hashes
+	kindSources              // client addresses
+)
+
+func (t *table) kind() byte {
+	var k byte
+	if t.distinct {
+		k |= kindDistinct
+	}
+	if t.sources {
+		k |= kindSources
+	}
+	return k
+}
+
+// appendAddr writes a key or address: 4 and its IPv4 bytes, or 16 and all.
+func appendAddr(buf []byte, k [16]byte) []byte {
+	if netipMapped(k) {
+		buf = append(buf, 4)
+		return append(buf, k[12:]...)
+	}
+	buf = append(buf, 16)
+	return append(buf, k[:]...)
+}
+
 func (t *table) appendSlot(buf []byte, i int32, at int64) []byte {
 	s := &t.slots[i]
-	if v4 := netipMapped(s.key); v4 {
-		buf = append(buf, 4)
-		buf = append(buf, s.key[12:]...)
-	} else {
-		buf = append(buf, 16)
-		buf = append(buf, s.key[:]...)
-	}
+	buf = appendAddr(buf, s.key)
 	var flags byte
 	if s.active {
 		flags |= flagActive
@@ -163,10 +184,12 @@ func (t *table) appendSlot(buf []byte, i int32, at int64) []byte {
 	}
 	buf = binary.AppendVarint(buf, s.first-oldest)
 	buf = binary.AppendVarint(buf, s.last-newest)
-	if hashes := t.valueHashes(i); hashes != nil {
-		for _, h := range hashes[:s.n] {
-			buf = binary.LittleEndian.AppendUint64(buf, h)
-		}
+	e := t.entries(i)
+	for _, h := range e.hashes[:min(len(e.hashes), int(s.n))] {
+		buf = binary.LittleEndian.AppendUint64(buf, h)
+	}
+	for _, a := range e.srcs[:min(len(e.srcs), int(s.n))] {
+		buf = appendAddr(buf, a)
 	}
 	return buf
 }
@@ -259,18 +282,18 @@ func (e *Engine) walk(body []byte, now, replayFrom time.Time, apply bool) (Loade
 	var ss stagedSlot
 	for range nrules {
 		name, fp := c.str(), c.str()
-		distinct := c.bytes(1, "rule kind")
+		kind := c.bytes(1, "rule kind")
 		n := c.uvarint()
 		if c.err != nil {
 			break
 		}
 		r := e.rule(name)
-		keep := r != nil && r.fingerprint() == fp
+		keep := r != nil && r.fingerprint() == fp && r.table().kind() == kind[0]
 		if !keep {
 			out.Skipped = append(out.Skipped, name)
 		}
 		for range n {
-			c.slot(&ss, saved, distinct[0] != 0)
+			c.slot(&ss, saved, kind[0])
 			if c.err != nil {
 				break
 			}
@@ -304,6 +327,7 @@ type stagedSlot struct {
 	s      slot
 	times  []int64
 	hashes []uint64
+	srcs   [][16]byte
 }
 
 // cut leaves out the timestamps from from on, and their part in the
@@ -320,6 +344,9 @@ func (ss *stagedSlot) cut(from int64) {
 	if len(ss.hashes) > 0 {
 		ss.hashes = ss.hashes[:n]
 	}
+	if len(ss.srcs) > 0 {
+		ss.srcs = ss.srcs[:n]
+	}
 	ss.s.count, ss.s.first, ss.s.last = uint32(n), 0, 0
 	if n > 0 {
 		ss.s.first, ss.s.last = ss.times[0], ss.times[n-1]
@@ -328,135 +355,12 @@ func (ss *stagedSlot) cut(from int64) {
 
 // put writes the slot into t, evicting as an event would when t is full.
 func (ss *stagedSlot) put(t *table, at int64) {
-	s, times, hashes := t.get(ss.s.key, at)
+	s, e := t.get(ss.s.key, at)
 	*s = ss.s
 	s.seen = true
-	copy(times, ss.times)
-	if hashes != nil {
-		copy(hashes, ss.hashes)
-	}
-}
-
-// ckReader reads a checkpoint's fields; the first error sticks and every
-// later read returns zero.
-type ckReader struct {
-	b   []byte
-	err error
-}
-
-func (c *ckReader) fail(what string) {
-	if c.err == nil {
-		c.err = fmt.Errorf("%s: truncated or malformed", what)
-	}
-	c.b = nil
-}
-
-func (c *ckReader) bytes(n int, what string) []byte {
-	if c.err != nil || n < 0 || n > len(c.b) {
-		c.fail(what)
-		return nil
-	}
-	p := c.b[:n]
-	c.b = c.b[n:]
-	return p
-}
-
-func (c *ckReader) u64() uint64 {
-	p := c.bytes(8, "key")
-	if p == nil {
-		return 0
-	}
-	return binary.LittleEndian.Uint64(p)
-}
-
-func (c *ckReader) uvarint() uint64 { return readVarint(c, "uvarint", binary.Uvarint) }
-
-func (c *ckReader) varint() int64 { return readVarint(c, "varint", binary.Varint) }
-
-// readVarint reads one varint with read (binary.Varint or Uvarint).
-func readVarint[T int64 | uint64](c *ckReader, what string, read func([]byte) (T, int)) T {
-	if c.err != nil {
-		return 0
-	}
-	v, n := read(c.b)
-	if n <= 0 {
-		c.fail(what)
-		return 0
-	}
-	c.b = c.b[n:]
-	return v
-}
-
-func (c *ckReader) str() string {
-	n := c.uvarint()
-	if n > 4096 {
-		c.fail("string")
-		return ""
-	}
-	return string(c.bytes(int(n), "string"))
-}
-
-// slot reads one slot whose times are relative to saved.
-func (c *ckReader) slot(ss *stagedSlot, saved int64, distinct bool) {
-	ss.s = slot{}
-	s := &ss.s
-	switch kind := c.bytes(1, "key kind"); {
-	case kind == nil:
-	case kind[0] == 4:
-		s.key[10], s.key[11] = 0xff, 0xff
-		copy(s.key[12:], c.bytes(4, "key"))
-	case kind[0] == 16:
-		copy(s.key[:], c.bytes(16, "key"))
-	default:
-		c.fail("key kind")
-	}
-	fl := c.bytes(2, "flags")
-	if fl == nil {
-		return
-	}
-	flags := fl[0]
-	s.active, s.level = flags&flagActive != 0, fl[1]
-	s.count = uint32(min(c.uvarint(), math.MaxUint32))
-	if flags&flagBlocked != 0 {
-		s.blockedUntil = saved + c.varint()
-	}
-	if flags&flagOffence != 0 {
-		s.offences = uint16(min(c.uvarint(), math.MaxUint16))
-		s.lastOffence = saved + c.varint()
-	}
-	n := c.uvarint()
-	if n > math.MaxUint16 || n > uint64(len(c.b)) {
-		c.fail("timestamps")
-		return
-	}
-	s.n = uint16(n)
-	ss.times = slicesGrow(ss.times, int(n))
-	oldest, newest := saved, saved
-	for j := range ss.times {
-		if j == 0 {
-			newest = saved + c.varint()
-			oldest = newest
-		} else {
-			newest += int64(c.uvarint())
-		}
-		ss.times[j] = newest
-	}
-	s.first, s.last = oldest+c.varint(), newest+c.varint()
-	ss.hashes = ss.hashes[:0]
-	if distinct {
-		ss.hashes = slicesGrow(ss.hashes, int(n))
-		for j := range ss.hashes {
-			ss.hashes[j] = c.u64()
-		}
-	}
-}
-
-// slicesGrow returns b with length n, reusing its array when it can.
-func slicesGrow[T any](b []T, n int) []T {
-	if cap(b) < n {
-		return make([]T, n)
-	}
-	return b[:n]
+	copy(e.times, ss.times)
+	copy(e.hashes, ss.hashes)
+	copy(e.srcs, ss.srcs)
 }
 
 // Horizon is how long a checkpoint taken now can matter: the longest of

@@ -13,9 +13,14 @@ type Rule struct {
 	Name string
 	// Match is the event action the rule counts, e.g. "auth_failed".
 	Match string
-	// PerIP groups events by client address; false makes a global rule that
-	// counts all matching events together.
+	// PerIP groups events by client address. With neither PerIP nor
+	// GroupBy the rule is global: it counts all matching events together.
 	PerIP bool
+	// GroupBy groups events by another audit field ("username",
+	// "session_id", ...): the field's value is the key, and events without
+	// it are not counted. Such a rule blocks no key; with BlockSources it
+	// blocks the addresses that contributed.
+	GroupBy string
 	// IPv4Prefix and IPv6Prefix group addresses by network prefix when PerIP
 	// is set (32 and 128, the defaults, mean one key per address).
 	IPv4Prefix, IPv6Prefix int
@@ -24,17 +29,24 @@ type Rule struct {
 	// Threshold fires the rule when the window holds at least this many events
 	// (or, with Distinct, this many distinct values).
 	Threshold int
-	// Distinct, when "username", counts distinct usernames in the window
-	// instead of events (account enumeration). Events without a username
-	// are not counted by such a rule.
+	// Distinct, when set, counts the distinct values of this audit field
+	// in the window instead of events: "username" (account enumeration),
+	// "client_ip" (one account or session from many addresses), or any
+	// other field the source reads. Events without it are not counted by
+	// such a rule.
 	Distinct string
 	// MinSuccessRatio, with Distinct, also requires that at least this
 	// share of those accounts' latest attempts succeeded: many accounts
 	// from one address, and logging into them works (credential stuffing).
 	// Match should then be empty, so both outcomes count.
 	MinSuccessRatio float64
-	// BlockTTL, when non-zero, makes the rule block the key for this long.
+	// BlockTTL, when non-zero, makes the rule block the key for this long
+	// (with BlockSources, each contributing address).
 	BlockTTL time.Duration
+	// BlockSources, for a rule grouped by a field, blocks the addresses
+	// whose events are in the window when it fires (at most Threshold of
+	// them), and then each new one that keeps it firing.
+	BlockSources bool
 	// Escalate lengthens blocks of repeat offenders.
 	Escalate Escalation
 	// DryRun marks the rule's decisions as not to be carried out: they are

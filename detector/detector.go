@@ -29,6 +29,9 @@ type Event struct {
 	// Username is the attempted account name, when known; bounded in length by
 	// the source.
 	Username string
+	// Attrs are the line's other fields that the source was told to read
+	// (user_agent, session_id, api_key, ...), each bounded in length.
+	Attrs []Attr
 	// Line is the raw log line, bounded in length by the source; it is kept for
 	// evidence and never parsed again.
 	Line string
@@ -36,6 +39,26 @@ type Event struct {
 	// backfill at start, rather than live: what is decided about it dates
 	// from its own time.
 	CatchUp bool
+}
+
+// Attr is one audit field of an event beyond those Event names.
+type Attr struct{ Name, Value string }
+
+// Field is the value of the audit field name in ev ("" when absent):
+// username, action, or one of Attrs.
+func (ev *Event) Field(name string) string {
+	switch name {
+	case "username":
+		return ev.Username
+	case "action":
+		return ev.Action
+	}
+	for _, a := range ev.Attrs {
+		if a.Name == name {
+			return a.Value
+		}
+	}
+	return ""
 }
 
 // Kind says what a Decision asks the responders to do.
@@ -55,9 +78,19 @@ type Decision struct {
 	Time time.Time
 	// Rule is the name of the rule that fired.
 	Rule string
-	// Key is the group key: an IP or an IP prefix in text form, or "" for a
-	// global rule.
+	// Key is the group key: an IP or an IP prefix in text form, the value
+	// of GroupBy, or "" for a global rule.
 	Key string
+	// GroupBy names the audit field Key is a value of, for rules grouped
+	// by a field other than the address ("username", "session_id").
+	GroupBy string
+	// Sources are the client addresses of the events in the window, for a
+	// rule grouped by another field: at most Threshold of them, newest
+	// last, each once.
+	Sources []netip.Addr
+	// SourceOf, on a block of one of a grouped rule's sources, names the
+	// group it contributed to ("username alice").
+	SourceOf string
 	// Net is what a block applies to: one address (a full-length prefix)
 	// or, for a rule that groups by prefix, the network; invalid for
 	// global rules.
@@ -76,9 +109,10 @@ type Decision struct {
 	// slate (start, block expiry or reset), the tally the runbook keeps in
 	// login_fail:<ip>.
 	Count int
-	// Distinct is the number of distinct usernames in the window, for
-	// distinct-counting rules.
-	Distinct int
+	// Distinct is the number of distinct values of DistinctOf in the
+	// window, for distinct-counting rules.
+	Distinct   int
+	DistinctOf string
 	// RatePerMinute is the attempt rate from which Severity was derived.
 	RatePerMinute float64
 	// FirstSeen and LastSeen bound the counted events.
@@ -116,15 +150,32 @@ func (d Decision) Trigger() string {
 		what = "matching"
 	}
 	scope := "from " + d.Key
-	if d.Key == "" {
+	switch {
+	case d.SourceOf != "":
+		scope = "for " + d.SourceOf + ", " + d.Key + " among them"
+	case d.GroupBy != "":
+		scope = "for " + d.GroupBy + " " + d.Key
+	case d.Key == "":
 		scope = "in total"
 	}
 	// Concatenation, not fmt: this is written into every evidence record.
 	n := strconv.Itoa(d.Threshold)
 	if d.Distinct > 0 {
-		return n + " or more distinct usernames " + scope + " within " + FormatDuration(d.Window)
+		return n + " or more distinct " + Plural(d.DistinctOf) + " " + scope + " within " + FormatDuration(d.Window)
 	}
 	return n + " or more " + what + " events " + scope + " within " + FormatDuration(d.Window)
+}
+
+// Plural names the values of an audit field in the plural, for people:
+// "usernames", "client addresses", "session_id values".
+func Plural(field string) string {
+	switch field {
+	case "username", "":
+		return "usernames"
+	case "client_ip":
+		return "client addresses"
+	}
+	return field + " values"
 }
 
 // FormatTime writes a moment the way pages, reports and the CLI show it to

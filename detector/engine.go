@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sort"
 	"time"
-
-	"github.com/dchest/siphash"
 )
 
 // Engine evaluates rules over events. It is not safe for concurrent use: one
@@ -52,7 +50,7 @@ func (e *Engine) Reload(cfg Config) (*Engine, error) {
 // sameCounting reports whether two rules count the same way, so that one's
 // windows are valid for the other.
 func sameCounting(a, b Rule) bool {
-	return a.Name == b.Name && a.Match == b.Match && a.PerIP == b.PerIP && a.IPv4Prefix == b.IPv4Prefix &&
+	return a.Name == b.Name && a.Match == b.Match && a.PerIP == b.PerIP && a.GroupBy == b.GroupBy && a.IPv4Prefix == b.IPv4Prefix &&
 		a.IPv6Prefix == b.IPv6Prefix && a.Window == b.Window && a.Threshold == b.Threshold && a.Distinct == b.Distinct &&
 		a.MinSuccessRatio == b.MinSuccessRatio
 }
@@ -113,13 +111,13 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 		distinct := r.Distinct != ""
 		if prev := old.rule(r.Name); prev != nil && sameCounting(prev.Rule, r) {
 			rs.keys, rs.global = prev.keys, prev.global
-			if r.PerIP {
+			if r.keyed() {
 				rs.keys.resize(caps[i])
 			}
-		} else if r.PerIP {
-			rs.keys = newTable(caps[i], r.Threshold, distinct)
+		} else if r.keyed() {
+			rs.keys = newTable(caps[i], r.Threshold, distinct, r.GroupBy != "")
 		} else {
-			rs.global = newTable(1, r.Threshold, distinct)
+			rs.global = newTable(1, r.Threshold, distinct, false)
 		}
 		e.rules = append(e.rules, rs)
 	}
@@ -148,10 +146,18 @@ func (r Rule) validate() error {
 		return fmt.Errorf("rule %q: threshold must be between 1 and %d", r.Name, math.MaxUint16)
 	case r.BlockTTL < 0:
 		return fmt.Errorf("rule %q: block ttl must not be negative", r.Name)
-	case r.BlockTTL > 0 && !r.PerIP:
+	case r.BlockTTL > 0 && !r.PerIP && r.GroupBy == "":
 		return fmt.Errorf("rule %q: a global rule cannot block", r.Name)
-	case r.Distinct != "" && r.Distinct != "username":
-		return fmt.Errorf("rule %q: distinct %q: only username can be counted", r.Name, r.Distinct)
+	case r.PerIP && r.GroupBy != "":
+		return fmt.Errorf("rule %q: grouped by the address and by %s at once", r.Name, r.GroupBy)
+	case r.GroupBy == "client_ip" || r.GroupBy == "action" || r.Distinct == "action":
+		return fmt.Errorf("rule %q: %s%s cannot key a group", r.Name, r.GroupBy, r.Distinct)
+	case r.GroupBy != "" && r.GroupBy == r.Distinct:
+		return fmt.Errorf("rule %q: grouped by and counting distinct %s", r.Name, r.GroupBy)
+	case r.BlockTTL > 0 && r.GroupBy != "" && !r.BlockSources:
+		return fmt.Errorf("rule %q: grouped by %s: a block applies to its sources (scope: sources)", r.Name, r.GroupBy)
+	case r.BlockSources && (r.GroupBy == "" || r.BlockTTL <= 0):
+		return fmt.Errorf("rule %q: blocking the sources needs a group_by field and a block ttl", r.Name)
 	case r.MinSuccessRatio < 0 || r.MinSuccessRatio > 1 || (r.MinSuccessRatio > 0 && r.Distinct == ""):
 		return fmt.Errorf("rule %q: min_success_ratio must be between 0 and 1 and needs distinct", r.Name)
 	case r.Escalate.Factor < 0 || r.Escalate.Max < 0 || r.Escalate.Remember < 0:
@@ -215,13 +221,10 @@ func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
 		}
 		var h uint64
 		if r.Distinct != "" {
-			if ev.Username == "" {
+			var ok bool
+			if h, ok = e.valueHash(r.Distinct, &ev); !ok {
 				continue
 			}
-			// A keyed hash, so that an attacker cannot choose usernames
-			// that count as one; its key goes into checkpoints, so that
-			// a restarted daemon recognises the values it saw before.
-			h = siphash.Hash(e.k0, e.k1, []byte(ev.Username)) &^ 1
 			if ev.Action == ActionAuthSucceeded {
 				h |= 1
 			}
@@ -229,26 +232,46 @@ func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
 		var tab *table
 		var key [16]byte
 		var addr netip.Addr
-		if r.PerIP {
+		switch {
+		case r.PerIP:
 			if !ev.IP.IsValid() || allowed {
 				continue
 			}
 			addr = r.group(ev.IP)
 			key = addr.As16()
 			tab = r.keys
-		} else {
+		case r.GroupBy != "":
+			var ok bool
+			if key, ok = e.groupKey(r.GroupBy, &ev); !ok || allowed {
+				continue
+			}
+			tab = r.keys
+		default:
 			tab = r.global
 		}
-		s, times, hashes := tab.get(key, t)
-		d, ok := r.observe(s, times, hashes, t, h, e.severityLevel)
+		s, ents := tab.get(key, t)
+		var src [16]byte
+		if ents.srcs != nil {
+			src = ev.IP.As16()
+		}
+		now, fires := r.observe(s, ents, t, h, src)
+		if !fires {
+			continue
+		}
+		d, ok := r.fire(s, ents.hashes, t, now, e.severityLevel)
 		if !ok {
 			continue
 		}
 		d.Time = ev.Time
 		d.Sample = ev.Line
-		if r.PerIP {
+		d.DistinctOf = r.Distinct
+		switch {
+		case r.PerIP:
 			d.Net = r.target(addr)
 			d.Key = targetKey(d.Net)
+		case r.GroupBy != "":
+			out = r.grouped(d, &ev, ents.srcs[:s.n], out)
+			continue
 		}
 		out = append(out, d)
 	}
@@ -262,14 +285,18 @@ func (e *Engine) Reset(ip netip.Addr) {
 		return
 	}
 	for _, r := range e.rules {
-		if r.keys != nil {
+		if r.PerIP {
 			r.keys.remove(r.group(ip).As16())
 		}
 	}
 }
 
 // observe adds one event at t to slot s and decides.
-func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h uint64, severity func(float64) (int, string)) (Decision, bool) {
+// It returns the newest event's time and whether the rule fires; the
+// decision itself is made by fire, only then (a Decision is large, and
+// most events decide nothing).
+func (r *ruleState) observe(s *slot, e entries, t int64, h uint64, src [16]byte) (int64, bool) {
+	times, hashes := e.times, e.hashes
 	if s.blockedUntil != 0 && t >= s.blockedUntil {
 		// The tally expires with the block: a clean slate.
 		s.clear()
@@ -281,9 +308,9 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 		s.clear()
 	}
 	if hashes != nil {
-		s.insertDistinct(times, hashes, t, h)
+		s.insertDistinct(e, t, h, src)
 	} else {
-		s.insert(times, t)
+		s.insert(e, t, src)
 	}
 	// An event that arrives out of order (within the tolerance) is counted
 	// where it belongs; the window that matters ends at the newest event.
@@ -298,9 +325,8 @@ func (r *ruleState) observe(s *slot, times []int64, hashes []uint64, t int64, h 
 	}
 	if !fires {
 		s.active = false
-		return Decision{}, false
 	}
-	return r.fire(s, hashes, t, now, severity)
+	return now, fires
 }
 
 // fire makes the decision of a rule that fires for slot s on an event at t

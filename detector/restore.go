@@ -13,7 +13,7 @@ func (e *Engine) ActiveBlocks(now time.Time) []Decision {
 	var out []Decision
 	at := now.UnixNano()
 	for _, r := range e.rules {
-		if r.keys == nil || r.ttl <= 0 || r.DryRun {
+		if !r.PerIP || r.ttl <= 0 || r.DryRun {
 			continue
 		}
 		t := r.keys

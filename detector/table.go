@@ -16,8 +16,10 @@ type table struct {
 	idx       keyIndex
 	slots     []slot
 	arena     []int64
-	hashes    []uint64 // distinct rules: the value hash beside each timestamp
+	hashes    []uint64   // distinct rules: the value hash beside each timestamp
+	srcs      [][16]byte // rules grouped by a field: the client address beside each timestamp
 	distinct  bool
+	sources   bool
 	per       int   // timestamps per slot (the threshold)
 	hand      int32 // the CLOCK hand
 	free      []int32
@@ -40,21 +42,30 @@ type slot struct {
 	seen         bool   // touched since the CLOCK hand last passed
 }
 
-func newTable(max, per int, distinct bool) *table {
-	return &table{idx: newKeyIndex(max), per: per, max: max, distinct: distinct}
+func newTable(max, per int, distinct, sources bool) *table {
+	return &table{idx: newKeyIndex(max), per: per, max: max, distinct: distinct, sources: sources}
+}
+
+// entries is one slot's kept events: their times in ascending order and,
+// beside each, its value hash (distinct rules) and its client address
+// (rules grouped by a field other than the address); nil when not kept.
+type entries struct {
+	times  []int64
+	hashes []uint64
+	srcs   [][16]byte
 }
 
 func (t *table) len() int { return t.idx.n }
 
 func (t *table) keyOf(i int32) *[16]byte { return &t.slots[i].key }
 
-// get returns the slot for key and its timestamps (sorted ascending, the
-// first n in use), creating the slot (and evicting if full), and marks it most
-// recently seen.
-func (t *table) get(key [16]byte, now int64) (*slot, []int64, []uint64) {
+// get returns the slot for key and its entries (the first n in use),
+// creating the slot (and evicting if full), and marks it most recently
+// seen.
+func (t *table) get(key [16]byte, now int64) (*slot, entries) {
 	if i, ok := t.idx.get(key, t.keyOf); ok {
 		t.slots[i].seen = true
-		return &t.slots[i], t.times(i), t.valueHashes(i)
+		return &t.slots[i], t.entries(i)
 	}
 	var i int32
 	switch {
@@ -67,6 +78,9 @@ func (t *table) get(key [16]byte, now int64) (*slot, []int64, []uint64) {
 		if t.distinct {
 			t.hashes = append(t.hashes, make([]uint64, t.per)...)
 		}
+		if t.sources {
+			t.srcs = append(t.srcs, make([][16]byte, t.per)...)
+		}
 		t.slots = append(t.slots, slot{})
 	default:
 		i = t.victim(now)
@@ -76,7 +90,20 @@ func (t *table) get(key [16]byte, now int64) (*slot, []int64, []uint64) {
 	s := &t.slots[i]
 	*s = slot{key: key, seen: true}
 	t.idx.put(key, i)
-	return s, t.times(i), t.valueHashes(i)
+	return s, t.entries(i)
+}
+
+func (t *table) entries(i int32) entries {
+	lo := int(i) * t.per
+	hi := lo + t.per
+	e := entries{times: t.arena[lo:hi:hi]}
+	if t.distinct {
+		e.hashes = t.hashes[lo:hi:hi]
+	}
+	if t.sources {
+		e.srcs = t.srcs[lo:hi:hi]
+	}
+	return e
 }
 
 func (t *table) times(i int32) []int64 {
@@ -130,40 +157,25 @@ func (s *slot) clear() {
 	s.n, s.count, s.first, s.last, s.active = 0, 0, 0, 0, false
 }
 
-// insert records an event at t, keeping the newest len(times) timestamps in
-// ascending order, and updates the tally.
-func (s *slot) insert(times []int64, t int64) {
-	s.count++
-	if s.count == 1 || t < s.first {
-		s.first = t
-	}
-	if t > s.last {
-		s.last = t
-	}
+// insert records an event at t from src, keeping the newest len(times)
+// timestamps in ascending order, and updates the tally.
+func (s *slot) insert(e entries, t int64, src [16]byte) {
+	s.tally(t)
+	times := e.times
 	full := int(s.n) == len(times)
-	if full && t <= times[0] {
-		return // older than every kept timestamp: cannot change the newest N
+	if full && t < times[0] {
+		return // older than every kept timestamp: cannot change the newest N (of equal ones, the latest to arrive is kept)
 	}
 	if full {
-		copy(times, times[1:])
+		e.remove(0, int(s.n))
 		s.n--
 	}
-	j := int(s.n)
-	for j > 0 && times[j-1] > t {
-		times[j] = times[j-1]
-		j--
-	}
-	times[j] = t
+	e.place(int(s.n), t, 0, src)
 	s.n++
 }
 
-// insertDistinct records that the value with hash h was seen at t; the low
-// bit of h carries a flag of that sighting (for logins: it succeeded) and
-// values compare without it. The slot
-// keeps, for the len(times) most recently seen distinct values, the time
-// each was last seen, in ascending order: enough to tell whether at least
-// len(times) distinct values fall in a window ending now.
-func (s *slot) insertDistinct(times []int64, hashes []uint64, t int64, h uint64) {
+// tally counts one more event at t since the clean slate.
+func (s *slot) tally(t int64) {
 	s.count++
 	if s.count == 1 || t < s.first {
 		s.first = t
@@ -171,6 +183,52 @@ func (s *slot) insertDistinct(times []int64, hashes []uint64, t int64, h uint64)
 	if t > s.last {
 		s.last = t
 	}
+}
+
+// remove drops entry i of the first n.
+func (e entries) remove(i, n int) {
+	copy(e.times[i:], e.times[i+1:n])
+	if e.hashes != nil {
+		copy(e.hashes[i:], e.hashes[i+1:n])
+	}
+	if e.srcs != nil {
+		copy(e.srcs[i:], e.srcs[i+1:n])
+	}
+}
+
+// place inserts an entry at t into the first n (which has room for one
+// more), keeping them in time order.
+func (e entries) place(n int, t int64, h uint64, src [16]byte) {
+	times := e.times
+	j := n
+	for j > 0 && times[j-1] > t {
+		times[j] = times[j-1]
+		if e.hashes != nil {
+			e.hashes[j] = e.hashes[j-1]
+		}
+		if e.srcs != nil {
+			e.srcs[j] = e.srcs[j-1]
+		}
+		j--
+	}
+	times[j] = t
+	if e.hashes != nil {
+		e.hashes[j] = h
+	}
+	if e.srcs != nil {
+		e.srcs[j] = src
+	}
+}
+
+// insertDistinct records that the value with hash h was seen at t from
+// src; the low bit of h carries a flag of that sighting (for logins: it
+// succeeded) and values compare without it. The slot keeps, for the
+// len(times) most recently seen distinct values, the time each was last
+// seen, in ascending order: enough to tell whether at least len(times)
+// distinct values fall in a window ending now.
+func (s *slot) insertDistinct(e entries, t int64, h uint64, src [16]byte) {
+	s.tally(t)
+	times, hashes := e.times, e.hashes
 	n := int(s.n)
 	for i := 0; i < n; i++ {
 		if hashes[i]>>1 != h>>1 {
@@ -179,25 +237,18 @@ func (s *slot) insertDistinct(times []int64, hashes []uint64, t int64, h uint64)
 		if times[i] >= t {
 			return // already seen later
 		}
-		copy(times[i:], times[i+1:n])
-		copy(hashes[i:], hashes[i+1:n])
+		e.remove(i, n)
 		n--
 		break
 	}
 	if n == len(times) {
-		if t <= times[0] {
+		if t < times[0] {
 			s.n = uint16(n)
 			return // older than every kept value's last sighting
 		}
-		copy(times, times[1:n])
-		copy(hashes, hashes[1:n])
+		e.remove(0, n)
 		n--
 	}
-	j := n
-	for j > 0 && times[j-1] > t {
-		times[j], hashes[j] = times[j-1], hashes[j-1]
-		j--
-	}
-	times[j], hashes[j] = t, h
+	e.place(n, t, h, src)
 	s.n = uint16(n + 1)
 }

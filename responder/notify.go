@@ -11,6 +11,12 @@ func (r *Responder) evidence(a Action) {
 	attrs := []any{"time", a.At.UTC().Format(time.RFC3339), "rule", d.Rule, "key", d.Key,
 		"trigger", d.Trigger(), "severity", d.Severity, "count", d.Count,
 		"first_seen", d.FirstSeen.Format(time.RFC3339), "last_seen", d.LastSeen.Format(time.RFC3339)}
+	if d.GroupBy != "" {
+		attrs = append(attrs, "group_by", d.GroupBy, "sources", d.Sources)
+	}
+	if d.SourceOf != "" {
+		attrs = append(attrs, "source_of", d.SourceOf)
+	}
 	if a.Blocked() {
 		attrs = append(attrs, "ttl_seconds", int(d.TTL.Seconds()), "expires", a.Expires.UTC().Format(time.RFC3339), "offence", d.Offence)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ type Match struct {
 type Block struct {
 	TTL      Duration  `yaml:"ttl"`
 	Escalate *Escalate `yaml:"escalate"`
+	// Scope is what a rule grouped by a field other than client_ip
+	// blocks: "sources", the addresses whose events are in the window.
+	Scope string `yaml:"scope"`
 }
 
 // Escalate lengthens the blocks of repeat offenders: TTL × factor^(n-1) for
@@ -279,10 +283,17 @@ func (p *parser) rule(n *yaml.Node, r Rule) detector.Rule {
 		d.PerIP = true
 	case "", "none":
 	default:
-		p.errorf(field(n, "group_by"), "group_by %q: want client_ip, or leave it out for a global rule", r.GroupBy)
+		if !isFieldName(r.GroupBy) || r.GroupBy == "action" {
+			p.errorf(field(n, "group_by"), "group_by %q: want client_ip, an audit field such as username or session_id, or leave it out for a global rule", r.GroupBy)
+		}
+		d.GroupBy = r.GroupBy
 	}
-	if r.Distinct != "" && r.Distinct != "username" {
-		p.errorf(field(n, "distinct"), "distinct %q: only username can be counted", r.Distinct)
+	switch {
+	case r.Distinct == "":
+	case !isFieldName(r.Distinct) || r.Distinct == "action":
+		p.errorf(field(n, "distinct"), "distinct %q: want an audit field such as username or client_ip", r.Distinct)
+	case r.Distinct == r.GroupBy:
+		p.errorf(field(n, "distinct"), "distinct %q: the rule is grouped by it; count another field", r.Distinct)
 	}
 	if r.MinSuccessRatio != 0 && (r.Distinct == "" || r.MinSuccessRatio < 0 || r.MinSuccessRatio > 1) {
 		p.errorf(field(n, "min_success_ratio"), "min_success_ratio %g: want a share from 0 to 1, with distinct: username", r.MinSuccessRatio)
@@ -313,10 +324,17 @@ func (p *parser) block(bn *yaml.Node, b *Block, d *detector.Rule) {
 	switch {
 	case b.TTL <= 0:
 		p.errorf(field(bn, "ttl"), "block ttl must be a positive duration such as 5m")
-	case !d.PerIP:
+	case d.GroupBy != "" && b.Scope != "sources":
+		p.errorf(bn, "a rule grouped by %s blocks no %s: add scope: sources to block the addresses that contributed, or leave block out to alert only", d.GroupBy, d.GroupBy)
+	case b.Scope != "" && b.Scope != "sources":
+		p.errorf(field(bn, "scope"), "block scope %q: the one scope is sources", b.Scope)
+	case b.Scope != "" && d.GroupBy == "":
+		p.errorf(field(bn, "scope"), "block scope sources: only for a rule grouped by a field other than client_ip (this one blocks what it groups by)")
+	case !d.PerIP && d.GroupBy == "":
 		p.errorf(bn, "a global rule cannot block: add group_by: client_ip")
 	}
 	d.BlockTTL = time.Duration(b.TTL)
+	d.BlockSources = b.Scope == "sources" && d.GroupBy != ""
 	esc := b.Escalate
 	if esc == nil {
 		return
@@ -333,6 +351,41 @@ func (p *parser) block(bn *yaml.Node, b *Block, d *detector.Rule) {
 		remember = 30 * 24 * time.Hour
 	}
 	d.Escalate = detector.Escalation{Factor: esc.Factor, Max: time.Duration(esc.Max), Remember: remember}
+}
+
+// isFieldName says s can name an audit field: a JSON key of letters,
+// digits, _ . and -, starting with a letter or _, at most 64 bytes.
+func isFieldName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case c == '_' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z'):
+		case i > 0 && (c == '.' || c == '-' || ('0' <= c && c <= '9')):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Fields are the audit fields the set's rules group by or count, beyond
+// client_ip, action and username: what a source must read from each line.
+func (s *Set) Fields() []string {
+	var out []string
+	for _, r := range s.Config.Rules {
+		for _, f := range []string{r.GroupBy, r.Distinct} {
+			switch f {
+			case "", "client_ip", "username", "action":
+				continue
+			}
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
 }
 
 // severity checks the severity scale (at sevNode) and compiles it.

@@ -223,7 +223,9 @@ func (d *daemon) register(reg prometheus.Registerer, set *rules.Set) {
 // readers builds what turns audit lines into events: the parser, the push
 // receiver and, with --loki-url, the Loki reader.
 func (c *runCmd) readers(d *daemon, st *settings, log *slog.Logger, reg prometheus.Registerer) error {
-	parser := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, c.UseLineTime)
+	fields := loki.DefaultFields.WithAttrs(c.AuditFields...).WithAttrs(st.set.Fields()...)
+	d.reloader.reads = fields.Attrs
+	parser := loki.NewParser(fields, c.MaxLineBytes, c.MaxLineHardBytes, c.UseLineTime)
 	if st.verifier != nil {
 		parser.Verify(st.verifier)
 	}

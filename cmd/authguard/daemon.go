@@ -78,14 +78,15 @@ type runCmd struct {
 	LeaderElectRetryPeriod   time.Duration `help:"How often standbys try to take the Lease and the leader renews it: a stopped leader's Lease changes hands within 2.2 of these (client-go jitters each try)." default:"500ms"`
 	Kubeconfig               string        `help:"kubeconfig for leader election from outside a cluster (default: the in-cluster service account)." placeholder:"FILE"`
 
-	Listen           string `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
-	PushListen       string `help:"Address of the push receiver (POST /loki/api/v1/push), for gateways and log shippers; off unless set." placeholder:"ADDR"`
-	SlackListen      string `help:"Address for Slack's interactions (POST /slack/interactions), the one endpoint to expose publicly; needed for the buttons of --slack-signing-secret-file." placeholder:"ADDR"`
-	EnableLifecycle  bool   `help:"Serve POST /-/reload on --listen (off: rules reload on SIGHUP and when the file changes), as Prometheus's --web.enable-lifecycle."`
-	MaxLineBytes     int    `help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
-	MaxLineHardBytes int    `help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
-	UseLineTime      bool   `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
-	CheckConfig      bool   `help:"Validate the settings, rules and secrets, print the result and exit (nothing is contacted)."`
+	Listen           string   `help:"Address for /metrics, /healthz and /readyz." default:":9090"`
+	PushListen       string   `help:"Address of the push receiver (POST /loki/api/v1/push), for gateways and log shippers; off unless set." placeholder:"ADDR"`
+	SlackListen      string   `help:"Address for Slack's interactions (POST /slack/interactions), the one endpoint to expose publicly; needed for the buttons of --slack-signing-secret-file." placeholder:"ADDR"`
+	EnableLifecycle  bool     `help:"Serve POST /-/reload on --listen (off: rules reload on SIGHUP and when the file changes), as Prometheus's --web.enable-lifecycle."`
+	AuditFields      []string `help:"Audit fields read from each line beyond action, client_ip, username and ts, for rules to group by or count (the fields the rules name are read too)." default:"user_agent,session_id,api_key" placeholder:"FIELD,..."`
+	MaxLineBytes     int      `help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
+	MaxLineHardBytes int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
+	UseLineTime      bool     `help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
+	CheckConfig      bool     `help:"Validate the settings, rules and secrets, print the result and exit (nothing is contacted)."`
 
 	budget      int64 // the detector's memory budget, from the Go memory limit (0: none)
 	logflag.Log `embed:""`

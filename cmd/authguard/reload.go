@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/rules"
 )
 
 // reloader re-reads the rules file on SIGHUP, on POST /-/reload and when the
@@ -23,8 +25,9 @@ import (
 // completely and swapped in by the detect loop; a broken one is logged with
 // its FILE:LINE:COL, counted, and the old rules keep running.
 type reloader struct {
-	path   string // empty: the embedded default rules, never reloaded
-	budget int64  // the detector's memory budget (0: none)
+	path   string   // empty: the embedded default rules, never reloaded
+	budget int64    // the detector's memory budget (0: none)
+	reads  []string // the audit fields the parser reads beyond the fixed ones
 	// tasks run on the detector's goroutine, which swaps the engine.
 	tasks    chan func()
 	reloads  *prometheus.CounterVec
@@ -48,6 +51,9 @@ func (r *reloader) reload(ctx context.Context, d *daemon, why string) error {
 		return errors.New("authguard runs the embedded default rules; give --rules FILE to reload")
 	}
 	set, err := loadRules(r.path, r.budget)
+	if err == nil {
+		err = r.readable(set)
+	}
 	if err == nil && !d.leading.Load() {
 		// A standby runs no engine: the file is checked now and read
 		// again when this replica takes over.
@@ -73,6 +79,17 @@ func (r *reloader) reload(ctx context.Context, d *daemon, why string) error {
 	}
 	r.reloads.WithLabelValues("success").Inc()
 	d.log.Info("rules reloaded", "trigger", why, "file", r.path, "rules", len(set.Config.Rules))
+	return nil
+}
+
+// readable refuses a rule set that groups by or counts a field the
+// parser does not read: its rules would never count anything.
+func (r *reloader) readable(set *rules.Set) error {
+	for _, f := range set.Fields() {
+		if !slices.Contains(r.reads, f) {
+			return fmt.Errorf("the rules use the audit field %s, which this daemon does not read: add it to --audit-fields and restart", f)
+		}
+	}
 	return nil
 }
 

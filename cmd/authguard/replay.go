@@ -21,6 +21,7 @@ import (
 type replayCmd struct {
 	Rules              string   `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
 	Output             string   `help:"table or jsonl (one decision a line)." default:"table" enum:"table,jsonl"`
+	AuditFields        []string `help:"Audit fields read from each line beyond action, client_ip, username and ts (the fields the rules name are read too)." default:"user_agent,session_id,api_key" placeholder:"FIELD,..."`
 	MaxLineBytes       int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
 	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
@@ -40,6 +41,11 @@ type replayDecision struct {
 	// Renewal marks a block re-fired during a standing block (a failure
 	// that got through, as after an operator deleted only ip_block).
 	Renewal bool `json:"renewal,omitempty"`
+	// GroupBy and Sources: a rule grouped by a field names it and the
+	// addresses in its window; SourceOf marks a block of one of them.
+	GroupBy  string   `json:"group_by,omitempty"`
+	Sources  []string `json:"sources,omitempty"`
+	SourceOf string   `json:"source_of,omitempty"`
 }
 
 // Run replays the logs through the same engine the daemon runs and prints
@@ -53,8 +59,9 @@ func (c *replayCmd) Run(e *env) error {
 	if err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	lineTime := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, true)
-	entry := loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, false)
+	fields := loki.DefaultFields.WithAttrs(c.AuditFields...).WithAttrs(set.Fields()...)
+	lineTime := loki.NewParser(fields, c.MaxLineBytes, c.MaxLineHardBytes, true)
+	entry := loki.NewParser(fields, c.MaxLineBytes, c.MaxLineHardBytes, false)
 	if len(c.AuditVerifyKeyFile) > 0 {
 		keys, err := secret.AuditKeys(c.AuditVerifyKeyFile)
 		if err != nil {
@@ -128,7 +135,10 @@ func replayDecisions(engine *detector.Engine, events []detector.Event) ([]replay
 	// The log is sorted: the loop counts each event at its own time.
 	loop := detector.NewLoop(engine, func(_ context.Context, d detector.Decision, _ detector.Event, _ uint64) error {
 		rd := replayDecision{Time: d.Time.UTC().Format(time.RFC3339Nano), Rule: d.Rule, Key: d.Key, Action: string(d.Kind),
-			Severity: d.Severity, Count: d.Count, Renewal: d.Renewal}
+			Severity: d.Severity, Count: d.Count, Renewal: d.Renewal, GroupBy: d.GroupBy, SourceOf: d.SourceOf}
+		for _, a := range d.Sources {
+			rd.Sources = append(rd.Sources, a.String())
+		}
 		if d.Kind == detector.KindBlock {
 			rd.TTLSeconds = int64(d.TTL / time.Second)
 		}

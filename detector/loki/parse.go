@@ -6,9 +6,11 @@ package loki
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/authguard/authguard/detector"
@@ -22,10 +24,29 @@ type Fields struct {
 	ClientIP string
 	Username string
 	Time     string
+	// Attrs are the other fields read into Event.Attrs (session_id,
+	// api_key, ...): the fields rules may group by or count.
+	Attrs []string
 }
 
 // DefaultFields are the audit event's field names in DESIGN.md.
 var DefaultFields = Fields{Action: "action", ClientIP: "client_ip", Username: "username", Time: "ts"}
+
+// DefaultAttrs are the other fields read by default: what rules over a
+// user agent, a session or an API key group by or count.
+var DefaultAttrs = []string{"user_agent", "session_id", "api_key"}
+
+// WithAttrs returns f reading also the fields names (each once).
+func (f Fields) WithAttrs(names ...string) Fields {
+	attrs := slices.Clone(f.Attrs)
+	for _, n := range names {
+		if n != "" && !slices.Contains(attrs, n) && n != f.Action && n != f.ClientIP && n != f.Username {
+			attrs = append(attrs, n)
+		}
+	}
+	f.Attrs = attrs
+	return f
+}
 
 // Parser turns audit lines into events. Its zero value is not usable; use
 // NewParser.
@@ -47,6 +68,7 @@ const (
 	// other fields (a user agent of 8 KB doubled by escaping).
 	DefaultHardLineBytes = 1 << 20
 	maxUsernameBytes     = 256
+	maxAttrBytes         = 256
 )
 
 // NewParser returns a parser for lines with the given field names. An
@@ -145,7 +167,7 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 		// A copy, so that the long line itself is not kept alive.
 		excerpt = strings.Clone(clip.String(line, p.excerpt))
 	}
-	ev := detector.Event{Time: ts, Action: clip.String(action, 64), IP: addr, Username: clip.String(user, maxUsernameBytes), Line: excerpt}
+	ev := detector.Event{Time: ts, Action: clip.String(action, 64), IP: addr, Username: clip.String(user, maxUsernameBytes), Attrs: f.attrs, Line: excerpt}
 	if p.useLineTime {
 		t, err := time.Parse(time.RFC3339Nano, lineTS)
 		if err != nil {
@@ -158,7 +180,10 @@ func (p *Parser) Parse(ts time.Time, line string) (detector.Event, error) {
 
 // lineFields are the fields Parse reads from a line, as they are spelled
 // there.
-type lineFields struct{ action, ip, user, ts, reqID, sig string }
+type lineFields struct {
+	action, ip, user, ts, reqID, sig string
+	attrs                            []detector.Attr
+}
 
 // read takes the fields Parse needs from a JSON object line; ok is false
 // when the line is not one JSON object.
@@ -194,6 +219,16 @@ func (p *Parser) read(line string) (f lineFields, ok bool) {
 		case "sig":
 			if p.verifier != nil {
 				return field(&f.sig)
+			}
+		}
+		for _, name := range p.fields.Attrs {
+			if string(key) == name && d.peek() == '"' {
+				v, err := d.view()
+				if len(v) > 0 && !slices.ContainsFunc(f.attrs, func(a detector.Attr) bool { return a.Name == name }) {
+					// The first of repeated keys, as for the others.
+					f.attrs = append(f.attrs, detector.Attr{Name: name, Value: clip.String(string(v[:min(len(v), maxAttrBytes+utf8.UTFMax)]), maxAttrBytes)})
+				}
+				return err
 			}
 		}
 		return d.skip()

@@ -127,3 +127,28 @@ func TestSignedLinesOnlyWhenVerifying(t *testing.T) {
 		}
 	}
 }
+
+// The fields rules group by or count are read into the event, bounded;
+// others are not kept, and a repeated key counts as its first.
+func TestTheFieldsRulesNameAreRead(t *testing.T) {
+	p := NewParser(DefaultFields.WithAttrs("session_id", "api_key", "username", "session_id"), 0, 0, false)
+	line := `{"action":"auth_succeeded","client_ip":"192.0.2.1","session_id":"s-1","api_key":"` + strings.Repeat("k", 1000) +
+		`","session_id":"s-2","user_agent":"curl","tenant":{"id":1}}`
+	ev, err := p.Parse(time.Now(), line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.Field("session_id"); got != "s-1" {
+		t.Errorf("session_id %q, want the first of the repeated keys", got)
+	}
+	if got := ev.Field("api_key"); len(got) != maxAttrBytes {
+		t.Errorf("api_key of %d bytes, want it cut to %d", len(got), maxAttrBytes)
+	}
+	if got := ev.Field("user_agent"); got != "" || len(ev.Attrs) != 2 {
+		t.Errorf("a field not asked for was read: %+v", ev.Attrs)
+	}
+	plain, _ := NewParser(DefaultFields, 0, 0, false).Parse(time.Now(), line)
+	if plain.Attrs != nil {
+		t.Errorf("a parser asked for no fields read %+v", plain.Attrs)
+	}
+}

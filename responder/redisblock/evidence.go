@@ -16,22 +16,25 @@ import (
 // record is one evidence record: what was done, to whom, why, by whom.
 // Stored as one JSON field; the names are the report's vocabulary.
 type record struct {
-	Time       string `json:"time"`
-	Action     string `json:"action"`
-	IP         string `json:"ip"`
-	Rule       string `json:"rule,omitempty"`
-	Trigger    string `json:"trigger,omitempty"`
-	Severity   string `json:"severity,omitempty"`
-	Count      int    `json:"count,omitempty"`
-	Rate       string `json:"rate_per_minute,omitempty"`
-	FirstSeen  string `json:"first_seen,omitempty"`
-	LastSeen   string `json:"last_seen,omitempty"`
-	TTLSeconds int64  `json:"ttl_seconds,omitempty"`
-	Offence    int    `json:"offence,omitempty"`
-	ExpiresAt  string `json:"expires_at,omitempty"`
-	Operator   string `json:"operator,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-	Sample     string `json:"sample,omitempty"`
+	Time       string   `json:"time"`
+	Action     string   `json:"action"`
+	IP         string   `json:"ip"`
+	Group      string   `json:"group,omitempty"`     // a rule grouped by a field: "username alice"
+	Sources    []string `json:"sources,omitempty"`   // and the addresses in its window
+	SourceOf   string   `json:"source_of,omitempty"` // a block of one of them: the group
+	Rule       string   `json:"rule,omitempty"`
+	Trigger    string   `json:"trigger,omitempty"`
+	Severity   string   `json:"severity,omitempty"`
+	Count      int      `json:"count,omitempty"`
+	Rate       string   `json:"rate_per_minute,omitempty"`
+	FirstSeen  string   `json:"first_seen,omitempty"`
+	LastSeen   string   `json:"last_seen,omitempty"`
+	TTLSeconds int64    `json:"ttl_seconds,omitempty"`
+	Offence    int      `json:"offence,omitempty"`
+	ExpiresAt  string   `json:"expires_at,omitempty"`
+	Operator   string   `json:"operator,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	Sample     string   `json:"sample,omitempty"`
 }
 
 // json renders the record as one JSON object. encoding/json it is: by hand
@@ -61,7 +64,13 @@ func decisionRecord(req responder.Request, now, expires time.Time) record {
 	d := req.Decision
 	r := record{Time: stamp(now), Action: req.Act.String(), IP: d.Key, Rule: d.Rule, Trigger: d.Trigger(), Severity: d.Severity,
 		Count: d.Count, Rate: strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64), FirstSeen: stamp(d.FirstSeen), LastSeen: stamp(d.LastSeen),
-		Sample: clip.String(d.Sample, 1024)}
+		Sample: clip.String(d.Sample, 1024), SourceOf: d.SourceOf}
+	if d.GroupBy != "" {
+		r.IP, r.Group = "", d.GroupBy+" "+d.Key
+		for _, a := range d.Sources {
+			r.Sources = append(r.Sources, a.String())
+		}
+	}
 	if d.Kind == detector.KindBlock {
 		r.TTLSeconds, r.Offence = int64(d.TTL/time.Second), d.Offence
 		if !expires.IsZero() {

@@ -3,6 +3,7 @@ package slack
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -83,6 +84,14 @@ func IncidentType(d detector.Decision) string {
 	switch {
 	case d.Key == "":
 		return "Failed-login surge"
+	case d.GroupBy == "username":
+		return "Targeted account" // one account, many addresses
+	case d.GroupBy == "session_id":
+		return "Session used from many addresses" // a stolen session
+	case d.GroupBy == "api_key":
+		return "API key abuse"
+	case d.GroupBy != "":
+		return "Abuse of one " + d.GroupBy
 	case d.Distinct > 0 && d.Match == "":
 		return "Credential stuffing" // both outcomes counted: logins that work among many accounts
 	case d.Distinct > 0:
@@ -98,33 +107,10 @@ func Render(a responder.Action, p Page) Message {
 	if d.Escalation {
 		title += " (escalated)"
 	}
-	who := d.Key
-	if who == "" {
-		who = "all clients"
-	}
 	action := actionText(a)
-	fields := [][2]string{
-		{"IP", who},
-		{"Failed attempts", strconv.Itoa(d.Count)},
-		{"Rate", strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64) + "/min"},
-	}
-	if d.Distinct > 0 {
-		fields = append(fields, [2]string{"Distinct usernames", strconv.Itoa(d.Distinct)})
-	}
-	if len(p.PerMinute) > 0 {
-		fields = append(fields, [2]string{"Attempts per minute", Sparkline(p.PerMinute)})
-	}
-	fields = append(fields, [][2]string{
-		{"First seen", detector.FormatTime(d.FirstSeen)},
-		{"Last seen", detector.FormatTime(d.LastSeen)},
-		{"Action", action},
-		{"Rule", d.Rule + ": " + d.Trigger()},
-	}...)
-	if a.Incident != "" {
-		fields = append(fields, [2]string{"Incident", "`authguard incidents show " + a.Incident + "`"})
-	}
+	fields, who, attempts := facts(a, p, action)
 	m := Message{title: title, fields: fields}
-	m.Text = fmt.Sprintf("%s: %s from %s, %d failed attempts; %s", title, d.Rule, who, d.Count, action)
+	m.Text = fmt.Sprintf("%s: %s from %s, %d %s; %s", title, d.Rule, who, d.Count, strings.ToLower(attempts), action)
 
 	var sf []*slack.TextBlockObject
 	for _, f := range fields {
@@ -173,6 +159,44 @@ func Render(a responder.Action, p Page) Message {
 	return m
 }
 
+// facts are the page's fields, whom it is about and what it counted.
+func facts(a responder.Action, p Page, action string) (fields [][2]string, who, attempts string) {
+	d := a.Decision
+	who = d.Key
+	if who == "" {
+		who = "all clients"
+	}
+	attempts = "Failed attempts"
+	if d.Match != detector.ActionAuthFailed {
+		attempts = "Attempts"
+	}
+	fields = [][2]string{{"IP", who}}
+	if d.GroupBy != "" {
+		fields = [][2]string{{d.GroupBy, who}, {"Addresses", addressList(d.Sources, 20)}}
+		who = d.GroupBy + " " + who
+	}
+	fields = append(fields, [][2]string{
+		{attempts, strconv.Itoa(d.Count)},
+		{"Rate", strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64) + "/min"},
+	}...)
+	if d.Distinct > 0 {
+		fields = append(fields, [2]string{"Distinct " + detector.Plural(d.DistinctOf), strconv.Itoa(d.Distinct)})
+	}
+	if len(p.PerMinute) > 0 {
+		fields = append(fields, [2]string{"Attempts per minute", Sparkline(p.PerMinute)})
+	}
+	fields = append(fields, [][2]string{
+		{"First seen", detector.FormatTime(d.FirstSeen)},
+		{"Last seen", detector.FormatTime(d.LastSeen)},
+		{"Action", action},
+		{"Rule", d.Rule + ": " + d.Trigger()},
+	}...)
+	if a.Incident != "" {
+		fields = append(fields, [2]string{"Incident", "`authguard incidents show " + a.Incident + "`"})
+	}
+	return fields, who, attempts
+}
+
 func actionText(a responder.Action) string {
 	d := a.Decision
 	switch {
@@ -186,8 +210,25 @@ func actionText(a responder.Action) string {
 		return "DRY RUN: would block for " + detector.FormatDuration(d.TTL)
 	case a.Act == responder.ActRefuse:
 		return "not blocked: the address is in --never-block"
+	case d.GroupBy != "" && d.TTL > 0 && d.DryRun:
+		return "DRY RUN: would block its addresses for " + detector.FormatDuration(d.TTL)
+	case d.GroupBy != "" && d.TTL > 0:
+		return "its addresses blocked for " + detector.FormatDuration(d.TTL)
 	}
 	return "alert only"
+}
+
+// addressList writes at most n addresses, saying how many more there are.
+func addressList(as []netip.Addr, n int) string {
+	var parts []string
+	for _, a := range as[:min(len(as), n)] {
+		parts = append(parts, a.String())
+	}
+	s := strings.Join(parts, ", ")
+	if len(as) > n {
+		s += fmt.Sprintf(" and %d more", len(as)-n)
+	}
+	return s
 }
 
 // Sparkline draws counts as bars, scaled to the largest, with the peak
