@@ -118,6 +118,8 @@ type Config struct {
 	// still be counted where it belongs (DefaultTolerance when zero); older
 	// ones are counted in Stats.Late and dropped.
 	Tolerance time.Duration
+	// Takeover turns compromise detection on (see Takeover).
+	Takeover Takeover
 	// FutureBound is how far ahead of the clock an event may be stamped
 	// and still count at its own time (DefaultFutureBound when zero);
 	// later stamps count at the clock's time and in Stats.Future.

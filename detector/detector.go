@@ -88,6 +88,11 @@ type Decision struct {
 	// rule grouped by another field: at most Threshold of them, newest
 	// last, each once.
 	Sources []netip.Addr
+	// Accounts, on a possible account takeover, are the accounts logged
+	// into from Key's address since the incident opened; Suspect says why
+	// that address is suspect.
+	Accounts []string
+	Suspect  string
 	// SourceOf, on a block of one of a grouped rule's sources, names the
 	// group it contributed to ("username alice").
 	SourceOf string
@@ -145,6 +150,9 @@ type Decision struct {
 // Trigger says in words what made the rule fire, as the runbook's evidence
 // record wants it: "5 auth_failed events within 24h0m0s".
 func (d Decision) Trigger() string {
+	if d.Accounts != nil {
+		return "a login to " + d.Accounts[len(d.Accounts)-1] + " from " + d.Key + ", " + d.Suspect
+	}
 	what := d.Match
 	if what == "" {
 		what = "matching"

@@ -18,6 +18,9 @@ type Engine struct {
 	allow    []netip.Prefix
 	k0, k1   uint64 // the SipHash key of distinct values, kept in checkpoints
 
+	takeover  Takeover
+	takeovers map[netip.Addr]*takeover
+
 	tolerance int64 // how far behind the newest event an event still counts
 	future    int64 // how far ahead of the clock an event may be stamped
 	watermark int64 // the newest event time seen, never past the clock
@@ -78,7 +81,10 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 	if err := Validate(cfg); err != nil {
 		return nil, err
 	}
-	e := &Engine{allow: cfg.Allow, tolerance: int64(cfg.Tolerance)}
+	e := &Engine{allow: cfg.Allow, tolerance: int64(cfg.Tolerance), takeover: cfg.Takeover, takeovers: map[netip.Addr]*takeover{}}
+	if old != nil {
+		e.takeovers = old.takeovers
+	}
 	if old != nil {
 		e.k0, e.k1 = old.k0, old.k1 // distinct values are hashed with it
 	} else {
@@ -274,6 +280,9 @@ func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
 			continue
 		}
 		out = append(out, d)
+	}
+	if e.takeover.Name != "" && ev.Action == ActionAuthSucceeded && ev.Username != "" && ev.IP.IsValid() && !allowed {
+		out = e.checkTakeover(&ev, t, out)
 	}
 	return out
 }

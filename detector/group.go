@@ -68,7 +68,8 @@ func fold(field, v string) string {
 // decision of an incident blocks every source in the window; each later
 // one (a renewal) the source of its event.
 func (r *ruleState) grouped(d Decision, ev *Event, srcs [][16]byte, out []Decision) []Decision {
-	d.GroupBy, d.Key = r.GroupBy, ev.Field(r.GroupBy)
+	// One spelling per group: pages, incidents and evidence name it alike.
+	d.GroupBy, d.Key = r.GroupBy, fold(r.GroupBy, ev.Field(r.GroupBy))
 	d.Sources = sourcesOf(srcs)
 	if d.Kind != KindBlock {
 		return append(out, d)

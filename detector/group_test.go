@@ -191,11 +191,11 @@ func (o *groupOracle) observe(ev Event, at time.Duration) []string {
 			return nil
 		}
 		o.active[key] = true
-		return []string{line(KindAlert, ev.Username, false, sources)}
+		return []string{line(KindAlert, key, false, sources)}
 	}
 	_, renewal := o.blocked[key]
 	o.blocked[key] = at + o.rule.BlockTTL
-	out := []string{line(KindAlert, ev.Username, renewal, sources)}
+	out := []string{line(KindAlert, key, renewal, sources)}
 	blocks := sources
 	if renewal {
 		blocks = []netip.Addr{ev.IP}

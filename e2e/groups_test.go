@@ -116,3 +116,54 @@ func TestASessionFromManyAddressesIsPaged(t *testing.T) {
 		t.Errorf("the page names an address of another session")
 	}
 }
+
+// Credential stuffing that works: one address tries 50 accounts and 5 of
+// the logins succeed. Once it is guessing (blocked by SEC-010 after its
+// fifth failure), each success is a P1 possible account takeover, and the
+// incident's page comes to name all five accounts.
+func TestCredentialStuffingThatWorksIsAPossibleTakeover(t *testing.T) {
+	s := newStack(t, stackOptions{dArgs: []string{"--slack-coalesce", "0s"}, query: `%s |= "auth_" | json`, rules: `rules:
+  - name: failed-login-burst
+    match: {action: auth_failed}
+    group_by: client_ip
+    window: 24h
+    threshold: 5
+    block: {ttl: 300s}
+    alert: true
+takeover: {memory: 24h}
+`})
+	labels := map[string]string{"service": "audit", "run": s.run}
+	var lines, accounts []string
+	for i := range 50 {
+		action := "auth_failed"
+		if i%10 == 9 {
+			action = "auth_succeeded"
+			accounts = append(accounts, fmt.Sprintf("user%02d", i))
+		}
+		lines = append(lines, fmt.Sprintf(`{"action":%q,"client_ip":"203.0.113.77","username":"user%02d","request_id":"r%d"}`, action, i, i))
+	}
+	s.loki.push(t, labels, lines...)
+	deadline := time.After(20 * time.Second)
+	for named := false; !named; {
+		var page url.Values
+		select {
+		case page = <-s.slack.posts:
+		case page = <-s.slack.updates:
+		case <-deadline:
+			t.Fatalf("no page naming all of %v within 20 s", accounts)
+		}
+		if !strings.Contains(page.Get("text"), "Possible account takeover") {
+			continue
+		}
+		if !strings.Contains(page.Get("text"), "P1") {
+			t.Errorf("a possible takeover paged below P1: %s", page.Get("text"))
+		}
+		named = true
+		for _, a := range accounts {
+			named = named && strings.Contains(page.Get("attachments"), a)
+		}
+	}
+	if !strings.Contains(s.daemon.output(), "user09 user19 user29 user39 user49") {
+		t.Errorf("no evidence record names the five accounts:\n%s", s.daemon.output())
+	}
+}

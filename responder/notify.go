@@ -14,6 +14,9 @@ func (r *Responder) evidence(a Action) {
 	if d.GroupBy != "" {
 		attrs = append(attrs, "group_by", d.GroupBy, "sources", d.Sources)
 	}
+	if d.Accounts != nil {
+		attrs = append(attrs, "accounts", d.Accounts, "suspect", d.Suspect)
+	}
 	if d.SourceOf != "" {
 		attrs = append(attrs, "source_of", d.SourceOf)
 	}

@@ -30,7 +30,20 @@ type File struct {
 	MaxTrackedKeys int `yaml:"max_tracked_keys"`
 	// OutOfOrderTolerance is how late an event may arrive and still count.
 	OutOfOrderTolerance Duration `yaml:"out_of_order_tolerance"`
+	// Takeover turns compromise detection on: a login that works from an
+	// address that is or was lately guessing is a P1 possible takeover.
+	Takeover *Takeover `yaml:"takeover"`
 }
+
+// Takeover configures compromise detection.
+type Takeover struct {
+	// Memory is how long after a block a login from its address is
+	// suspect (default 24h).
+	Memory Duration `yaml:"memory"`
+}
+
+// TakeoverRule is the rule name of possible-takeover decisions.
+const TakeoverRule = "possible-account-takeover"
 
 // Rule is one detection rule.
 type Rule struct {
@@ -268,6 +281,15 @@ func (p *parser) compile(doc *yaml.Node, f *File) *Set {
 		cfg.Rules = append(cfg.Rules, d)
 	}
 	cfg.Severity = p.severity(field(doc, "severity"), f.Severity)
+	if f.Takeover != nil {
+		cfg.Takeover = detector.Takeover{Name: TakeoverRule, Memory: time.Duration(f.Takeover.Memory)}
+		if cfg.Takeover.Memory == 0 {
+			cfg.Takeover.Memory = 24 * time.Hour
+		}
+		if names[TakeoverRule] {
+			p.errorf(field(doc, "takeover"), "a rule is named %s, the name of takeover decisions: rename it", TakeoverRule)
+		}
+	}
 	for _, a := range f.Allow {
 		cfg.Allow = append(cfg.Allow, netip.Prefix(a))
 	}

@@ -107,6 +107,9 @@ func RunTests(path string) ([]TestResult, error) {
 		}
 		cfg.Rules = append(cfg.Rules, set.Config.Rules...)
 		cfg.Allow = append(cfg.Allow, set.Config.Allow...)
+		if cfg.Takeover.Name == "" {
+			cfg.Takeover = set.Config.Takeover
+		}
 		if cfg.Severity == nil {
 			cfg.Severity = set.Config.Severity
 		}

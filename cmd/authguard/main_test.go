@@ -326,7 +326,7 @@ func TestCheckConfigPrintsAndHoldsTheMemoryBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"of the detector's 368 MiB (40 % of the Go memory limit, 921 MiB)", "rule failed-login-burst: up to 1369837 keys, 184 MiB", "rule account-enumeration: up to 621051 keys, 184 MiB"} {
+	for _, want := range []string{"of the detector's 368 MiB (40 % of the Go memory limit, 921 MiB)", "rule failed-login-burst: up to 913225 keys, 123 MiB", "rule account-enumeration: up to 414034 keys, 123 MiB", "rule targeted-account: up to 144517 keys, 123 MiB"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check-config lacks %q:\n%s", want, out)
 		}

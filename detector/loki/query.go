@@ -8,9 +8,10 @@ import (
 	"unsafe"
 )
 
-// DefaultQuery selects the audit events of runbook SEC-010. Loki is sent
+// DefaultQuery selects the audit events the default rules read: failed
+// logins (runbook SEC-010) and those that worked (possible takeovers). Loki is sent
 // only its stream selector and line filter; the daemon checks the rest.
-const DefaultQuery = `{service="audit"} |= "auth_failed" | json | action="auth_failed"`
+const DefaultQuery = `{service="audit"} |= "auth_" | json | action=~"auth_failed|auth_succeeded"`
 
 // Query is a LogQL log query split in two: the part Loki is sent (the
 // stream selector and the line filters before any other stage), and the

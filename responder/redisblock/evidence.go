@@ -22,6 +22,7 @@ type record struct {
 	Group      string   `json:"group,omitempty"`     // a rule grouped by a field: "username alice"
 	Sources    []string `json:"sources,omitempty"`   // and the addresses in its window
 	SourceOf   string   `json:"source_of,omitempty"` // a block of one of them: the group
+	Accounts   []string `json:"accounts,omitempty"`  // a possible takeover: the accounts logged into
 	Rule       string   `json:"rule,omitempty"`
 	Trigger    string   `json:"trigger,omitempty"`
 	Severity   string   `json:"severity,omitempty"`
@@ -64,7 +65,7 @@ func decisionRecord(req responder.Request, now, expires time.Time) record {
 	d := req.Decision
 	r := record{Time: stamp(now), Action: req.Act.String(), IP: d.Key, Rule: d.Rule, Trigger: d.Trigger(), Severity: d.Severity,
 		Count: d.Count, Rate: strconv.FormatFloat(d.RatePerMinute, 'f', 1, 64), FirstSeen: stamp(d.FirstSeen), LastSeen: stamp(d.LastSeen),
-		Sample: clip.String(d.Sample, 1024), SourceOf: d.SourceOf}
+		Sample: clip.String(d.Sample, 1024), SourceOf: d.SourceOf, Accounts: d.Accounts}
 	if d.GroupBy != "" {
 		r.IP, r.Group = "", d.GroupBy+" "+d.Key
 		for _, a := range d.Sources {

@@ -82,6 +82,8 @@ func colour(severity string, rank int) string {
 // IncidentType names the kind of abuse in the playbook's words.
 func IncidentType(d detector.Decision) string {
 	switch {
+	case d.Accounts != nil:
+		return "Possible account takeover" // a login that worked from a guessing address
 	case d.Key == "":
 		return "Failed-login surge"
 	case d.GroupBy == "username":
@@ -104,7 +106,7 @@ func IncidentType(d detector.Decision) string {
 func Render(a responder.Action, p Page) Message {
 	d := a.Decision
 	title := d.Severity + " — " + IncidentType(d)
-	if d.Escalation {
+	if d.Escalation && d.Accounts == nil {
 		title += " (escalated)"
 	}
 	action := actionText(a)
@@ -171,6 +173,10 @@ func facts(a responder.Action, p Page, action string) (fields [][2]string, who, 
 		attempts = "Attempts"
 	}
 	fields = [][2]string{{"IP", who}}
+	if d.Accounts != nil {
+		fields = append(fields, [2]string{"Accounts logged into", strings.Join(d.Accounts, ", ")}, [2]string{"Why suspect", d.Suspect})
+		attempts = "Accounts"
+	}
 	if d.GroupBy != "" {
 		fields = [][2]string{{d.GroupBy, who}, {"Addresses", addressList(d.Sources, 20)}}
 		who = d.GroupBy + " " + who
