@@ -36,7 +36,7 @@ func TestBadRulesNameTheirPosition(t *testing.T) {
 
 func TestDefaultRulesAreValid(t *testing.T) {
 	set, _ := Default()
-	if len(set.Config.Rules) != 3 || set.MaxWindow != 24*time.Hour {
+	if len(set.Config.Rules) != 4 || set.MaxWindow != 24*time.Hour || set.Config.Takeover.Memory != 24*time.Hour {
 		t.Fatalf("default rules: %+v", set)
 	}
 	burst := set.Config.Rules[0]
@@ -112,4 +112,18 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error without a position: %v", err)
 		}
 	})
+}
+
+// README shows the default rules as they are shipped: a security engineer
+// believes what it says is exempt, blocked and paged.
+func TestREADMEShowsTheDefaultRules(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, _ := os.ReadFile("examples/default.yaml")
+	body := string(def[strings.Index(string(def), "\nrules:")+1:])
+	if !strings.Contains(string(readme), "```yaml\n"+body+"```") {
+		t.Errorf("README's default rules block differs from rules/examples/default.yaml (from its rules: line on)")
+	}
 }
