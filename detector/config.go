@@ -47,6 +47,11 @@ type Rule struct {
 	// whose events are in the window when it fires (at most Threshold of
 	// them), and then each new one that keeps it firing.
 	BlockSources bool
+	// Protect, for a rule grouped by username, protects the account for
+	// this long when the rule fires (and again while it keeps firing):
+	// gateways then refuse logins to it except from addresses that
+	// logged into it before.
+	Protect time.Duration
 	// Escalate lengthens blocks of repeat offenders.
 	Escalate Escalation
 	// DryRun marks the rule's decisions as not to be carried out: they are

@@ -70,6 +70,8 @@ const (
 	KindBlock Kind = "block"
 	// KindAlert asks for an alert only; nothing is blocked.
 	KindAlert Kind = "alert"
+	// KindProtect asks for the account Key to be protected for TTL.
+	KindProtect Kind = "protect"
 )
 
 // Decision is what the engine concluded from one event.
@@ -93,6 +95,9 @@ type Decision struct {
 	// that address is suspect.
 	Accounts []string
 	Suspect  string
+	// Protects, on the alert of a rule that protects its account, is how
+	// long the account is protected.
+	Protects time.Duration
 	// SourceOf, on a block of one of a grouped rule's sources, names the
 	// group it contributed to ("username alice").
 	SourceOf string

@@ -113,7 +113,9 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 		if r.IPv6Prefix == 0 {
 			r.IPv6Prefix = 128
 		}
-		rs := &ruleState{Rule: r, window: int64(r.Window), ttl: int64(r.BlockTTL)}
+		// A rule that protects its account holds it as a block is held:
+		// renewed while the rule fires, its tally ending with it.
+		rs := &ruleState{Rule: r, window: int64(r.Window), ttl: int64(max(r.BlockTTL, r.Protect))}
 		distinct := r.Distinct != ""
 		if prev := old.rule(r.Name); prev != nil && sameCounting(prev.Rule, r) {
 			rs.keys, rs.global = prev.keys, prev.global
@@ -162,6 +164,8 @@ func (r Rule) validate() error {
 		return fmt.Errorf("rule %q: grouped by and counting distinct %s", r.Name, r.GroupBy)
 	case r.BlockTTL > 0 && r.GroupBy != "" && !r.BlockSources:
 		return fmt.Errorf("rule %q: grouped by %s: a block applies to its sources (scope: sources)", r.Name, r.GroupBy)
+	case r.Protect < 0 || (r.Protect > 0 && r.GroupBy != "username"):
+		return fmt.Errorf("rule %q: only a rule grouped by username protects its account", r.Name)
 	case r.BlockSources && (r.GroupBy == "" || r.BlockTTL <= 0):
 		return fmt.Errorf("rule %q: blocking the sources needs a group_by field and a block ttl", r.Name)
 	case r.MinSuccessRatio < 0 || r.MinSuccessRatio > 1 || (r.MinSuccessRatio > 0 && r.Distinct == ""):
@@ -378,7 +382,7 @@ func (r *ruleState) fire(s *slot, hashes []uint64, t, now int64, severity func(f
 		}
 		d.Offence = int(s.offences)
 		d.TTL = r.Escalate.ttl(r.BlockTTL, d.Offence)
-		s.blockedUntil = now + int64(d.TTL)
+		s.blockedUntil = now + int64(max(d.TTL, r.Protect))
 		d.Escalation = d.Renewal && escalates
 		if !d.Renewal || escalates {
 			s.level = uint8(level)

@@ -74,12 +74,21 @@ func (r *ruleState) grouped(d Decision, ev *Event, srcs [][16]byte, out []Decisi
 	if d.Kind != KindBlock {
 		return append(out, d)
 	}
-	d.Kind = KindAlert
-	blocks := d.Sources
-	if d.Renewal {
+	d.Kind, d.Protects = KindAlert, r.Protect
+	var blocks []netip.Addr
+	switch {
+	case !r.BlockSources:
+	case d.Renewal:
 		blocks = []netip.Addr{ev.IP}
+	default:
+		blocks = d.Sources
 	}
 	out = append(out, d)
+	if r.Protect > 0 {
+		p := d
+		p.Kind, p.Alert, p.TTL, p.Sources, p.Protects = KindProtect, false, r.Protect, nil, 0
+		out = append(out, p)
+	}
 	for _, a := range blocks {
 		if !a.IsValid() {
 			continue

@@ -205,3 +205,25 @@ func (o *groupOracle) observe(ev Event, at time.Duration) []string {
 	}
 	return out
 }
+
+// A rule that protects its account asks for the protection when it fires
+// and again for each event that keeps it firing, so that the account stays
+// protected while the spray goes on; it blocks no address.
+func TestAProtectingRuleProtectsItsAccountWhileItFires(t *testing.T) {
+	r := targetedAccount()
+	r.Threshold, r.Protect = 3, 15*time.Minute
+	e := mustEngine(t, Config{Rules: []Rule{r}})
+	var got []string
+	for i, ip := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"} {
+		for _, d := range observe(e, triedFrom(ip, "Alice", time.Duration(i)*time.Minute), nil) {
+			got = append(got, fmt.Sprintf("%s %s %s renewal=%v", d.Kind, d.Key, FormatDuration(d.TTL), d.Renewal))
+		}
+	}
+	want := []string{"alert alice 0s renewal=false", "protect alice 15m renewal=false", "alert alice 0s renewal=true", "protect alice 15m renewal=true"}
+	if !slices.Equal(got, want) {
+		t.Errorf("decisions %q, want %q", got, want)
+	}
+	if _, err := New(Config{Rules: []Rule{{Name: "p", PerIP: true, Window: time.Hour, Threshold: 1, Alert: true, Protect: time.Minute}}}); err == nil {
+		t.Error("a rule grouped by address was let protect an account")
+	}
+}

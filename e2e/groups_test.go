@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -165,5 +166,57 @@ takeover: {memory: 24h}
 	}
 	if !strings.Contains(s.daemon.output(), "user09 user19 user29 user39 user49") {
 		t.Errorf("no evidence record names the five accounts:\n%s", s.daemon.output())
+	}
+}
+
+// With protect, the targeted account is protected: a 21st address is
+// refused for alice with AUTH_006 even with her password, while an
+// address that logged in as alice before still gets in, and other
+// accounts are not touched. An operator lists and lifts the protection.
+func TestAProtectedAccountLetsOnlyItsOwnAddressesIn(t *testing.T) {
+	s := newStack(t, stackOptions{dArgs: []string{"--slack-coalesce", "0s"}, rules: `rules:
+  - name: targeted-account
+    match: {action: auth_failed}
+    group_by: username
+    distinct: client_ip
+    window: 10m
+    threshold: 20
+    protect: {ttl: 15m}
+    alert: true
+`})
+	good := "192.0.2.44"
+	alice := func(ip, password string) answer {
+		return s.request(ip, "POST", "/auth/login", fmt.Sprintf(`{"username":"alice","password":%q}`, password))
+	}
+	if a := alice(good, "correct horse"); a.status != http.StatusOK {
+		t.Fatalf("alice's own login: %d", a.status)
+	}
+	eventually(t, 10*time.Second, "the gateway to remember alice's address", func() bool {
+		return s.rdb.ZScore(context.Background(), s.keyPrefix+"authguard:account_good:alice", good).Err() == nil
+	})
+	for i := range 20 {
+		alice(fmt.Sprintf("198.51.100.%d", 100+i), "guess")
+	}
+	eventually(t, 15*time.Second, "alice to be protected", func() bool { return s.exists("account_protect:alice") })
+	stranger := "203.0.113.99"
+	a := alice(stranger, "correct horse")
+	if a.status != http.StatusForbidden || !strings.Contains(a.body, `"code":"AUTH_006"`) {
+		t.Fatalf("a new address logging in as the protected alice got %d %s", a.status, a.body)
+	}
+	if a := alice(good, "correct horse"); a.status != http.StatusOK {
+		t.Errorf("alice's own address was refused: %d %s", a.status, a.body)
+	}
+	if a := s.request(stranger, "POST", "/auth/login", `{"username":"bob","password":"guess"}`); a.status != http.StatusUnauthorized {
+		t.Errorf("another account from the same address got %d, want the app's 401", a.status)
+	}
+	out, err := s.cli("accounts", "list", "--output", "json")
+	if err != nil || !strings.Contains(out, `"account":"alice"`) {
+		t.Fatalf("accounts list: %s %v", out, err)
+	}
+	if out, err := s.cli("accounts", "unprotect", "alice", "--operator", "oncall"); err != nil || !strings.Contains(out, "alice unprotected") {
+		t.Fatalf("accounts unprotect: %s %v", out, err)
+	}
+	if a := alice(stranger, "correct horse"); a.status != http.StatusOK {
+		t.Errorf("after unprotect the new address got %d", a.status)
 	}
 }

@@ -113,7 +113,15 @@ func (r *Responder) request(it item) Request {
 	// daemon that restarts and re-reads the window decides it again, and
 	// the store then knows it has it.
 	req := Request{Decision: it.d, Act: ActAlert, ID: fmt.Sprintf("%s|%s|%d|%d", it.d.Rule, it.d.Key, it.d.Time.UnixNano(), it.d.Count), DecidedAt: it.decidedAt}
-	if it.d.Kind != detector.KindBlock {
+	switch {
+	case it.d.Kind == detector.KindProtect:
+		req.ID += "|protect"
+		req.Act = ActProtect
+		if it.d.DryRun || r.opts.DryRun {
+			req.Act = ActDryRun
+		}
+		return req
+	case it.d.Kind != detector.KindBlock:
 		return req
 	}
 	switch {
@@ -176,6 +184,11 @@ func (r *Responder) done(it item, req Request, res Result) {
 		r.metrics.refused.Inc()
 		why := NeverBlocked(it.d.Net, r.opts.NeverBlock)
 		r.opts.Log.Warn("refused to block an address that is never blocked", "ip", it.d.Key, "rule", it.d.Rule, "why", why)
+	case req.Act == ActProtect && res.Outcome == Expired:
+		a.Act = ActExpire
+	case req.Act == ActProtect:
+		r.metrics.protected.Inc()
+		a.Expires = it.decidedAt.Add(it.d.TTL)
 	case req.Act.Blocks() && res.Outcome == Expired:
 		a.Act = ActExpire
 	case req.Act.Blocks():

@@ -20,7 +20,7 @@ func (r *Responder) evidence(a Action) {
 	if d.SourceOf != "" {
 		attrs = append(attrs, "source_of", d.SourceOf)
 	}
-	if a.Blocked() {
+	if a.Blocked() || a.Act == ActProtect {
 		attrs = append(attrs, "ttl_seconds", int(d.TTL.Seconds()), "expires", a.Expires.UTC().Format(time.RFC3339), "offence", d.Offence)
 	}
 	if a.Incident != "" {

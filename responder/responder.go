@@ -80,10 +80,12 @@ const (
 	ActExpire
 	// ActRestore writes again a standing block Redis lost.
 	ActRestore
+	// ActProtect writes an account's protection (account_protect:<user>).
+	ActProtect
 )
 
 var actNames = [...]string{ActAlert: "alert", ActBlock: "block", ActRenew: "block renewed",
-	ActDryRun: "dry-run", ActRefuse: "refused", ActExpire: "expired before it could be written", ActRestore: "block restored"}
+	ActDryRun: "dry-run", ActRefuse: "refused", ActExpire: "expired before it could be written", ActRestore: "block restored", ActProtect: "account protected"}
 
 // String is the act as the evidence spells it.
 func (a Act) String() string {
@@ -257,6 +259,7 @@ type metrics struct {
 	cleared       prometheus.Counter
 	refused       prometheus.Counter
 	restored      prometheus.Counter
+	protected     prometheus.Counter
 	repeated      prometheus.Counter
 	unwritten     prometheus.Counter
 	queue         prometheus.Gauge
@@ -288,12 +291,13 @@ func New(opts Options) *Responder {
 		unwritten:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_decisions_unwritten_total", Help: "Decisions still queued when the shutdown grace ran out."}),
 		refused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_refused_total", Help: "Blocks not written because the address is never blocked (--never-block, or unspecified, loopback, link-local, broadcast or multicast)."}),
 		restored:      prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_blocks_restored_total", Help: "Standing blocks written again after Redis lost its data."}),
+		protected:     prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_accounts_protected_total", Help: "Account protections written to Redis (account_protect:<user>), renewals included."}),
 		queue:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_block_queue_length", Help: "Decisions waiting to be written to Redis."}),
 		notifications: prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notifications_total", Help: "Pages handed to the notifier."}),
 		notifyErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "authguard_notification_errors_total", Help: "Pages the notifier would not take (it logs why)."}),
 	}
 	m := r.metrics
-	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.restored, m.repeated, m.unwritten, m.queue, m.notifications, m.notifyErrors)
+	opts.Registry.MustRegister(m.decisions, m.blocks, m.blockErrors, m.cleared, m.refused, m.restored, m.protected, m.repeated, m.unwritten, m.queue, m.notifications, m.notifyErrors)
 	return r
 }
 

@@ -59,6 +59,7 @@ type Rule struct {
 	Window          Duration `yaml:"window"`
 	Threshold       int      `yaml:"threshold"`
 	Block           *Block   `yaml:"block"`
+	Protect         *Protect `yaml:"protect"`
 	Alert           bool     `yaml:"alert"`
 	// DryRun records and pages but writes no block.
 	DryRun bool `yaml:"dry_run"`
@@ -76,6 +77,13 @@ type Block struct {
 	// Scope is what a rule grouped by a field other than client_ip
 	// blocks: "sources", the addresses whose events are in the window.
 	Scope string `yaml:"scope"`
+}
+
+// Protect protects the account a rule grouped by username fires for:
+// gateways refuse logins to it except from addresses that logged into it
+// before.
+type Protect struct {
+	TTL Duration `yaml:"ttl"`
 }
 
 // Escalate lengthens the blocks of repeat offenders: TTL × factor^(n-1) for
@@ -335,7 +343,17 @@ func (p *parser) rule(n *yaml.Node, r Rule) detector.Rule {
 	if r.Block != nil {
 		p.block(field(n, "block"), r.Block, &d)
 	}
-	if d.BlockTTL == 0 && !d.Alert {
+	if r.Protect != nil {
+		pn := field(n, "protect")
+		switch {
+		case d.GroupBy != "username":
+			p.errorf(pn, "protect guards an account: only on a rule with group_by: username")
+		case r.Protect.TTL <= 0:
+			p.errorf(field(pn, "ttl"), "protect ttl must be a positive duration such as 15m")
+		}
+		d.Protect = time.Duration(r.Protect.TTL)
+	}
+	if d.BlockTTL == 0 && d.Protect == 0 && !d.Alert {
 		p.errorf(n, "rule %q neither blocks nor alerts: add block or alert: true", r.Name)
 	}
 	return d

@@ -52,6 +52,8 @@ type cli struct {
 	LoginRoutes              []string      `help:"Routes whose 401 and 2xx answers are audited, as \"METHOD /path\" (repeatable; also --login-path)." default:"POST /auth/login" aliases:"login-path"`
 	LoginRoutesCaseSensitive bool          `help:"Compare login paths with their case (by default /AUTH/LOGIN is /auth/login; paths are always compared decoded, without dot segments, path parameters or a trailing slash)."`
 	UsernameField            string        `help:"Field of the login body (JSON or form) holding the username." default:"username"`
+	AccountProtection        bool          `help:"Refuse logins to accounts the daemon protects (account_protect:<user>) except from addresses that logged into them before, and record those addresses; one Redis round trip per login attempt (proxy mode)." default:"true" negatable:""`
+	AccountGoodFor           time.Duration `help:"How long an address that logged into an account stays one that protection lets through." default:"30d"`
 	AuditStdout              bool          `help:"Write audit lines to stdout." default:"true" negatable:""`
 	LokiPushURL              string        `help:"Push audit lines to this Loki (or authguard push receiver) base URL." placeholder:"URL"`
 	AuditSigningKeyFile      string        `help:"Sign every audit line (its sig field) with the key in this file (16 bytes or more), so the daemon's --audit-verify-key-file counts only the gateway's lines." placeholder:"FILE"`
@@ -175,6 +177,9 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		Audit: sinks, SigningKey: st.signingKey, Log: log, Registry: reg}
 	if c.CheckRedisOnMiss {
 		opts.MissCheck = store
+	}
+	if c.AccountProtection {
+		opts.Accounts = blockset.NewAccounts(rdb, c.Keys(), c.AccountGoodFor)
 	}
 	err = c.listen(ctx, gateway.New(opts), admin(reg, list, redisOK), st.proxyTLS, log)
 	cancel()

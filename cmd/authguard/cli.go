@@ -22,6 +22,7 @@ type cli struct {
 	Replay    replayCmd    `cmd:"" help:"Run the rules over log files offline and print the decisions."`
 	Rules     rulesCmd     `cmd:"" help:"Work with rules files."`
 	Blocks    blocksCmd    `cmd:"" help:"List, add and remove blocks in Redis."`
+	Accounts  accountsCmd  `cmd:"" help:"List and lift account protections."`
 	Incidents incidentsCmd `cmd:"" help:"Incident reports from the evidence records."`
 	Version   versionCmd   `cmd:"" help:"Print the version and build information."`
 }

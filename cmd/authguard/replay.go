@@ -139,7 +139,7 @@ func replayDecisions(engine *detector.Engine, events []detector.Event) ([]replay
 		for _, a := range d.Sources {
 			rd.Sources = append(rd.Sources, a.String())
 		}
-		if d.Kind == detector.KindBlock {
+		if d.Kind == detector.KindBlock || d.Kind == detector.KindProtect {
 			rd.TTLSeconds = int64(d.TTL / time.Second)
 		}
 		out = append(out, rd)

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/authguard/authguard/detector"
 )
 
 func (t *Tail) endpoint(path string, q url.Values, ws bool) (string, error) {
@@ -93,14 +95,17 @@ const maxSeriesMinutes = 60
 // key, an address, or from all clients for "", minute by minute: bucket i
 // holds those in the minute ending at the i-th minute boundary at or after
 // from, the last bucket the one holding to; at most the last hour. Loki
-// answers it as sum(count_over_time(QUERY | client_ip="KEY" [1m])) with a
+// answers it as sum(count_over_time(QUERY | action="auth_failed" |
+// client_ip="KEY" [1m])) with a
 // one-minute step. Keys that are prefixes are not counted.
 func (t *Tail) AttemptsPerMinute(ctx context.Context, key string, from, to time.Time) ([]int, error) {
+	// Failed logins only: the query may read successes too (takeovers).
 	query := t.query.Full
+	if !t.query.parses() {
+		query += " | json"
+	}
+	query += " | " + t.stage.parser.fields.Action + `="` + detector.ActionAuthFailed + `"`
 	if key != "" {
-		if !t.query.parses() {
-			query += " | json"
-		}
 		addr, err := netip.ParseAddr(key)
 		if err != nil {
 			return nil, fmt.Errorf("attempts per minute: %q is not a single address", key)

@@ -12,7 +12,7 @@ func TestQueriesAreSplitIntoWhatLokiTailsWholeAndWhatIsCheckedHere(t *testing.T)
 		name, query, remote, selector string
 		local                         bool
 	}{
-		{"the default sends the selector and its line filter", loki.DefaultQuery, `{service="audit"} |= "auth_failed"`, `{service="audit"}`, true},
+		{"the default sends the selector and its line filter", loki.DefaultQuery, `{service="audit"} |= "auth_"`, `{service="audit"}`, true},
 		{"a parser stage and label filter stay here", `{service="audit"} | json | action="auth_failed"`, `{service="audit"}`, `{service="audit"}`, true},
 		{"a bare selector goes whole", `{service="audit", env=~"prod|stage"}`, `{service="audit", env=~"prod|stage"}`, `{service="audit", env=~"prod|stage"}`, false},
 		{"line filters before a stage go to Loki, after it stay here", "{app=\"x\"} != `health` |~ \"fail(ed)?\" | json |= \"y\"", "{app=\"x\"} != `health` |~ \"fail(ed)?\"", `{app="x"}`, true},
@@ -61,7 +61,8 @@ func TestLocalStagesDecideAsLokiWould(t *testing.T) {
 		keep              bool
 	}{
 		{"a failure passes the default", loki.DefaultQuery, `{"action":"auth_failed","client_ip":"192.0.2.1"}`, audit, true},
-		{"a success is left out", loki.DefaultQuery, `{"action":"auth_succeeded","client_ip":"192.0.2.1","note":"auth_failed before"}`, audit, false},
+		{"a success passes the default (takeovers)", loki.DefaultQuery, `{"action":"auth_succeeded","client_ip":"192.0.2.1"}`, audit, true},
+		{"another action is left out", loki.DefaultQuery, `{"action":"auth_reset","client_ip":"192.0.2.1","note":"auth_failed before"}`, audit, false},
 		{"escaped field values are compared decoded", `{service="audit"} | json | action="auth_failed"`, `{"action":"auth\u005ffailed","client_ip":"192.0.2.1"}`, audit, true},
 		{"nested fields join with underscores", `{service="audit"} | json | req_path="/auth/login"`, `{"req":{"path":"/auth/login"}}`, audit, true},
 		{"numbers compare as their text", `{service="audit"} | json | status="401"`, `{"status":401}`, audit, true},

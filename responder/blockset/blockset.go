@@ -40,6 +40,12 @@ type Keys struct {
 	// CLI write, each entry's field e the event also published on Channel:
 	// gateways follow it, and after a gap read on from where they were.
 	Changes string
+	// Protect is the prefix of account_protect:<username>: logins to the
+	// account are refused except from its good addresses.
+	Protect string
+	// Good is the prefix of an account's good addresses: a sorted set of
+	// the addresses that logged into it, scored by when.
+	Good string
 }
 
 // DefaultKeys is the schema operators already use with redis-cli.
@@ -54,6 +60,8 @@ var DefaultKeys = Keys{
 	Epoch:      "authguard:epoch",
 	Checkpoint: "authguard:checkpoint",
 	Changes:    "authguard:changes",
+	Protect:    "account_protect:",
+	Good:       "authguard:account_good:",
 }
 
 // WithPrefix puts prefix in front of every key and the channel, for sharing
@@ -62,7 +70,8 @@ func (k Keys) WithPrefix(prefix string) Keys {
 	if prefix == "" {
 		return k
 	}
-	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence, prefix + k.Epoch, prefix + k.Checkpoint, prefix + k.Changes}
+	return Keys{prefix + k.Block, prefix + k.Fail, prefix + k.Index, prefix + k.Meta, prefix + k.Channel, prefix + k.Offenses, prefix + k.Evidence, prefix + k.Epoch, prefix + k.Checkpoint, prefix + k.Changes,
+		prefix + k.Protect, prefix + k.Good}
 }
 
 // Event is what the store publishes on the channel.

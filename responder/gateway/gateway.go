@@ -73,10 +73,14 @@ type Options struct {
 	SigningKey *auditsig.Key
 	// UsernameField is the login body's username field (JSON or form).
 	UsernameField string
-	Audit         Sink
-	Log           *slog.Logger
-	Registry      prometheus.Registerer
-	Now           func() time.Time
+	// Accounts, when set, enforces account protection on the login
+	// routes (proxy mode: the body names the account) and learns each
+	// account's good addresses from the logins that work.
+	Accounts AccountGuard
+	Audit    Sink
+	Log      *slog.Logger
+	Registry prometheus.Registerer
+	Now      func() time.Time
 }
 
 // Gateway enforces blocks.
@@ -84,6 +88,8 @@ type Gateway struct {
 	opts                          Options
 	proxy                         *httputil.ReverseProxy
 	allowed, blocked, unavailable prometheus.Counter
+	accounts                      accountMetrics
+	learning                      chan struct{} // bounds the good-address writes in flight
 }
 
 // New returns a gateway.
@@ -124,6 +130,8 @@ func New(opts Options) *Gateway {
 	if opts.Registry != nil {
 		opts.Registry.MustRegister(requests, size)
 	}
+	g.accounts = newAccountMetrics(opts.Registry)
+	g.learning = make(chan struct{}, maxLearning)
 	return g
 }
 
@@ -202,26 +210,36 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if !g.isLogin(r) || g.opts.Audit == nil {
+	if !g.isLogin(r) || (g.opts.Audit == nil && g.opts.Accounts == nil) {
 		g.proxy.ServeHTTP(w, r)
 		return
 	}
 	username := g.peekUsername(r)
+	if g.refuseLogin(r.Context(), ip, username) {
+		g.audit(r, ip, username, "auth_failed", http.StatusForbidden)
+		writeError(w, http.StatusForbidden, "AUTH_006", "This account is protected after an attack on it: log in from a device you have used before, or try again later.", 0)
+		return
+	}
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	g.proxy.ServeHTTP(rec, r)
-	action := ""
 	switch {
 	case rec.status == http.StatusUnauthorized:
-		action = "auth_failed"
+		g.audit(r, ip, username, "auth_failed", rec.status)
 	case rec.status/100 == 2:
-		action = "auth_succeeded"
-	default:
+		g.audit(r, ip, username, "auth_succeeded", rec.status)
+		g.loggedIn(ip, username)
+	}
+}
+
+// audit writes the audit line of a login attempt (none without a sink).
+func (g *Gateway) audit(r *http.Request, ip netip.Addr, username, action string, status int) {
+	if g.opts.Audit == nil {
 		return
 	}
 	at := g.opts.Now()
 	ev := AuditEvent{
 		TS: at.UTC().Format(time.RFC3339Nano), Service: "audit", Action: action,
-		ClientIP: ip.String(), Username: username, Path: clip.String(r.URL.Path, 1024), Status: rec.status,
+		ClientIP: ip.String(), Username: username, Path: clip.String(r.URL.Path, 1024), Status: status,
 		UserAgent: clip.String(r.UserAgent(), 256), RequestID: requestID(),
 	}
 	if k := g.opts.SigningKey; k != nil {

@@ -72,7 +72,7 @@ func decisionRecord(req responder.Request, now, expires time.Time) record {
 			r.Sources = append(r.Sources, a.String())
 		}
 	}
-	if d.Kind == detector.KindBlock {
+	if d.Kind == detector.KindBlock || d.Kind == detector.KindProtect {
 		r.TTLSeconds, r.Offence = int64(d.TTL/time.Second), d.Offence
 		if !expires.IsZero() {
 			r.ExpiresAt = stamp(expires)

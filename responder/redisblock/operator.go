@@ -118,3 +118,23 @@ func TargetLess(a, b netip.Prefix) bool {
 func (s *Store) SetEpoch(ctx context.Context, now time.Time) error {
 	return s.rdb.Set(ctx, s.keys.Epoch, strconv.FormatInt(now.UnixNano(), 10), 0).Err()
 }
+
+// Unprotect lifts the protection of an account (deletes
+// account_protect:<user>) and records who did it and why. It reports
+// whether the account was protected.
+func (s *Store) Unprotect(ctx context.Context, user, operator, reason string, now time.Time) (bool, error) {
+	user = blockset.AccountKey(user)
+	r := record{Time: stamp(now), Action: "unprotect", Group: "username " + user, Operator: operator, Reason: reason}
+	pipe := s.rdb.TxPipeline()
+	del := pipe.Del(ctx, s.keys.Protect+user)
+	s.xadd(ctx, pipe, r.json())
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("unprotect %s: %w", user, err)
+	}
+	return del.Val() > 0, nil
+}
+
+// Protected lists the protected accounts.
+func (s *Store) Protected(ctx context.Context) ([]blockset.Protection, error) {
+	return blockset.NewAccounts(s.rdb, s.keys, 0).List(ctx)
+}

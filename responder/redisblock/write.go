@@ -51,9 +51,13 @@ type batch struct {
 // whose now and TTLs are set when it is sent.
 type step struct {
 	record string
-	keys   []string
-	args   []any
-	index  []int // request index of each block in the run
+	// protect, when set, is an account_protect key to set until expires
+	// beside the record.
+	protect string
+	expires time.Time
+	keys    []string
+	args    []any
+	index   []int // request index of each block in the run
 }
 
 // Prepare implements responder.Store: it encodes reqs, the costly part
@@ -87,6 +91,9 @@ func (b *batch) Write(ctx context.Context) ([]responder.Result, error) {
 	cmds := make([]redis.Cmder, len(b.steps))
 	for i := range b.steps {
 		st := &b.steps[i]
+		if st.protect != "" {
+			pipe.Set(ctx, st.protect, "1", max(st.expires.Sub(now), time.Millisecond))
+		}
 		if st.keys == nil {
 			s.xadd(ctx, pipe, st.record)
 			continue
@@ -151,6 +158,18 @@ func (b *batch) encode(now time.Time) {
 		d := req.Decision
 		expires := req.DecidedAt.Add(d.TTL)
 		switch {
+		case req.Act == responder.ActProtect && expires.After(now):
+			flush()
+			if b.ends.IsZero() || expires.Before(b.ends) {
+				b.ends = expires
+			}
+			rec := decisionRecord(req, now, expires)
+			b.steps = append(b.steps, step{record: rec.json(), protect: s.keys.Protect + blockset.AccountKey(d.Key), expires: expires})
+		case req.Act == responder.ActProtect:
+			b.expired = append(b.expired, i)
+			rec := decisionRecord(req, now, expires)
+			rec.Action = "protection expired before it could be written"
+			b.steps = append(b.steps, step{record: rec.json()})
 		case !req.Act.Blocks() || !d.Net.IsValid():
 			flush()
 			rec := decisionRecord(req, now, time.Time{})

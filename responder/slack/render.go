@@ -216,12 +216,21 @@ func actionText(a responder.Action) string {
 		return "DRY RUN: would block for " + detector.FormatDuration(d.TTL)
 	case a.Act == responder.ActRefuse:
 		return "not blocked: the address is in --never-block"
-	case d.GroupBy != "" && d.TTL > 0 && d.DryRun:
-		return "DRY RUN: would block its addresses for " + detector.FormatDuration(d.TTL)
-	case d.GroupBy != "" && d.TTL > 0:
-		return "its addresses blocked for " + detector.FormatDuration(d.TTL)
 	}
-	return "alert only"
+	var acts []string
+	if d.GroupBy != "" && d.TTL > 0 {
+		acts = append(acts, "its addresses blocked for "+detector.FormatDuration(d.TTL))
+	}
+	if d.Protects > 0 {
+		acts = append(acts, "the account protected for "+detector.FormatDuration(d.Protects)+" (logins only from its known addresses)")
+	}
+	switch {
+	case len(acts) == 0:
+		return "alert only"
+	case d.DryRun:
+		return "DRY RUN: would have " + strings.Join(acts, "; ")
+	}
+	return strings.Join(acts, "; ")
 }
 
 // addressList writes at most n addresses, saying how many more there are.
