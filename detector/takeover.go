@@ -80,7 +80,7 @@ func (e *Engine) checkTakeover(ev *Event, t int64, out []Decision) []Decision {
 		return out
 	}
 	inc.accounts = append(inc.accounts, user)
-	d := Decision{Time: ev.Time, Rule: e.takeover.Name, Key: ev.IP.String(), Kind: KindAlert, Alert: true,
+	d := Decision{Time: ev.Time, Rule: e.takeover.Name, Key: ev.IP.String(), Net: netip.PrefixFrom(ev.IP, ev.IP.BitLen()), Kind: KindAlert, Alert: true,
 		Severity: e.severity[0].Level, SeverityRank: 0, Count: len(inc.accounts), Accounts: slices.Clone(inc.accounts),
 		Suspect: why, FirstSeen: time.Unix(0, inc.first).UTC(), LastSeen: time.Unix(0, inc.last).UTC(),
 		Match: ActionAuthSucceeded, Threshold: 1, Window: e.takeover.Memory, Sample: ev.Line,

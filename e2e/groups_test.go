@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -167,6 +168,16 @@ takeover: {memory: 24h}
 	if !strings.Contains(s.daemon.output(), "user09 user19 user29 user39 user49") {
 		t.Errorf("no evidence record names the five accounts:\n%s", s.daemon.output())
 	}
+	// The incident report of the address's block lists the accounts.
+	out, err := s.cli("blocks", "list", "--output", "json")
+	var listed []struct{ IP, Incident string }
+	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 1 || listed[0].Incident == "" {
+		t.Fatalf("blocks list: %s %v", out, err)
+	}
+	eventually(t, 10*time.Second, "the report to name the five accounts", func() bool {
+		report, err := s.cli("incidents", "show", listed[0].Incident)
+		return err == nil && strings.Contains(report, "Accounts possibly taken over (logged into from this address): user09, user19, user29, user39, user49")
+	})
 }
 
 // With protect, the targeted account is protected: a 21st address is

@@ -298,6 +298,7 @@ func writeReport(w io.Writer, id string, recs []redisblock.Record, now time.Time
 	first := recs[0].Fields
 	var (
 		severity, rule, ip, status string
+		accounts                   string // possibly taken over: the latest record names them all
 		count                      int
 		start, end                 time.Time
 		actions, timeline, samples []string
@@ -348,6 +349,9 @@ func writeReport(w io.Writer, id string, recs []redisblock.Record, now time.Time
 		}
 		timeline = append(timeline, fmt.Sprintf("- %s: %s", clock(at), what))
 		actions = append(actions, what)
+		if a := f["accounts"]; a != "" {
+			accounts = a
+		}
 		if s := f["sample"]; s != "" && len(samples) < 3 {
 			samples = append(samples, s)
 		}
@@ -357,7 +361,7 @@ func writeReport(w io.Writer, id string, recs []redisblock.Record, now time.Time
 	fmt.Fprintf(&b, "**Incident ID**: %s\n**Date**: %s\n**Severity**: %s\n**Status**: %s\n\n", id, start.UTC().Format("2006-01-02"), dash(severity), status)
 	fmt.Fprintf(&b, "## Summary\n%s from %s: %d failed logins (%s). authguard acted under rule %s.\n\n", humanRule(rule), ip, count, dash(first["trigger"]), dash(rule))
 	fmt.Fprintf(&b, "## Timeline\n%s\n\n", strings.Join(timeline, "\n"))
-	fmt.Fprintf(&b, "## Impact\n- Source IPs: %s\n- Failed attempts: %d\n- Duration: %s (%s to %s)\n\n", ip, count, detector.FormatDuration(end.Sub(start).Round(time.Second)), clock(start), clock(end))
+	writeImpact(&b, ip, count, start, end, accounts)
 	fmt.Fprintf(&b, "## Actions Taken\n")
 	for i, a := range actions {
 		fmt.Fprintf(&b, "%d. %s\n", i+1, a)
@@ -368,6 +372,16 @@ func writeReport(w io.Writer, id string, recs []redisblock.Record, now time.Time
 	fmt.Fprintf(&b, "\n## Root Cause\n_To be written by the responder._\n\n## Lessons Learned\n_To be written._\n\n## Follow-up Actions\n- [ ] Review whether the rule's threshold or block duration should change\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeImpact writes the report's Impact section.
+func writeImpact(b *strings.Builder, ip string, count int, start, end time.Time, accounts string) {
+	clock := detector.FormatTime
+	fmt.Fprintf(b, "## Impact\n- Source IPs: %s\n- Failed attempts: %d\n- Duration: %s (%s to %s)\n", ip, count, detector.FormatDuration(end.Sub(start).Round(time.Second)), clock(start), clock(end))
+	if accounts != "" {
+		fmt.Fprintf(b, "- Accounts possibly taken over (logged into from this address): %s\n", accounts)
+	}
+	b.WriteString("\n")
 }
 
 func humanRule(rule string) string {

@@ -101,6 +101,13 @@ func (s *Store) Incident(ctx context.Context, id string) ([]Record, error) {
 			json.Unmarshal([]byte(raw), &rec)
 			for k, v := range rec {
 				fields[k] = fmt.Sprint(v)
+				if list, ok := v.([]any); ok { // accounts, sources
+					parts := make([]string, len(list))
+					for i, x := range list {
+						parts[i] = fmt.Sprint(x)
+					}
+					fields[k] = strings.Join(parts, ", ")
+				}
 			}
 		}
 		fields["incident"] = fmt.Sprint(m.Values["incident"])

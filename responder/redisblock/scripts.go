@@ -51,3 +51,14 @@ var unblockScript = redis.NewScript(unblockLua)
 //
 // KEYS: meta. ARGV: incident, channel, ts.
 var saveMessageScript = redis.NewScript(savemessageLua)
+
+// linkScript writes an evidence record into the incident of the address's
+// standing block, if it has one (a possible takeover from a blocked
+// address belongs to that incident), and returns the incident ("" when
+// none).
+//
+// KEYS: meta, evidence. ARGV: evidence max length, record (JSON).
+var linkScript = redis.NewScript(`
+local inc = redis.call('HGET', KEYS[1], 'incident') or ''
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'incident', inc, 'record', ARGV[2])
+return inc`)

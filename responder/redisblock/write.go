@@ -55,9 +55,13 @@ type step struct {
 	// beside the record.
 	protect string
 	expires time.Time
-	keys    []string
-	args    []any
-	index   []int // request index of each block in the run
+	// link, when set, is the metadata hash of the address the record is
+	// about: the record joins its block's incident (linkScript).
+	link  string
+	owner int // the request a linked record answers for
+	keys  []string
+	args  []any
+	index []int // request index of each block in the run
 }
 
 // Prepare implements responder.Store: it encodes reqs, the costly part
@@ -85,6 +89,9 @@ func (b *batch) Write(ctx context.Context) ([]responder.Result, error) {
 		if err := blockScript.Load(ctx, s.rdb).Err(); err != nil {
 			return nil, fmt.Errorf("load block script: %w", err)
 		}
+		if err := linkScript.Load(ctx, s.rdb).Err(); err != nil {
+			return nil, fmt.Errorf("load evidence script: %w", err)
+		}
 		s.loaded.Store(true)
 	}
 	pipe := s.rdb.Pipeline()
@@ -93,6 +100,10 @@ func (b *batch) Write(ctx context.Context) ([]responder.Result, error) {
 		st := &b.steps[i]
 		if st.protect != "" {
 			pipe.Set(ctx, st.protect, "1", max(st.expires.Sub(now), time.Millisecond))
+		}
+		if st.link != "" {
+			cmds[i] = linkScript.Run(ctx, pipe, []string{st.link, s.keys.Evidence}, s.opts.EvidenceMaxLen, st.record)
+			continue
 		}
 		if st.keys == nil {
 			s.xadd(ctx, pipe, st.record)
@@ -121,6 +132,10 @@ func (b *batch) results(cmds []redis.Cmder) ([]responder.Result, error) {
 		out[i].Outcome = responder.Expired
 	}
 	for k, st := range b.steps {
+		if st.link != "" {
+			out[st.owner].Incident, _ = cmds[k].(*redis.Cmd).Text()
+			continue
+		}
 		if st.keys == nil {
 			continue
 		}
@@ -170,6 +185,11 @@ func (b *batch) encode(now time.Time) {
 			rec := decisionRecord(req, now, expires)
 			rec.Action = "protection expired before it could be written"
 			b.steps = append(b.steps, step{record: rec.json()})
+		case d.Accounts != nil && d.Net.IsValid():
+			// A possible takeover joins the incident of its address's block.
+			flush()
+			rec := decisionRecord(req, now, time.Time{})
+			b.steps = append(b.steps, step{record: rec.json(), link: s.keys.Meta + blockset.Target(d.Net), owner: i})
 		case !req.Act.Blocks() || !d.Net.IsValid():
 			flush()
 			rec := decisionRecord(req, now, time.Time{})
