@@ -11,6 +11,17 @@ import (
 	"time"
 )
 
+// burstRule is runbook SEC-010 with the runbook's 300 s block.
+const burstRule = `rules:
+  - name: failed-login-burst
+    match: {action: auth_failed}
+    group_by: client_ip
+    window: 24h
+    threshold: 5
+    block: {ttl: 300s}
+    alert: true
+`
+
 // awaitPost waits for the next Slack post whose text holds want, passing
 // over others (pages of other rules).
 func awaitPost(t *testing.T, s *stack, want string) url.Values {
@@ -34,15 +45,7 @@ func awaitPost(t *testing.T, s *stack, want string) url.Values {
 // refused, an address that never tried alice is not, and a 21st address
 // that joins the attack is blocked as it does.
 func TestATargetedAccountIsOneIncidentAndItsSourcesAreBlocked(t *testing.T) {
-	s := newStack(t, stackOptions{dArgs: []string{"--slack-coalesce", "0s"}, rules: `rules:
-  - name: failed-login-burst
-    match: {action: auth_failed}
-    group_by: client_ip
-    window: 24h
-    threshold: 5
-    block: {ttl: 300s}
-    alert: true
-  - name: targeted-account
+	s := newStack(t, stackOptions{dArgs: []string{"--slack-coalesce", "0s"}, rules: burstRule + `  - name: targeted-account
     match: {action: auth_failed}
     group_by: username
     distinct: client_ip
@@ -124,15 +127,7 @@ func TestASessionFromManyAddressesIsPaged(t *testing.T) {
 // fifth failure), each success is a P1 possible account takeover, and the
 // incident's page comes to name all five accounts.
 func TestCredentialStuffingThatWorksIsAPossibleTakeover(t *testing.T) {
-	s := newStack(t, stackOptions{dArgs: []string{"--slack-coalesce", "0s"}, query: `%s |= "auth_" | json`, rules: `rules:
-  - name: failed-login-burst
-    match: {action: auth_failed}
-    group_by: client_ip
-    window: 24h
-    threshold: 5
-    block: {ttl: 300s}
-    alert: true
-takeover: {memory: 24h}
+	s := newStack(t, stackOptions{dArgs: []string{"--slack-coalesce", "0s"}, query: `%s |= "auth_" | json`, rules: burstRule + `takeover: {memory: 24h}
 `})
 	labels := map[string]string{"service": "audit", "run": s.run}
 	var lines, accounts []string
