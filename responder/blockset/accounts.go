@@ -75,10 +75,15 @@ type Protection struct {
 	Expires time.Time // zero: no expiry
 }
 
-// List returns the protected accounts (SCAN, never KEYS).
+// List returns the protected accounts (SCAN, never KEYS). Few accounts
+// are protected at once: each TTL is read in its own round trip.
 func (a *Accounts) List(ctx context.Context) ([]Protection, error) {
 	var out []Protection
-	iter := a.rdb.Scan(ctx, 0, a.keys.Protect+"*", 1000).Iterator()
+	node, err := NewReader(a.rdb, a.keys).ScanNode(ctx) // under Cluster, the node of the keys' hash tag
+	if err != nil {
+		return nil, fmt.Errorf("list protected accounts: %w", err)
+	}
+	iter := node.Scan(ctx, 0, a.keys.Protect+"*", 1000).Iterator()
 	for iter.Next(ctx) {
 		key := iter.Val()
 		p := Protection{Account: strings.TrimPrefix(key, a.keys.Protect)}
