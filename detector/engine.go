@@ -264,7 +264,7 @@ func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
 		if ents.srcs != nil {
 			src = ev.IP.As16()
 		}
-		now, fires := r.observe(s, ents, t, h, src)
+		now, fires := r.observe(s, &ents, t, h, &src)
 		if !fires {
 			continue
 		}
@@ -308,7 +308,7 @@ func (e *Engine) Reset(ip netip.Addr) {
 // It returns the newest event's time and whether the rule fires; the
 // decision itself is made by fire, only then (a Decision is large, and
 // most events decide nothing).
-func (r *ruleState) observe(s *slot, e entries, t int64, h uint64, src [16]byte) (int64, bool) {
+func (r *ruleState) observe(s *slot, e *entries, t int64, h uint64, src *[16]byte) (int64, bool) {
 	times, hashes := e.times, e.hashes
 	if s.blockedUntil != 0 && t >= s.blockedUntil {
 		// The tally expires with the block: a clean slate.

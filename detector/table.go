@@ -159,7 +159,7 @@ func (s *slot) clear() {
 
 // insert records an event at t from src, keeping the newest len(times)
 // timestamps in ascending order, and updates the tally.
-func (s *slot) insert(e entries, t int64, src [16]byte) {
+func (s *slot) insert(e *entries, t int64, src *[16]byte) {
 	s.tally(t)
 	times := e.times
 	full := int(s.n) == len(times)
@@ -186,7 +186,7 @@ func (s *slot) tally(t int64) {
 }
 
 // remove drops entry i of the first n.
-func (e entries) remove(i, n int) {
+func (e *entries) remove(i, n int) {
 	copy(e.times[i:], e.times[i+1:n])
 	if e.hashes != nil {
 		copy(e.hashes[i:], e.hashes[i+1:n])
@@ -198,7 +198,7 @@ func (e entries) remove(i, n int) {
 
 // place inserts an entry at t into the first n (which has room for one
 // more), keeping them in time order.
-func (e entries) place(n int, t int64, h uint64, src [16]byte) {
+func (e *entries) place(n int, t int64, h uint64, src *[16]byte) {
 	times := e.times
 	j := n
 	for j > 0 && times[j-1] > t {
@@ -216,7 +216,7 @@ func (e entries) place(n int, t int64, h uint64, src [16]byte) {
 		e.hashes[j] = h
 	}
 	if e.srcs != nil {
-		e.srcs[j] = src
+		e.srcs[j] = *src
 	}
 }
 
@@ -226,7 +226,7 @@ func (e entries) place(n int, t int64, h uint64, src [16]byte) {
 // len(times) most recently seen distinct values, the time each was last
 // seen, in ascending order: enough to tell whether at least len(times)
 // distinct values fall in a window ending now.
-func (s *slot) insertDistinct(e entries, t int64, h uint64, src [16]byte) {
+func (s *slot) insertDistinct(e *entries, t int64, h uint64, src *[16]byte) {
 	s.tally(t)
 	times, hashes := e.times, e.hashes
 	n := int(s.n)
