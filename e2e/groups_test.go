@@ -209,6 +209,10 @@ func TestAProtectedAccountLetsOnlyItsOwnAddressesIn(t *testing.T) {
 	if a.status != http.StatusForbidden || !strings.Contains(a.body, `"code":"AUTH_006"`) {
 		t.Fatalf("a new address logging in as the protected alice got %d %s", a.status, a.body)
 	}
+	// The same account spelled another way is the same account.
+	if a := s.request(stranger, "POST", "/auth/login", `{"username":"ALICE","password":"correct horse"}`); a.status != http.StatusForbidden {
+		t.Errorf("ALICE from a new address got %d, want 403 AUTH_006", a.status)
+	}
 	if a := alice(good, "correct horse"); a.status != http.StatusOK {
 		t.Errorf("alice's own address was refused: %d %s", a.status, a.body)
 	}

@@ -18,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/authguard/authguard/cmd/internal/buildinfo"
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/exitcode"
 	"github.com/authguard/authguard/cmd/internal/gomem"
 	"github.com/authguard/authguard/cmd/internal/logflag"
 	"github.com/authguard/authguard/cmd/internal/lokiflag"
@@ -32,7 +34,8 @@ import (
 )
 
 type cli struct {
-	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
+	Config  kong.ConfigFlag  `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
+	Version kong.VersionFlag `short:"v" help:"Print the version and exit (also: authguard-gateway version)."`
 
 	Listen                   string `help:"Address the proxy listens on." default:":8080"`
 	AdminListen              string `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`
@@ -64,6 +67,11 @@ type cli struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && args[0] == "version" {
+		// The gateway takes no commands but this one, as authguard has it.
+		fmt.Fprintln(stdout, buildinfo.String("authguard-gateway"))
+		return nil
+	}
 	var c cli
 	exited := false
 	parser, err := kong.New(&c,
@@ -74,16 +82,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		kong.Configuration(cliconfig.Loader),
 		cliconfig.Durations,
 		kong.DefaultEnvars("AUTHGUARD_GATEWAY"),
+		kong.Vars{"version": buildinfo.String("authguard-gateway")},
 	)
 	if err != nil {
 		return err
 	}
 	_, err = parser.Parse(args)
 	if exited {
-		return nil
+		return nil // --help or --version was shown
 	}
 	if err != nil {
-		return err
+		return exitcode.UsageError(err)
 	}
 	return c.serve(ctx, stdout, stderr)
 }

@@ -2,21 +2,22 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/authguard/authguard/cmd/internal/buildinfo"
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/exitcode"
 	"github.com/authguard/authguard/detector/loki"
 )
 
 // cli is the command line; every flag can also be set in the --config file
 // and through an AUTHGUARD_* environment variable.
 type cli struct {
-	Config kong.ConfigFlag `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
+	Config  kong.ConfigFlag  `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
+	Version kong.VersionFlag `short:"v" help:"Print the version and exit."`
 
 	Run       runCmd       `cmd:"" help:"Run the daemon: tail Loki, detect, block in Redis, page in Slack."`
 	Replay    replayCmd    `cmd:"" help:"Run the rules over log files offline and print the decisions."`
@@ -24,7 +25,7 @@ type cli struct {
 	Blocks    blocksCmd    `cmd:"" help:"List, add and remove blocks in Redis."`
 	Accounts  accountsCmd  `cmd:"" help:"List and lift account protections."`
 	Incidents incidentsCmd `cmd:"" help:"Incident reports from the evidence records."`
-	Version   versionCmd   `cmd:"" help:"Print the version and build information."`
+	Versions  versionCmd   `cmd:"" name:"version" help:"Print the version and build information."`
 }
 
 // env carries the process's outputs to commands.
@@ -41,10 +42,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	kctx, err := parser.Parse(args)
 	if exited {
-		return nil // --help was shown
+		return nil // --help or --version was shown
 	}
 	if err != nil {
-		return err
+		return exitcode.UsageError(err)
 	}
 	return kctx.Run()
 }
@@ -60,29 +61,13 @@ func newParser(ctx context.Context, c *cli, stdout, stderr io.Writer, exit func(
 		kong.DefaultEnvars("AUTHGUARD"),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&env{stdout: stdout, stderr: stderr}),
-		kong.Vars{"loki_query": loki.DefaultQuery},
+		kong.Vars{"loki_query": loki.DefaultQuery, "version": buildinfo.String("authguard")},
 	)
 }
 
 type versionCmd struct{}
 
 func (versionCmd) Run(e *env) error {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return errors.New("no build information in this binary")
-	}
-	version := info.Main.Version
-	settings := map[string]string{}
-	for _, s := range info.Settings {
-		settings[s.Key] = s.Value
-	}
-	fmt.Fprintf(e.stdout, "authguard %s (%s, commit %s)\n", version, info.GoVersion, orUnknown(settings["vcs.revision"]))
+	fmt.Fprintln(e.stdout, buildinfo.String("authguard"))
 	return nil
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/authguard/authguard/cmd/internal/exitcode"
 )
 
 func main() {
@@ -17,6 +19,6 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "authguard:", err)
-		os.Exit(1)
+		os.Exit(exitcode.Of(err))
 	}
 }

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/authguard/authguard/cmd/internal/exitcode"
+)
+
+// Scripts tell failures apart by exit status: a finding is 1, a usage
+// error 2, a backend that cannot be reached 3; --version and -v print the
+// build and succeed.
+func TestExitStatusesTellFailuresApart(t *testing.T) {
+	bad := write(t, "bad.yaml", "rules:\n  - name: x\n    treshold: 5\n")
+	for _, tt := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"a rules file with an error is a finding", []string{"rules", "lint", bad}, exitcode.Findings},
+		{"an unknown flag is a usage error", []string{"blocks", "list", "--bogus"}, exitcode.Usage},
+		{"an unknown command is a usage error", []string{"blcoks"}, exitcode.Usage},
+		{"a bad enum value is a usage error", []string{"blocks", "list", "--output", "xml"}, exitcode.Usage},
+		{"Redis refusing connections is unreachable", []string{"blocks", "list", "--redis-url", "redis://127.0.0.1:1/0"}, exitcode.Unreachable},
+		{"a Redis name that does not resolve is unreachable", []string{"accounts", "list", "--redis-url", "redis://no-such-host.invalid:6379/0"}, exitcode.Unreachable},
+		{"--version", []string{"--version"}, exitcode.OK},
+		{"-v", []string{"-v"}, exitcode.OK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _, err := runCLI(t, nil, tt.args...)
+			if got := exitcode.Of(err); got != tt.want {
+				t.Errorf("exit status %d (%v), want %d", got, err, tt.want)
+			}
+			if tt.want == exitcode.OK && !strings.HasPrefix(out, "authguard ") {
+				t.Errorf("printed %q, want the version", out)
+			}
+		})
+	}
+}
