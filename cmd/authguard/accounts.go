@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -17,7 +16,7 @@ type accountsCmd struct {
 
 type accountsListCmd struct {
 	redisflag.Flags `embed:""`
-	Output          string `help:"table or json." default:"table" enum:"table,json"`
+	outputFlag
 }
 
 type listedAccount struct {
@@ -44,19 +43,16 @@ func (c *accountsListCmd) Run(ctx context.Context, e *env) error {
 		}
 		rows = append(rows, a)
 	}
-	if c.Output == "json" {
-		return json.NewEncoder(e.stdout).Encode(rows)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tEXPIRES")
-	for _, a := range rows {
-		exp := "never"
-		if a.ExpiresAt != "" {
-			exp = a.ExpiresAt
+	return list(c.outputFlag, e.stdout, rows, func(tw *tabwriter.Writer) {
+		fmt.Fprintln(tw, "ACCOUNT\tEXPIRES")
+		for _, a := range rows {
+			exp := "never"
+			if a.ExpiresAt != "" {
+				exp = a.ExpiresAt
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", a.Account, exp)
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", a.Account, exp)
-	}
-	return tw.Flush()
+	})
 }
 
 type accountsUnprotectCmd struct {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/authguard/authguard/cmd/internal/exitcode"
 	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder"
@@ -77,7 +77,7 @@ func parseTargets(ss []string) ([]netip.Prefix, error) {
 
 type blocksListCmd struct {
 	redisflag.Flags `embed:""`
-	Output          string `help:"table or json." default:"table" enum:"table,json"`
+	outputFlag
 }
 
 type listedBlock struct {
@@ -116,21 +116,16 @@ func (c *blocksListCmd) Run(ctx context.Context, e *env) error {
 		}
 		rows = append(rows, b)
 	}
-	if c.Output == "json" {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tRULE\tSEVERITY\tCOUNT\tEXPIRES IN\tINCIDENT")
-	for _, b := range rows {
-		in := "never"
-		if b.ExpiresIn >= 0 {
-			in = detector.FormatDuration(time.Duration(b.ExpiresIn) * time.Second)
+	return list(c.outputFlag, e.stdout, rows, func(tw *tabwriter.Writer) {
+		fmt.Fprintln(tw, "IP\tRULE\tSEVERITY\tCOUNT\tEXPIRES IN\tINCIDENT")
+		for _, b := range rows {
+			in := "never"
+			if b.ExpiresIn >= 0 {
+				in = detector.FormatDuration(time.Duration(b.ExpiresIn) * time.Second)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", b.IP, b.Rule, dash(b.Severity), b.Count, in, dash(b.Incident))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", b.IP, b.Rule, dash(b.Severity), b.Count, in, dash(b.Incident))
-	}
-	return tw.Flush()
+	})
 }
 
 func dash(s string) string {
@@ -268,6 +263,7 @@ func (c *blocksClearCmd) Run(ctx context.Context, e *env) error {
 }
 
 type incidentsCmd struct {
+	List incidentsListCmd `cmd:"" help:"List recent incidents from the evidence records, newest first."`
 	Show incidentsShowCmd `cmd:"" help:"Render an incident's report as Markdown, from the evidence records."`
 }
 
@@ -277,6 +273,9 @@ type incidentsShowCmd struct {
 }
 
 func (c *incidentsShowCmd) Run(ctx context.Context, e *env) error {
+	if !incidentID.MatchString(c.ID) {
+		return exitcode.UsageError(fmt.Errorf("%q is not an incident ID: they look like 1795398025343-0 (see authguard incidents list)", c.ID))
+	}
 	store, done, err := openStore(&c.Flags)
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -19,8 +18,8 @@ import (
 )
 
 type replayCmd struct {
-	Rules              string   `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
-	Output             string   `help:"table or jsonl (one decision a line)." default:"table" enum:"table,jsonl"`
+	Rules string `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
+	outputFlag
 	AuditFields        []string `help:"Audit fields read from each line beyond action, client_ip, username and ts (the fields the rules name are read too)." default:"user_agent,session_id,api_key" placeholder:"FIELD,..."`
 	MaxLineBytes       int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
@@ -154,15 +153,7 @@ func replayDecisions(engine *detector.Engine, events []detector.Event) ([]replay
 
 // print writes the decisions as a table or as jsonl.
 func (c *replayCmd) print(w io.Writer, out []replayDecision) error {
-	if c.Output == "jsonl" {
-		enc := json.NewEncoder(w)
-		for _, d := range out {
-			if err := enc.Encode(d); err != nil {
-				return err
-			}
-		}
-	} else {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	return list(c.outputFlag, w, out, func(tw *tabwriter.Writer) {
 		fmt.Fprintln(tw, "TIME\tRULE\tKEY\tACTION\tTTL\tSEVERITY\tCOUNT")
 		for _, d := range out {
 			ttl := "-"
@@ -171,9 +162,7 @@ func (c *replayCmd) print(w io.Writer, out []replayDecision) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Time, d.Rule, dash(d.Key), d.Action, ttl, d.Severity, d.Count)
 		}
-		return tw.Flush()
-	}
-	return nil
+	})
 }
 
 // summarize tells what was read, skipped and decided.

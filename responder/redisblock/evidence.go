@@ -117,3 +117,63 @@ func (s *Store) Incident(ctx context.Context, id string) ([]Record, error) {
 	}
 	return out, nil
 }
+
+// Summary is one incident as listed: what its records say, newest last.
+type Summary struct {
+	ID       string
+	Rule     string
+	Key      string // the address, network or group ("username alice")
+	Severity string
+	Opened   time.Time // the first record's time
+	Last     time.Time // the newest record's time
+	Action   string    // the newest record's action
+	Records  int
+}
+
+// Incidents summarises the incidents of the newest scan evidence records,
+// newest first. Records outside an incident (alerts of global rules) are
+// left out.
+func (s *Store) Incidents(ctx context.Context, scan int64) ([]Summary, error) {
+	msgs, err := s.rdb.XRevRangeN(ctx, s.keys.Evidence, "+", "-", scan).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read evidence: %w", err)
+	}
+	byID := map[string]*Summary{}
+	var order []string
+	for _, m := range msgs { // newest first
+		id, _ := m.Values["incident"].(string)
+		if id == "" {
+			id = m.ID // a record that opened an incident carries none yet
+		}
+		var rec record
+		if raw, ok := m.Values["record"].(string); ok {
+			json.Unmarshal([]byte(raw), &rec)
+		}
+		if id == m.ID && (rec.Action == "unblock" || rec.Action == "unprotect") {
+			continue // an operator's record outside any incident
+		}
+		at, _ := time.Parse(time.RFC3339Nano, rec.Time)
+		sum := byID[id]
+		if sum == nil {
+			sum = &Summary{ID: id, Last: at, Action: rec.Action}
+			byID[id] = sum
+			order = append(order, id)
+		}
+		sum.Records++
+		sum.Opened = at
+		if rec.Rule != "" && rec.Rule != "manual" || sum.Rule == "" {
+			sum.Rule = rec.Rule
+		}
+		if k := rec.IP + rec.Group; k != "" {
+			sum.Key = k
+		}
+		if rec.Severity != "" && sum.Severity == "" {
+			sum.Severity = rec.Severity
+		}
+	}
+	out := make([]Summary, 0, len(order))
+	for _, id := range order {
+		out = append(out, *byID[id])
+	}
+	return out, nil
+}

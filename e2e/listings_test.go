@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Every listing takes -o table|json|jsonl|yaml with one vocabulary, and
+// incidents list finds the incident that incidents show reports; a bad
+// incident ID is a usage error (exit 2), not a raw Redis error.
+func TestListingsSpeakEveryFormat(t *testing.T) {
+	s := newStack(t, stackOptions{ttl: "300s"})
+	ip := "203.0.113.61"
+	for range 5 {
+		s.login(ip, "guess")
+	}
+	s.awaitBlocked(ip)
+
+	out, err := s.cli("blocks", "list", "-o", "yaml")
+	var blocks []map[string]any
+	if err != nil || yaml.Unmarshal([]byte(out), &blocks) != nil || len(blocks) != 1 || blocks[0]["ip"] != ip {
+		t.Fatalf("blocks list -o yaml: %v %v\n%s", blocks, err, out)
+	}
+	out, err = s.cli("blocks", "list", "-o", "jsonl")
+	if err != nil || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"ip":"`+ip+`"`) {
+		t.Fatalf("blocks list -o jsonl: %v\n%s", err, out)
+	}
+	out, err = s.cli("incidents", "list", "-o", "json", "--rule", "failed-login-burst", "--since", "1h")
+	var incidents []struct{ ID, Rule, Key string }
+	if err != nil || json.Unmarshal([]byte(out), &incidents) != nil || len(incidents) != 1 || incidents[0].Key != ip {
+		t.Fatalf("incidents list: %v %v\n%s", incidents, err, out)
+	}
+	if report, err := s.cli("incidents", "show", incidents[0].ID); err != nil || !strings.Contains(report, "Source IPs: "+ip) {
+		t.Errorf("incidents show %s: %v\n%s", incidents[0].ID, err, report)
+	}
+	if out, err := s.cli("incidents", "list", "-o", "json", "--rule", "no-such-rule"); err != nil || strings.TrimSpace(out) != "[]" {
+		t.Errorf("an empty listing: %q %v, want []", out, err)
+	}
+	out, err = s.cli("incidents", "show", "nope")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, "is not an incident ID") {
+		t.Errorf("incidents show nope: %v\n%s", err, out)
+	}
+}
