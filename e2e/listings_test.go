@@ -6,10 +6,12 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
+// The latency histograms count an attack's block with sensible values.
 // Every listing takes -o table|json|jsonl|yaml with one vocabulary, and
 // incidents list finds the incident that incidents show reports; a bad
 // incident ID is a usage error (exit 2), not a raw Redis error.
@@ -20,6 +22,17 @@ func TestListingsSpeakEveryFormat(t *testing.T) {
 		s.login(ip, "guess")
 	}
 	s.awaitBlocked(ip)
+	// The promise in figures: failed login to block, block to enforced.
+	eventually(t, 10*time.Second, "the latency histograms to count the block", func() bool {
+		return s.metric("authguard_event_to_block_seconds_count") == 1 &&
+			metricAt(strings.TrimPrefix(s.gwAdmin, "http://"), "authguard_gateway_block_to_enforce_seconds_count") == 1
+	})
+	if sum := s.metric("authguard_event_to_block_seconds_sum"); sum <= 0 || sum > 5 {
+		t.Errorf("failed login to block took %.3f s", sum)
+	}
+	if sum := metricAt(strings.TrimPrefix(s.gwAdmin, "http://"), "authguard_gateway_block_to_enforce_seconds_sum"); sum < 0 || sum > 2 {
+		t.Errorf("block to enforce took %.3f s", sum)
+	}
 
 	out, err := s.cli("blocks", "list", "-o", "yaml")
 	var blocks []map[string]any

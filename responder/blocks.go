@@ -193,6 +193,9 @@ func (r *Responder) done(it item, req Request, res Result) {
 		a.Act = ActExpire
 	case req.Act.Blocks():
 		r.metrics.blocks.Inc()
+		if req.Act != ActRestore && !it.ev.CatchUp && !it.ev.Time.IsZero() {
+			r.metrics.eventToBlock.Observe(max(a.At.Sub(it.ev.Time).Seconds(), 0))
+		}
 		if req.Act == ActRestore {
 			r.metrics.restored.Inc()
 		}

@@ -221,7 +221,10 @@ func (c *cli) audit(ctx context.Context, stdout io.Writer, pushTLS *tls.Config, 
 func (c *cli) sync(ctx context.Context, store *blockset.Reader, list *gateway.Blocklist, log *slog.Logger, reg prometheus.Registerer) *atomic.Bool {
 	redisUp := prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_gateway_redis_up", Help: "1 when the last reconcile with Redis succeeded."})
 	lastSync := prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_gateway_last_reconcile_timestamp_seconds", Help: "When the blocklist was last read from Redis in full."})
-	reg.MustRegister(redisUp, lastSync)
+	enforce := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "authguard_gateway_block_to_enforce_seconds",
+		Help:    "From a block written to Redis (the writer's clock) to this gateway enforcing it (its own clock), by pub/sub or the changes stream; skew between the hosts' clocks shifts it.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	reg.MustRegister(redisUp, lastSync, enforce)
 	var redisOK atomic.Bool
 	syncer := &gateway.Syncer{Store: store, List: list, Interval: c.ReconcileInterval, Log: log, OnReconcile: func(err error) {
 		redisOK.Store(err == nil)
@@ -231,7 +234,7 @@ func (c *cli) sync(ctx context.Context, store *blockset.Reader, list *gateway.Bl
 		} else {
 			redisUp.Set(0)
 		}
-	}}
+	}, Enforced: func(at time.Time) { enforce.Observe(max(time.Since(at).Seconds(), 0)) }}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_gateway_redis_state_lost", Help: "1 while Redis has lost its data (the daemon's epoch key gone) and the blocks already known are enforced until the daemon writes them again."},
 		func() float64 {
 			if syncer.StateLost() {

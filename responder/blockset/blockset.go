@@ -80,6 +80,9 @@ type Event struct {
 	IP string `json:"ip"` // the target: an address or a network (Target)
 	// ExpiresMS is the block's end in Unix milliseconds (blocks only).
 	ExpiresMS int64 `json:"expires_ms,omitempty"`
+	// AtMS is when the block was written, in Unix milliseconds (blocks the
+	// daemon writes), for gateways to measure how soon they enforce it.
+	AtMS int64 `json:"at_ms,omitempty"`
 	// By names the operator of an unblock.
 	By string `json:"by,omitempty"`
 }

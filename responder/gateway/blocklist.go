@@ -138,11 +138,13 @@ func (b *Blocklist) set(ip netip.Addr, exp time.Time) {
 	b.mu.Unlock()
 }
 
-// apply takes one change: a block or an unblock.
-func (b *Blocklist) apply(ev blockset.Event) {
+// apply takes one change: a block or an unblock. It reports whether a
+// block is new to the list (or ends later than it held): the same block
+// arrives by pub/sub and by the changes stream.
+func (b *Blocklist) apply(ev blockset.Event) (fresh bool) {
 	t, err := blockset.ParseTarget(ev.IP)
 	if err != nil {
-		return
+		return false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -151,10 +153,27 @@ func (b *Blocklist) apply(ev blockset.Event) {
 	}
 	switch ev.Op {
 	case "block":
-		b.put(t, entry{time.UnixMilli(ev.ExpiresMS).UnixNano(), b.gen})
+		exp := time.UnixMilli(ev.ExpiresMS).UnixNano()
+		fresh = b.expiry(t) != exp
+		b.put(t, entry{exp, b.gen})
 	case "unblock":
 		b.remove(t)
 	}
+	return fresh
+}
+
+// expiry is the end a target's own entry holds (-1: none); b.mu is held.
+func (b *Blocklist) expiry(t netip.Prefix) int64 {
+	if t.IsSingleIP() {
+		if e, ok := b.entries[key(t.Addr())]; ok {
+			return e.exp
+		}
+		return -1
+	}
+	if e, ok := b.nets.Get(t); ok {
+		return e.exp
+	}
+	return -1
 }
 
 // beginPass starts a full pass: events from now on win over what it reads.
@@ -239,6 +258,9 @@ type Syncer struct {
 	Log      *slog.Logger
 	// OnReconcile is called after each full read with its outcome.
 	OnReconcile func(err error)
+	// Enforced, when set, is told when each block the daemon wrote was,
+	// as it first enters the list.
+	Enforced func(writtenAt time.Time)
 
 	sawEpoch bool        // the daemon's epoch key was there at a full read
 	lost     atomic.Bool // it is gone since: Redis lost its data
@@ -256,7 +278,7 @@ const changesBatch = 1000
 // Run syncs until ctx ends.
 func (s *Syncer) Run(ctx context.Context) {
 	s.again = make(chan struct{}, 1)
-	go s.Store.Subscribe(ctx, s.List.apply, nil)
+	go s.Store.Subscribe(ctx, s.take, nil)
 	// The stream is followed from its newest entry before the first full
 	// read: what changes during it is applied after it.
 	var from string
@@ -314,9 +336,16 @@ func (s *Syncer) follow(ctx context.Context, from string) {
 		}
 		fails = 0
 		for _, c := range cs {
-			s.List.apply(c.Event)
+			s.take(c.Event)
 			last = c.ID
 		}
+	}
+}
+
+// take applies one change, telling Enforced of a block new to the list.
+func (s *Syncer) take(ev blockset.Event) {
+	if s.List.apply(ev) && ev.AtMS > 0 && s.Enforced != nil {
+		s.Enforced(time.UnixMilli(ev.AtMS))
 	}
 }
 

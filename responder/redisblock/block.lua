@@ -27,7 +27,7 @@ for j = 0, n - 1 do
     if mode == 'b' or mode == 's' then
       redis.call('SET', ko, ARGV[a+14], 'PX', ARGV[4])
     end
-    local ev = '{"op":"block","ip":"' .. ip .. '","expires_ms":' .. expires .. '}'
+    local ev = '{"op":"block","ip":"' .. ip .. '","expires_ms":' .. expires .. ',"at_ms":' .. ARGV[2] .. '}'
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', ev)
     redis.call('PUBLISH', ARGV[1], ev)
     out[#out+1] = 0; out[#out+1] = incident
