@@ -43,7 +43,7 @@ type cli struct {
 	Upstream                 string `help:"URL of the service to protect (proxy mode)." placeholder:"URL"`
 	TLSCertFile              string `name:"tls-cert-file" help:"Serve HTTPS (and HTTP/2) with this certificate." placeholder:"FILE"`
 	TLSKeyFile               string `name:"tls-key-file" help:"Key of --tls-cert-file." placeholder:"FILE"`
-	H2C                      bool   `name:"h2c" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
+	H2C                      bool   `name:"h2c" env:"AUTHGUARD_GATEWAY_H2C" help:"Also accept HTTP/2 without TLS (h2c), e.g. behind a proxy that speaks it."`
 	redisflag.Flags          `embed:""`
 	serve.Limits             `embed:""`
 	HTTPBodyProgressTimeout  time.Duration `help:"On the proxy port, the longest a request body may go without sending a byte: a slow-body client is cut off, an upload that keeps moving may take as long as it needs (0: no bound)." default:"30s"`
@@ -74,16 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var c cli
 	exited := false
-	parser, err := kong.New(&c,
-		kong.Name("authguard-gateway"),
-		kong.Description("Enforces authguard's blocks in front of a login service."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(int) { exited = true }),
-		kong.Configuration(cliconfig.Loader),
-		cliconfig.Durations,
-		kong.DefaultEnvars("AUTHGUARD_GATEWAY"),
-		kong.Vars{"version": buildinfo.String("authguard-gateway")},
-	)
+	parser, err := newParser(&c, stdout, kong.Writers(stdout, stderr), kong.Exit(func(int) { exited = true }))
 	if err != nil {
 		return err
 	}
@@ -95,6 +86,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return exitcode.UsageError(err)
 	}
 	return c.serve(ctx, stdout, stderr)
+}
+
+// newParser is the gateway's command line over c.
+func newParser(c *cli, stdout io.Writer, opts ...kong.Option) (*kong.Kong, error) {
+	return kong.New(c, append([]kong.Option{
+		kong.Name("authguard-gateway"),
+		kong.Description("Enforces authguard's blocks in front of a login service."),
+		kong.Configuration(cliconfig.Loader),
+		cliconfig.Durations,
+		kong.DefaultEnvars("AUTHGUARD_GATEWAY"),
+		kong.Vars{"version": buildinfo.String("authguard-gateway")},
+		kong.Writers(stdout, stdout),
+	}, opts...)...)
 }
 
 // settings are the flags checked and turned into what the gateway runs
@@ -298,7 +302,7 @@ func (c *cli) listen(ctx context.Context, gw http.Handler, adminMux http.Handler
 		errc <- proxySrv.Serve(proxyLn)
 	}()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
-	log.Info("authguard-gateway running", "mode", c.Mode, "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", c.Upstream)
+	log.Info("authguard-gateway running", "version", buildinfo.String("authguard-gateway"), "mode", c.Mode, "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", c.Upstream)
 
 	select {
 	case <-ctx.Done():
@@ -311,6 +315,14 @@ func (c *cli) listen(ctx context.Context, gw http.Handler, adminMux http.Handler
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	reason := "done"
+	switch {
+	case err != nil:
+		reason = err.Error()
+	case context.Cause(ctx) != nil:
+		reason = context.Cause(ctx).Error()
+	}
+	log.Info("authguard-gateway stopped", "reason", reason)
 	return err
 }
 

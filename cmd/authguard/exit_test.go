@@ -23,6 +23,7 @@ func TestExitStatusesTellFailuresApart(t *testing.T) {
 		{"a bad enum value is a usage error", []string{"blocks", "list", "--output", "xml"}, exitcode.Usage},
 		{"Redis refusing connections is unreachable", []string{"blocks", "list", "--redis-url", "redis://127.0.0.1:1/0"}, exitcode.Unreachable},
 		{"a Redis name that does not resolve is unreachable", []string{"accounts", "list", "--redis-url", "redis://no-such-host.invalid:6379/0"}, exitcode.Unreachable},
+		{"a Loki URL without a scheme is a usage error", []string{"run", "--check-config", "--loki-url", "loki:3100"}, exitcode.Usage},
 		{"--version", []string{"--version"}, exitcode.OK},
 		{"-v", []string{"-v"}, exitcode.OK},
 	} {

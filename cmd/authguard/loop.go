@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/authguard/authguard/cmd/internal/buildinfo"
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder/blockset"
@@ -75,7 +76,7 @@ func (d *daemon) run(ctx context.Context) error {
 	defer stopSlack()
 	slackDone := make(chan struct{})
 	go func() { d.notifier.Run(slackCtx); close(slackDone) }()
-	d.log.Info("authguard running", "admin", d.listener.Addr().String(), "push", addrOf(d.pushLn), "slack", addrOf(d.slackLn), "leader_election", d.elect != nil)
+	d.log.Info("authguard running", "version", buildinfo.String("authguard"), "admin", d.listener.Addr().String(), "push", addrOf(d.pushLn), "slack", addrOf(d.slackLn), "leader_election", d.elect != nil)
 	var err error
 	if d.elect == nil {
 		err = d.loop(ctx)
@@ -98,7 +99,19 @@ func (d *daemon) run(ctx context.Context) error {
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
+	d.log.Info("authguard stopped", "reason", stopReason(ctx, err))
 	return err
+}
+
+// stopReason says why the daemon stopped: the signal, or the error.
+func stopReason(ctx context.Context, err error) string {
+	switch {
+	case err != nil:
+		return err.Error()
+	case context.Cause(ctx) != nil:
+		return context.Cause(ctx).Error()
+	}
+	return "done"
 }
 
 // takeOver readies a standby to lead: the rules file may have changed

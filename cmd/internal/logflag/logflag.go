@@ -1,11 +1,16 @@
 // Package logflag holds the logging flags both binaries take, spelled and
-// meaning the same in each: --log-level and --log-format, for log/slog.
+// meaning the same in each: --log-level and --log-format, for log/slog; the
+// logger it makes also carries go-redis's own lines, and writes durations
+// as text.
 package logflag
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Log is embedded in a command's flags.
@@ -20,9 +25,28 @@ func (f Log) Logger(w io.Writer) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(f.LogLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.LogLevel)
 	}
-	opts := &slog.HandlerOptions{Level: l}
+	// Durations as people write them ("1.5s"), not as nanoseconds.
+	opts := &slog.HandlerOptions{Level: l, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}}
+	var log *slog.Logger
 	if f.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		log = slog.New(slog.NewTextHandler(w, opts))
+	} else {
+		log = slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts)), nil
+	// go-redis logs on its own (a pool that cannot dial, a failover):
+	// through this logger, so that every line of the log is one format.
+	redis.SetLogger(redisLog{log})
+	return log, nil
+}
+
+// redisLog is go-redis's logger interface over slog.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
