@@ -35,7 +35,7 @@ import (
 
 type cli struct {
 	Config  kong.ConfigFlag  `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
-	Version kong.VersionFlag `short:"v" help:"Print the version and exit (also: authguard-gateway version)."`
+	Version kong.VersionFlag `short:"v" env:"-" help:"Print the version and exit (also: authguard-gateway version)."`
 
 	Listen                   string `help:"Address the proxy listens on." default:":8080"`
 	AdminListen              string `help:"Address for /metrics, /healthz and /readyz (kept off the proxied port)." default:":9091"`

@@ -17,7 +17,7 @@ import (
 // and through an AUTHGUARD_* environment variable.
 type cli struct {
 	Config  kong.ConfigFlag  `help:"YAML settings file; its keys are the flag names (nested keys join with -)." placeholder:"FILE"`
-	Version kong.VersionFlag `short:"v" help:"Print the version and exit."`
+	Version kong.VersionFlag `short:"v" env:"-" help:"Print the version and exit."`
 
 	Run       runCmd       `cmd:"" help:"Run the daemon: tail Loki, detect, block in Redis, page in Slack."`
 	Replay    replayCmd    `cmd:"" help:"Run the rules over log files offline and print the decisions."`

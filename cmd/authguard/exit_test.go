@@ -38,3 +38,13 @@ func TestExitStatusesTellFailuresApart(t *testing.T) {
 		})
 	}
 }
+
+// A deployment's own AUTHGUARD_VERSION variable does not turn every
+// command into --version.
+func TestAVersionVariableIsNotTheFlag(t *testing.T) {
+	good := write(t, "ok.yaml", "rules:\n  - {name: x, match: {action: auth_failed}, group_by: client_ip, window: 1h, threshold: 5, alert: true}\n")
+	out, _, err := runCLI(t, map[string]string{"AUTHGUARD_VERSION": "0.1.0"}, "rules", "lint", good)
+	if err != nil || !strings.Contains(out, "1 rules OK") {
+		t.Errorf("rules lint with AUTHGUARD_VERSION set: %q %v", out, err)
+	}
+}
