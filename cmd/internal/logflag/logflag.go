@@ -9,14 +9,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
+	"github.com/lmittmann/tint"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/term"
 )
 
 // Log is embedded in a command's flags.
 type Log struct {
 	LogLevel  string `help:"debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
-	LogFormat string `help:"json or text." default:"json" enum:"json,text"`
+	LogFormat string `help:"auto (coloured text on a terminal, NO_COLOR honoured; JSON otherwise), json or text." default:"auto" enum:"auto,json,text"`
 }
 
 // Logger returns the logger the flags ask for, writing to w.
@@ -33,15 +36,26 @@ func (f Log) Logger(w io.Writer) (*slog.Logger, error) {
 		return a
 	}}
 	var log *slog.Logger
-	if f.LogFormat == "text" {
+	switch {
+	case f.LogFormat == "auto" && terminal(w):
+		// A person reading: short times, levels in colour unless NO_COLOR.
+		log = slog.New(tint.NewHandler(w, &tint.Options{Level: l, ReplaceAttr: opts.ReplaceAttr,
+			TimeFormat: "15:04:05.000", NoColor: os.Getenv("NO_COLOR") != ""}))
+	case f.LogFormat == "text":
 		log = slog.New(slog.NewTextHandler(w, opts))
-	} else {
+	default:
 		log = slog.New(slog.NewJSONHandler(w, opts))
 	}
 	// go-redis logs on its own (a pool that cannot dial, a failover):
 	// through this logger, so that every line of the log is one format.
 	redis.SetLogger(redisLog{log})
 	return log, nil
+}
+
+// terminal says w is a terminal (a person is reading).
+func terminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // redisLog is go-redis's logger interface over slog.

@@ -26,3 +26,16 @@ func TestDurationsAreWrittenAsText(t *testing.T) {
 		}
 	}
 }
+
+// auto writes JSON where no person reads (a pipe, a file, a pod's log).
+func TestAutoIsJSONWhenNotATerminal(t *testing.T) {
+	var b bytes.Buffer
+	log, err := Log{LogLevel: "info", LogFormat: "auto"}.Logger(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hello")
+	if !json.Valid(b.Bytes()) {
+		t.Errorf("auto into a buffer wrote %q, want JSON", b.String())
+	}
+}
