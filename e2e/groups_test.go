@@ -220,7 +220,8 @@ func TestAProtectedAccountLetsOnlyItsOwnAddressesIn(t *testing.T) {
 		t.Errorf("another account from the same address got %d, want the app's 401", a.status)
 	}
 	out, err := s.cli("accounts", "list", "--output", "json")
-	if err != nil || !strings.Contains(out, `"account":"alice"`) {
+	var protected []struct{ Account string }
+	if err != nil || json.Unmarshal([]byte(out), &protected) != nil || len(protected) != 1 || protected[0].Account != "alice" {
 		t.Fatalf("accounts list: %s %v", out, err)
 	}
 	if out, err := s.cli("accounts", "unprotect", "alice", "--operator", "oncall"); err != nil || !strings.Contains(out, "alice unprotected") {
