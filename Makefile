@@ -7,6 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
 demo: redis-server
+	@echo "make demo: building bin/authguard, bin/authguard-gateway and bin/authguard-demo (a first build fetches the Go modules and compiles them: a few minutes; later builds take seconds)"
 	$(GO) build -o bin/ ./cmd/authguard ./cmd/authguard-gateway ./cmd/authguard-demo
 	bin/authguard-demo
 
@@ -34,6 +35,7 @@ test-real: redis-server
 
 ## build: static binaries in bin/, as the Dockerfile builds them
 build:
+	@echo "make build: static binaries into bin/ (a first build fetches the Go modules: a few minutes)"
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/ ./cmd/authguard ./cmd/authguard-gateway
 
 ## images: build both images from deploy/Dockerfile as REGISTRY/authguard:TAG

@@ -96,22 +96,24 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	stopSlack()
 	<-slackDone
+	return d.stopped(ctx, err)
+}
+
+// stopped logs why the daemon stopped (the signal, or the error) and
+// returns the error, a cancellation being none.
+func (d *daemon) stopped(ctx context.Context, err error) error {
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
-	d.log.Info("authguard stopped", "reason", stopReason(ctx, err))
-	return err
-}
-
-// stopReason says why the daemon stopped: the signal, or the error.
-func stopReason(ctx context.Context, err error) string {
+	reason := "done"
 	switch {
 	case err != nil:
-		return err.Error()
+		reason = err.Error()
 	case context.Cause(ctx) != nil:
-		return context.Cause(ctx).Error()
+		reason = context.Cause(ctx).Error()
 	}
-	return "done"
+	d.log.Info("authguard stopped", "reason", reason)
+	return err
 }
 
 // takeOver readies a standby to lead: the rules file may have changed
