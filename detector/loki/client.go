@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/authguard/authguard/detector"
+	"github.com/authguard/authguard/responder/clip"
 )
 
 func (t *Tail) endpoint(path string, q url.Values, ws bool) (string, error) {
@@ -46,10 +47,15 @@ func (t *Tail) header() (http.Header, error) {
 	return h, nil
 }
 
+// maxRefusalBytes bounds the part of a refusal's body put in an error.
+const maxRefusalBytes = 300
+
 // refusal turns Loki's refusal of a request into an error that says what to
 // change.
 func (t *Tail) refusal(what string, status int, body string) error {
-	body = strings.TrimSpace(body)
+	// Bounded: a proxy or a wrong URL answers with a whole HTML page,
+	// which would otherwise fill every log line of the retries.
+	body = clip.Marked(strings.Join(strings.Fields(body), " "), maxRefusalBytes)
 	switch {
 	case status == http.StatusUnauthorized && strings.Contains(body, "no org id"):
 		return fmt.Errorf("loki %s refused the %s: 401 %s: this Loki is multi-tenant; set --loki-tenant", t.cfg.URL, what, body)

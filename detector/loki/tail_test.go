@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -390,5 +391,21 @@ func TestALineFromTheFutureMakesNothingCountTwice(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s delivered %d times", u, n)
 		}
+	}
+}
+
+// Something that is not Loki (a proxy's error page) answers with a whole
+// HTML page: the error keeps a bounded excerpt of it, not the page.
+func TestARefusalKeepsABoundedExcerptOfItsBody(t *testing.T) {
+	page := "<html><body>" + strings.Repeat("<p>Bad gateway, please try again later.</p>\n", 5000) + "</body></html>"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+		io.WriteString(w, page)
+	}))
+	defer srv.Close()
+	tl := mustTail(t, loki.Config{URL: srv.URL, Query: `{service="audit"}`}, loki.NewParser(loki.DefaultFields, 0, 0, false), slog.New(slog.DiscardHandler), loki.NewMetrics(prometheus.NewRegistry()))
+	_, err := tl.AttemptsPerMinute(context.Background(), "", time.Now().Add(-time.Minute), time.Now())
+	if err == nil || !strings.Contains(err.Error(), "502") || len(err.Error()) > 600 {
+		t.Errorf("error of %d bytes: %.700v", len(fmt.Sprint(err)), err)
 	}
 }
