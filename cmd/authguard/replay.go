@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/authguard/authguard/cmd/internal/exitcode"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/logfile"
@@ -25,7 +28,7 @@ type replayCmd struct {
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
 	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
 	Report             string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
-	Logs               []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl." type:"existingfile"`
+	Logs               []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl; - is standard input, and a .gz file (or any gzip stream) is read through." placeholder:"FILE"`
 }
 
 // replayDecision is the jsonl decision format of DESIGN.md.
@@ -96,18 +99,22 @@ func (c *replayCmd) Run(e *env) error {
 }
 
 // read reads every log into events, in time order, and what was skipped.
+// The same entry in several logs (overlapping exports, a file given twice)
+// is one event. It fails when no line could be read as an audit event,
+// naming the first line it could not read.
 func (c *replayCmd) read(progress io.Writer, lineTime, entry *loki.Parser) ([]detector.Event, logfile.Stats, error) {
 	// A logcli line wraps the audit line in JSON: escaping can double it.
 	wrapped := 2*lineTime.HardLimit() + 4096
 	var events []detector.Event
 	total := logfile.Stats{Skipped: map[string]int{}}
+	firstSkip := ""
 	for _, path := range c.Logs {
-		f, err := os.Open(path)
+		in, closeIn, err := openLog(path, progress)
 		if err != nil {
 			return nil, total, err
 		}
-		evs, st, err := logfile.Read(withProgress(f, path, progress), lineTime, entry, wrapped)
-		f.Close()
+		evs, st, err := logfile.Read(in, lineTime, entry, wrapped)
+		closeIn()
 		if err != nil {
 			return nil, total, fmt.Errorf("%s: %w", path, err)
 		}
@@ -117,12 +124,47 @@ func (c *replayCmd) read(progress io.Writer, lineTime, entry *loki.Parser) ([]de
 		for r, n := range st.Skipped {
 			total.Skipped[r] += n
 		}
+		if fs := st.FirstSkip; fs != nil && firstSkip == "" {
+			firstSkip = fmt.Sprintf("%s:%d: %s (%s)", path, fs.Line, fs.Reason, fs.Detail)
+		}
 	}
 	if len(c.Logs) > 1 {
 		sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
+		var dups int
+		events, dups = logfile.Dedup(events)
+		total.Duplicates += dups
 	}
-
+	switch {
+	case total.Lines == 0:
+		return nil, total, fmt.Errorf("no lines in %s", strings.Join(c.Logs, ", "))
+	case len(events) == 0:
+		return nil, total, fmt.Errorf("none of the %d lines is an audit event (JSON lines with action and client_ip, or logcli --output=jsonl); the first: %s", total.Lines, firstSkip)
+	}
 	return events, total, nil
+}
+
+// openLog opens one input: a file, or standard input for "-", read
+// through gzip when it is compressed.
+func openLog(path string, progress io.Writer) (io.Reader, func(), error) {
+	var in io.Reader = os.Stdin
+	closeIn := func() {}
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, nil, exitcode.UsageError(err)
+		}
+		in, closeIn = withProgress(f, path, progress), func() { f.Close() }
+	}
+	br := bufio.NewReaderSize(in, 64<<10)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			closeIn()
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return zr, closeIn, nil
+	}
+	return br, closeIn, nil
 }
 
 // replayDecisions runs events through engine, each at its own time as the

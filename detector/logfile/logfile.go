@@ -23,6 +23,15 @@ type Stats struct {
 	Events     int
 	Duplicates int
 	Skipped    map[string]int // by reason
+	// FirstSkip is the first line skipped, for a message that names it.
+	FirstSkip *Skip
+}
+
+// Skip is one skipped line: its number in its input and why.
+type Skip struct {
+	Line   int
+	Reason string
+	Detail string
 }
 
 // logcliLine is one line of logcli's jsonl output.
@@ -51,15 +60,21 @@ func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Ev
 			// Counted and skipped; never the end of the run.
 			st.Lines++
 			st.Skipped[loki.SkipTooLong]++
+			if st.FirstSkip == nil {
+				st.FirstSkip = &Skip{Line: st.Lines, Reason: loki.SkipTooLong, Detail: "longer than " + fmt.Sprint(maxLine) + " bytes"}
+			}
 		case text != "":
 			st.Lines++
 			ev, perr := parse(text, lineTime, entry)
 			if perr != nil {
-				reason := "unknown"
+				reason, detail := "unknown", perr.Error()
 				if se, ok := loki.IsSkip(perr); ok {
-					reason = se.Reason
+					reason, detail = se.Reason, se.Detail
 				}
 				st.Skipped[reason]++
+				if st.FirstSkip == nil {
+					st.FirstSkip = &Skip{Line: st.Lines, Reason: reason, Detail: detail}
+				}
 				break
 			}
 			events = append(events, ev)
@@ -69,9 +84,18 @@ func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Ev
 		}
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
-	// The same entry twice (a log exported from overlapping queries) is one
-	// event, as Loki itself stores an exact repeat once.
-	kept := events[:0]
+	kept, dups := Dedup(events)
+	st.Duplicates += dups
+	st.Events = len(kept)
+	return kept, st, nil
+}
+
+// Dedup drops the repeats of events sorted by time: the same entry twice
+// (a log exported from overlapping queries, or the same file given twice)
+// is one event, as Loki itself stores an exact repeat once. It returns the
+// events kept and how many were repeats.
+func Dedup(events []detector.Event) ([]detector.Event, int) {
+	kept, dups := events[:0], 0
 	for i, ev := range events {
 		dup := false
 		for j := i - 1; j >= 0 && events[j].Time.Equal(ev.Time); j-- {
@@ -81,13 +105,12 @@ func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Ev
 			}
 		}
 		if dup {
-			st.Duplicates++
+			dups++
 			continue
 		}
 		kept = append(kept, ev)
 	}
-	st.Events = len(kept)
-	return kept, st, nil
+	return kept, dups
 }
 
 // readLine reads one line of any length, without its line ending. A line
