@@ -4,15 +4,20 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/authguard/authguard/cmd/internal/exitcode"
+	"github.com/authguard/authguard/cmd/internal/lokiflag"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/logfile"
@@ -28,7 +33,12 @@ type replayCmd struct {
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
 	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
 	Report             string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
-	Logs               []string `arg:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl; - is standard input, and a .gz file (or any gzip stream) is read through." placeholder:"FILE"`
+	LokiURL            string   `help:"Read the history from this Loki (query_range, as the daemon's backfill reads it) instead of files." placeholder:"URL" group:"Loki"`
+	LokiQuery          string   `help:"LogQL query selecting the audit events in Loki." default:"${loki_query}" group:"Loki"`
+	lokiflag.Loki      `embed:"" group:"Loki"`
+	Since              time.Duration `help:"With --loki-url: how far back to read, e.g. 7d." default:"24h" group:"Loki"`
+	Until              string        `help:"With --loki-url: the end of the span (RFC 3339; default now)." placeholder:"TIME" group:"Loki"`
+	Logs               []string      `arg:"" optional:"" help:"Log files: raw JSON audit lines (time from their ts field) or logcli --output=jsonl; - is standard input, and a .gz file (or any gzip stream) is read through." placeholder:"FILE"`
 }
 
 // replayDecision is the jsonl decision format of DESIGN.md.
@@ -52,7 +62,7 @@ type replayDecision struct {
 
 // Run replays the logs through the same engine the daemon runs and prints
 // its decisions; a summary goes to stderr.
-func (c *replayCmd) Run(e *env) error {
+func (c *replayCmd) Run(ctx context.Context, e *env) error {
 	set, err := loadRules(c.Rules, 0)
 	if err != nil {
 		return err
@@ -73,7 +83,18 @@ func (c *replayCmd) Run(e *env) error {
 		lineTime.Verify(v)
 		entry.Verify(v)
 	}
-	events, total, err := c.read(e.stderr, lineTime, entry)
+	var events []detector.Event
+	var total logfile.Stats
+	switch {
+	case c.LokiURL != "" && len(c.Logs) > 0:
+		return exitcode.UsageError(errors.New("replay reads files or --loki-url, not both"))
+	case c.LokiURL != "":
+		events, total, err = c.readLoki(ctx, entry)
+	case len(c.Logs) == 0:
+		return exitcode.UsageError(errors.New("replay needs log files (- for standard input) or --loki-url"))
+	default:
+		events, total, err = c.read(e.stderr, lineTime, entry)
+	}
 	if err != nil {
 		return err
 	}
@@ -139,6 +160,55 @@ func (c *replayCmd) read(progress io.Writer, lineTime, entry *loki.Parser) ([]de
 		return nil, total, fmt.Errorf("no lines in %s", strings.Join(c.Logs, ", "))
 	case len(events) == 0:
 		return nil, total, fmt.Errorf("none of the %d lines is an audit event (JSON lines with action and client_ip, or logcli --output=jsonl); the first: %s", total.Lines, firstSkip)
+	}
+	return events, total, nil
+}
+
+// readLoki reads the span --since back from --until out of Loki, with
+// the daemon's client, auth and paging, into events in time order.
+func (c *replayCmd) readLoki(ctx context.Context, entry *loki.Parser) ([]detector.Event, logfile.Stats, error) {
+	total := logfile.Stats{Skipped: map[string]int{}}
+	until := time.Now()
+	if c.Until != "" {
+		t, err := time.Parse(time.RFC3339Nano, c.Until)
+		if err != nil {
+			return nil, total, exitcode.UsageError(fmt.Errorf("--until %q: want an RFC 3339 time such as 2026-11-22T10:00:00Z", c.Until))
+		}
+		until = t
+	}
+	if c.Since <= 0 {
+		return nil, total, exitcode.UsageError(fmt.Errorf("--since %s: want a positive span such as 7d", c.Since))
+	}
+	if err := c.Loki.Check(); err != nil {
+		return nil, total, err
+	}
+	tlsConf, err := c.Loki.TLS()
+	if err != nil {
+		return nil, total, err
+	}
+	reg := prometheus.NewRegistry()
+	tail, err := loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Header: c.Loki.Auth().Apply, TLS: tlsConf},
+		entry, slog.New(slog.DiscardHandler), loki.NewMetrics(reg))
+	if err != nil {
+		return nil, total, exitcode.UsageError(err)
+	}
+	ch := make(chan detector.Event, 1024)
+	var readErr error
+	go func() {
+		defer close(ch)
+		_, readErr = tail.Read(ctx, until.Add(-c.Since), until, ch)
+	}()
+	var events []detector.Event
+	for ev := range ch {
+		events = append(events, ev)
+	}
+	if readErr != nil {
+		return nil, total, fmt.Errorf("read %s: %w", c.LokiURL, readErr)
+	}
+	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
+	total.Lines = len(events)
+	if len(events) == 0 {
+		return nil, total, fmt.Errorf("no audit events in %s from %s to %s", c.LokiURL, detector.FormatTime(until.Add(-c.Since)), detector.FormatTime(until))
 	}
 	return events, total, nil
 }

@@ -170,3 +170,14 @@ func (t *Tail) catchUp(ctx context.Context, h http.Header, from, until int64, sr
 	}
 	return delivered, nil
 }
+
+// Read delivers every entry of the query in [from, until) with
+// query_range, oldest first, each once, as the backfill at start does: a
+// backtest replays what it reads. It returns how many it delivered.
+func (t *Tail) Read(ctx context.Context, from, until time.Time, out chan<- detector.Event) (int, error) {
+	h, err := t.header()
+	if err != nil {
+		return 0, err
+	}
+	return t.catchUp(ctx, h, from.UnixNano(), until.UnixNano(), fromCatchUp, out)
+}
