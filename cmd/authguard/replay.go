@@ -32,6 +32,7 @@ type replayCmd struct {
 	MaxLineBytes       int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
 	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
+	Baseline           string   `help:"Also replay these rules and print what changes from them to --rules instead of the decisions: keys blocked only by one side, blocked earlier or later, alerts gained and lost." placeholder:"FILE"`
 	Report             string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
 	LokiURL            string   `help:"Read the history from this Loki (query_range, as the daemon's backfill reads it) instead of files." placeholder:"URL" group:"Loki"`
 	LokiQuery          string   `help:"LogQL query selecting the audit events in Loki." default:"${loki_query}" group:"Loki"`
@@ -99,6 +100,9 @@ func (c *replayCmd) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	out, byRule := replayDecisions(engine, events)
+	if c.Baseline != "" {
+		return c.compare(e, events, out)
+	}
 	if err := c.print(e.stdout, out); err != nil {
 		return err
 	}
@@ -117,6 +121,21 @@ func (c *replayCmd) Run(ctx context.Context, e *env) error {
 	}
 	summarize(e.stderr, total, len(events), out, byRule)
 	return nil
+}
+
+// compare replays events with the --baseline rules too and prints what
+// changes from them to the rules replayed.
+func (c *replayCmd) compare(e *env, events []detector.Event, out []replayDecision) error {
+	base, err := loadRules(c.Baseline, 0)
+	if err != nil {
+		return err
+	}
+	engine, err := detector.New(base.Config)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Baseline, err)
+	}
+	baseline, _ := replayDecisions(engine, events)
+	return c.printChanges(e.stdout, e.stderr, compareRuns(out, baseline))
 }
 
 // read reads every log into events, in time order, and what was skipped.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"compress/gzip"
+	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -57,5 +59,58 @@ func TestReplayReadsRealInputs(t *testing.T) {
 	}
 	if _, _, err := runCLI(t, nil, "replay", write(t, "empty.log", "")); err == nil {
 		t.Error("an empty log replayed without an error")
+	}
+}
+
+// --baseline lists exactly the keys whose outcome a rule change changes:
+// SEC-010 at 3 failures instead of 5 blocks the addresses with 3 or 4
+// failures that the baseline never blocked, and the ones with 5 or more
+// earlier; an independent count of each address's failures says which.
+func TestABaselineListsWhatARuleChangeChanges(t *testing.T) {
+	def, err := os.ReadFile("../../rules/examples/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseline := write(t, "baseline.yaml", string(def))
+	changed := strings.Replace(string(def), "threshold: 5                    #", "threshold: 3                    #", 1)
+	if changed == string(def) {
+		t.Fatal("the default rules no longer spell SEC-010's threshold as this test expects")
+	}
+	rules := write(t, "new.yaml", changed)
+	var log strings.Builder
+	failures := map[string]int{}
+	for n := 1; n <= 7; n++ {
+		ip := fmt.Sprintf("203.0.113.%d", n)
+		failures[ip] = n
+		for i := range n {
+			fmt.Fprintf(&log, `{"ts":"2026-11-22T10:%02d:%02dZ","action":"auth_failed","client_ip":%q,"username":"u%d"}`+"\n", i, n, ip, n)
+		}
+	}
+	want := map[string]string{}
+	for ip, n := range failures {
+		switch {
+		case n >= 5:
+			want[ip] = "blocked earlier"
+		case n >= 3:
+			want[ip] = "blocked only by the new rules"
+		}
+	}
+	out, summary, err := runCLI(t, nil, "replay", "--rules", rules, "--baseline", baseline, "-o", "json", write(t, "attack.log", log.String()))
+	var changes []struct{ Change, Rule, Key string }
+	if err != nil || json.Unmarshal([]byte(out), &changes) != nil {
+		t.Fatalf("replay --baseline: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, c := range changes {
+		if c.Rule != "failed-login-burst" {
+			t.Errorf("a rule that did not change changed: %+v", c)
+		}
+		got[c.Key] = c.Change
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("changes %v, want %v", got, want)
+	}
+	if !strings.Contains(summary, "failed-login-burst: 3 blocked earlier") || !strings.Contains(summary, "failed-login-burst: 2 blocked only by the new rules") {
+		t.Errorf("summary %q", summary)
 	}
 }
