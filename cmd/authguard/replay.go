@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,6 +33,7 @@ type replayCmd struct {
 	MaxLineBytes       int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
 	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
+	Renewals           bool     `help:"List every renewal of a block as its own row in the table (by default a block's renewals are folded into its row and counted)."`
 	Baseline           string   `help:"Also replay these rules and print what changes from them to --rules instead of the decisions: keys blocked only by one side, blocked earlier or later, alerts gained and lost." placeholder:"FILE"`
 	Report             string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
 	LokiURL            string   `help:"Read the history from this Loki (query_range, as the daemon's backfill reads it) instead of files." placeholder:"URL" group:"Loki"`
@@ -282,18 +284,50 @@ func replayDecisions(engine *detector.Engine, events []detector.Event) ([]replay
 	return out, byRule
 }
 
-// print writes the decisions as a table or as jsonl.
+// print writes the decisions: every one in the machine formats; in the
+// table, unless --renewals, a block's renewals are folded into its row.
 func (c *replayCmd) print(w io.Writer, out []replayDecision) error {
+	rows, renewals := out, []int(nil)
+	if c.Output == "table" && !c.Renewals {
+		rows, renewals = foldRenewals(out)
+	}
 	return list(c.outputFlag, w, out, func(tw *tabwriter.Writer) {
-		fmt.Fprintln(tw, "TIME\tRULE\tKEY\tACTION\tTTL\tSEVERITY\tCOUNT")
-		for _, d := range out {
+		fmt.Fprintln(tw, "TIME\tRULE\tKEY\tACTION\tTTL\tSEVERITY\tCOUNT\tRENEWALS")
+		for i, d := range rows {
 			ttl := "-"
 			if d.TTLSeconds > 0 {
 				ttl = detector.FormatDuration(time.Duration(d.TTLSeconds) * time.Second)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Time, d.Rule, dash(d.Key), d.Action, ttl, d.Severity, d.Count)
+			renewed := "-" // unfolded: this row is one
+			switch {
+			case renewals != nil:
+				renewed = strconv.Itoa(renewals[i])
+			case d.Renewal:
+				renewed = "renewal"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Time, d.Rule, dash(d.Key), d.Action, ttl, d.Severity, d.Count, renewed)
 		}
 	})
+}
+
+// foldRenewals keeps the decisions that are not renewals, each with the
+// number of renewals of it that followed (same rule, key and action).
+func foldRenewals(out []replayDecision) ([]replayDecision, []int) {
+	var rows []replayDecision
+	var counts []int
+	open := map[[3]string]int{} // rule, key, action → its row
+	for _, d := range out {
+		k := [3]string{d.Rule, d.Key, d.Action}
+		if i, ok := open[k]; ok && d.Renewal {
+			counts[i]++
+			rows[i].Count = d.Count // the tally it reached
+			continue
+		}
+		open[k] = len(rows)
+		rows = append(rows, d)
+		counts = append(counts, 0)
+	}
+	return rows, counts
 }
 
 // summarize tells what was read, skipped and decided.

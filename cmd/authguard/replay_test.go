@@ -114,3 +114,20 @@ func TestABaselineListsWhatARuleChangeChanges(t *testing.T) {
 		t.Errorf("summary %q", summary)
 	}
 }
+
+// The table folds a block's renewals into its row by default, counting
+// them; --renewals lists each, and jsonl always has every decision.
+func TestTheTableFoldsRenewals(t *testing.T) {
+	folded, _, err := runCLI(t, nil, "replay", "../../rules/examples/attack.log")
+	if err != nil || strings.Count(folded, "\n") != 2 || !strings.Contains(folded, "  8  ") || !strings.HasSuffix(strings.TrimSpace(folded), "3") {
+		t.Errorf("folded table: %v\n%s", err, folded)
+	}
+	all, _, err := runCLI(t, nil, "replay", "--renewals", "../../rules/examples/attack.log")
+	if err != nil || strings.Count(all, "\n") != 5 || strings.Count(all, "renewal\n") != 3 {
+		t.Errorf("--renewals: %v\n%s", err, all)
+	}
+	jsonl, _, _ := runCLI(t, nil, "replay", "-o", "jsonl", "../../rules/examples/attack.log")
+	if strings.Count(jsonl, "\n") != 4 {
+		t.Errorf("jsonl:\n%s", jsonl)
+	}
+}
