@@ -33,6 +33,9 @@ type replayCmd struct {
 	MaxLineBytes       int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
 	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
+	Format             string   `help:"Read plain-text logs with this regular expression: named groups client_ip (or fail2ban's <HOST>) and ts, optionally username and success (matched text: the login worked); other lines are skipped." placeholder:"REGEX"`
+	TimeFormat         string   `help:"Go time layout of --format's ts group, e.g. \"Jan _2 15:04:05\" for syslog (default RFC 3339)." placeholder:"LAYOUT"`
+	Year               int      `help:"Year of --format times whose layout has none (default: this year)."`
 	Renewals           bool     `help:"List every renewal of a block as its own row in the table (by default a block's renewals are folded into its row and counted)."`
 	Baseline           string   `help:"Also replay these rules and print what changes from them to --rules instead of the decisions: keys blocked only by one side, blocked earlier or later, alerts gained and lost." placeholder:"FILE"`
 	Report             string   `help:"Also write a self-contained HTML page for post-incident review: attempts per minute with each decision marked, top offenders." placeholder:"FILE.html"`
@@ -150,12 +153,24 @@ func (c *replayCmd) read(progress io.Writer, lineTime, entry *loki.Parser) ([]de
 	var events []detector.Event
 	total := logfile.Stats{Skipped: map[string]int{}}
 	firstSkip := ""
+	parseLine := logfile.JSON(lineTime, entry)
+	if c.Format != "" {
+		year := c.Year
+		if year == 0 {
+			year = time.Now().Year()
+		}
+		f, err := logfile.NewFormat(c.Format, c.TimeFormat, year)
+		if err != nil {
+			return nil, total, exitcode.UsageError(err)
+		}
+		parseLine = f.Parse
+	}
 	for _, path := range c.Logs {
 		in, closeIn, err := openLog(path, progress)
 		if err != nil {
 			return nil, total, err
 		}
-		evs, st, err := logfile.Read(in, lineTime, entry, wrapped)
+		evs, st, err := logfile.Read(in, parseLine, wrapped)
 		closeIn()
 		if err != nil {
 			return nil, total, fmt.Errorf("%s: %w", path, err)
@@ -180,7 +195,7 @@ func (c *replayCmd) read(progress io.Writer, lineTime, entry *loki.Parser) ([]de
 	case total.Lines == 0:
 		return nil, total, fmt.Errorf("no lines in %s", strings.Join(c.Logs, ", "))
 	case len(events) == 0:
-		return nil, total, fmt.Errorf("none of the %d lines is an audit event (JSON lines with action and client_ip, or logcli --output=jsonl); the first: %s", total.Lines, firstSkip)
+		return nil, total, fmt.Errorf("none of the %d lines is an audit event (JSON lines with action and client_ip, logcli --output=jsonl, or plain text read with --format); the first: %s", total.Lines, firstSkip)
 	}
 	return events, total, nil
 }

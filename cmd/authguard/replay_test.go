@@ -131,3 +131,18 @@ func TestTheTableFoldsRenewals(t *testing.T) {
 		t.Errorf("jsonl:\n%s", jsonl)
 	}
 }
+
+// A plain-text sshd log replays with --format and decides SEC-010 as the
+// JSON audit lines would.
+func TestReplayReadsPlainTextWithAFormat(t *testing.T) {
+	var log strings.Builder
+	for i := 1; i <= 5; i++ {
+		fmt.Fprintf(&log, "Nov 22 10:00:0%d host sshd[7]: Failed password for alice from 203.0.113.7 port 22 ssh2\n", i)
+	}
+	out, _, err := runCLI(t, nil, "replay", "-o", "jsonl", "--format", `^(?P<ts>\w{3} [ \d]\d \d\d:\d\d:\d\d) \S+ sshd\[\d+\]: Failed password for (?P<username>\S+) from <HOST>`,
+		"--time-format", "Jan _2 15:04:05", "--year", "2026", write(t, "auth.log", log.String()))
+	want := `{"time":"2026-11-22T10:00:05Z","rule":"failed-login-burst","key":"203.0.113.7","action":"block","ttl_seconds":300,"severity":"P3","count":5}`
+	if err != nil || strings.TrimSpace(out) != want {
+		t.Errorf("replay --format: %v\n got %s\nwant %s", err, out, want)
+	}
+}

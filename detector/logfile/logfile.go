@@ -41,12 +41,21 @@ type logcliLine struct {
 	Timestamp string            `json:"timestamp"`
 }
 
-// Read parses every line of r. lineTime parses raw audit lines with their
-// own ts field; entry parses the line of a logcli entry with its timestamp.
-// Lines longer than maxLine bytes are counted as too_long and skipped.
-// The events come back in time order (stable for equal times), as the
-// detector needs them; logcli writes newest first by default.
-func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Event, Stats, error) {
+// LineParser turns one line of a log into an event, or returns a
+// *loki.SkipError saying why it is not one.
+type LineParser func(text string) (detector.Event, error)
+
+// JSON reads JSON lines: lineTime parses raw audit lines with their own ts
+// field; entry parses the line of a logcli entry with its timestamp.
+func JSON(lineTime, entry *loki.Parser) LineParser {
+	return func(text string) (detector.Event, error) { return parse(text, lineTime, entry) }
+}
+
+// Read parses every line of r with parse. Lines longer than maxLine bytes
+// are counted as too_long and skipped. The events come back in time order
+// (stable for equal times), as the detector needs them; logcli writes
+// newest first by default.
+func Read(r io.Reader, parseLine LineParser, maxLine int) ([]detector.Event, Stats, error) {
 	st := Stats{Skipped: map[string]int{}}
 	var events []detector.Event
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -65,7 +74,7 @@ func Read(r io.Reader, lineTime, entry *loki.Parser, maxLine int) ([]detector.Ev
 			}
 		case text != "":
 			st.Lines++
-			ev, perr := parse(text, lineTime, entry)
+			ev, perr := parseLine(text)
 			if perr != nil {
 				reason, detail := "unknown", perr.Error()
 				if se, ok := loki.IsSkip(perr); ok {

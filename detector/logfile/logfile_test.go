@@ -16,7 +16,7 @@ func TestReadBothFormatsIntoTimeOrder(t *testing.T) {
 		`{"ts":"yesterday","action":"auth_failed","client_ip":"192.0.2.3"}`,
 		`{"labels":{},"line":"{\"action\":\"auth_failed\"}","timestamp":"2026-11-22T10:00:03Z"}`,
 	}, "\n")
-	evs, st, err := Read(strings.NewReader(in), loki.NewParser(loki.DefaultFields, 0, 0, true), loki.NewParser(loki.DefaultFields, 0, 0, false), 1<<16)
+	evs, st, err := Read(strings.NewReader(in), JSON(loki.NewParser(loki.DefaultFields, 0, 0, true), loki.NewParser(loki.DefaultFields, 0, 0, false)), 1<<16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestReadBothFormatsIntoTimeOrder(t *testing.T) {
 func TestExactRepeatsAreOneEvent(t *testing.T) {
 	line := `{"ts":"2026-11-22T10:00:01Z","action":"auth_failed","client_ip":"192.0.2.1"}`
 	other := `{"ts":"2026-11-22T10:00:01Z","action":"auth_failed","client_ip":"192.0.2.2"}`
-	evs, st, err := Read(strings.NewReader(line+"\n"+other+"\n"+line+"\n"), loki.NewParser(loki.DefaultFields, 0, 0, true), loki.NewParser(loki.DefaultFields, 0, 0, false), 1<<16)
+	evs, st, err := Read(strings.NewReader(line+"\n"+other+"\n"+line+"\n"), JSON(loki.NewParser(loki.DefaultFields, 0, 0, true), loki.NewParser(loki.DefaultFields, 0, 0, false)), 1<<16)
 	if err != nil || len(evs) != 2 || st.Duplicates != 1 {
 		t.Fatalf("events %d duplicates %d err %v", len(evs), st.Duplicates, err)
 	}
