@@ -6,7 +6,6 @@ package logfile
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -32,13 +31,6 @@ type Skip struct {
 	Line   int
 	Reason string
 	Detail string
-}
-
-// logcliLine is one line of logcli's jsonl output.
-type logcliLine struct {
-	Labels    map[string]string `json:"labels"`
-	Line      *string           `json:"line"`
-	Timestamp string            `json:"timestamp"`
 }
 
 // LineParser turns one line of a log into an event, or returns a
@@ -149,13 +141,12 @@ func readLine(br *bufio.Reader, limit int) (text string, tooLong bool, err error
 }
 
 func parse(text string, lineTime, entry *loki.Parser) (detector.Event, error) {
-	var lc logcliLine
-	if json.Unmarshal([]byte(text), &lc) == nil && lc.Line != nil && lc.Timestamp != "" {
-		ts, err := time.Parse(time.RFC3339Nano, lc.Timestamp)
+	if stamp, line, ok := loki.LogcliEntry(text); ok {
+		ts, err := time.Parse(time.RFC3339Nano, stamp)
 		if err != nil {
-			return detector.Event{}, &loki.SkipError{Reason: loki.SkipBadTime, Detail: "logcli timestamp " + lc.Timestamp}
+			return detector.Event{}, &loki.SkipError{Reason: loki.SkipBadTime, Detail: "logcli timestamp " + stamp}
 		}
-		return entry.Parse(ts.UTC(), *lc.Line)
+		return entry.Parse(ts.UTC(), line)
 	}
 	return lineTime.Parse(time.Time{}, text)
 }

@@ -334,3 +334,35 @@ func IsSkip(err error) (*SkipError, bool) {
 	ok := errors.As(err, &se)
 	return se, ok
 }
+
+// LogcliEntry reads one line of `logcli --output=jsonl`, {"labels":{...},
+// "timestamp":"...","line":"..."}: its entry timestamp and its line,
+// passing over the labels without building them. ok is false when text is
+// not such an entry (a raw audit line, say).
+func LogcliEntry(text string) (ts, line string, ok bool) {
+	d := frameDecoder{b: unsafe.Slice(unsafe.StringData(text), len(text))} // read only
+	if d.peek() != '{' {
+		return "", "", false
+	}
+	hasLine := false
+	err := d.object(func(key []byte) error {
+		switch string(key) {
+		case "line":
+			if d.peek() != '"' {
+				return d.skip()
+			}
+			v, err := d.str()
+			line, hasLine = v, err == nil
+			return err
+		case "timestamp":
+			if d.peek() != '"' {
+				return d.skip()
+			}
+			v, err := d.str()
+			ts = v
+			return err
+		}
+		return d.skip()
+	})
+	return ts, line, err == nil && hasLine && ts != ""
+}

@@ -152,3 +152,25 @@ func TestTheFieldsRulesNameAreRead(t *testing.T) {
 		t.Errorf("a parser asked for no fields read %+v", plain.Attrs)
 	}
 }
+
+// A logcli jsonl entry gives its timestamp and line, escapes undone,
+// whatever its labels hold; anything else is not an entry.
+func TestLogcliEntriesAreRead(t *testing.T) {
+	for _, tt := range []struct {
+		text, ts, line string
+		ok             bool
+	}{
+		{`{"labels":{"service":"audit","client_ip":"203.0.113.7"},"line":"{\"action\":\"auth_failed\",\"client_ip\":\"203.0.113.7\"}","timestamp":"2026-11-22T10:00:00Z"}`,
+			"2026-11-22T10:00:00Z", `{"action":"auth_failed","client_ip":"203.0.113.7"}`, true},
+		{`{"timestamp":"2026-11-22T10:00:00.5Z","line":"caf\u00e9 \"x\"","labels":{"a":{"nested":[1,2]}}}`, "2026-11-22T10:00:00.5Z", `café "x"`, true},
+		{`{"action":"auth_failed","client_ip":"203.0.113.7","ts":"2026-11-22T10:00:00Z"}`, "", "", false},
+		{`{"line":"x"}`, "", "", false},
+		{`{"line":"x","timestamp":"t"`, "", "", false},
+		{`not json`, "", "", false},
+	} {
+		ts, line, ok := LogcliEntry(tt.text)
+		if ok != tt.ok || ok && (ts != tt.ts || line != tt.line) {
+			t.Errorf("%s: %q %q %v", tt.text, ts, line, ok)
+		}
+	}
+}
