@@ -3,7 +3,7 @@
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-real build images bench bench-compare soak lint redis-server
+.PHONY: demo test test-real build images bench bench-compare bench-replay soak lint redis-server
 
 ## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
 demo: redis-server
@@ -57,6 +57,12 @@ images:
 ## redis-server, as production gives Redis its own
 bench: redis-server
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./...
+
+## bench-replay: the whole replay process on a 210,000-line attack against
+## fail2ban-regex on the same lines when it is installed (apt-get install
+## fail2ban): lines/s, peak RSS and the ratio of their times. Not run by CI.
+bench-replay:
+	$(GO) test -run '^$$' -bench ReplayAgainstFail2ban -benchtime 3x ./cmd/authguard/
 
 # redis-server is needed by the demo and the e2e tests; install it when missing.
 redis-server:
