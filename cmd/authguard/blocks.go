@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,18 +21,20 @@ import (
 	"github.com/authguard/authguard/responder"
 	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/cidr"
+	"github.com/authguard/authguard/responder/clip"
 	"github.com/authguard/authguard/responder/redisblock"
 )
 
 // operatorFlags name who acts, for the evidence record.
 type operatorFlags struct {
-	Operator string `help:"Who is acting, for the evidence record (default: $SUDO_USER, $USER, $LOGNAME, else the account and host, as in a kubectl exec)." placeholder:"NAME"`
+	Operator string `help:"Who is acting, for the evidence record (default: $SUDO_USER, $USER, $LOGNAME, else in a pod its service account, else the account and host)." placeholder:"NAME"`
 	Reason   string `help:"Why, for the evidence record." default:"(no reason given)" placeholder:"TEXT"`
 }
 
 // who names the operator: the flag, else the person behind sudo, else the
-// login, else (a kubectl exec into a pod sets none of these) the account
-// and host the command runs as.
+// login, else (a kubectl exec into a pod sets none of these) the pod's
+// Kubernetes service account, else the account and host the command runs
+// as.
 func (o operatorFlags) who() string {
 	if o.Operator != "" {
 		return o.Operator
@@ -41,10 +45,40 @@ func (o operatorFlags) who() string {
 		}
 	}
 	host, _ := os.Hostname()
+	if sa := serviceAccount(serviceAccountToken); sa != "" {
+		return sa + " on " + host
+	}
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		return u.Username + "@" + host
 	}
 	return fmt.Sprintf("uid %d@%s", os.Getuid(), host)
+}
+
+// serviceAccountToken is where the kubelet mounts a pod's token.
+var serviceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// serviceAccount is the subject of the pod's service-account token
+// ("system:serviceaccount:authguard:authguard"), read from the token's
+// claims without checking them (it names, it does not authorise); "" when
+// there is none.
+func serviceAccount(tokenFile string) string {
+	b, err := os.ReadFile(tokenFile)
+	if err != nil || len(b) > 64<<10 {
+		return ""
+	}
+	parts := strings.Split(strings.TrimSpace(string(b)), ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var claims struct{ Sub string }
+	if json.Unmarshal(payload, &claims) != nil || !strings.HasPrefix(claims.Sub, "system:serviceaccount:") {
+		return ""
+	}
+	return clip.String(claims.Sub, 256)
 }
 
 type blocksCmd struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -369,5 +370,17 @@ func TestTheOperatorIsNamedWithoutUSER(t *testing.T) {
 	}
 	if got := (operatorFlags{Operator: "bob"}).who(); got != "bob" {
 		t.Errorf("--operator bob: %q", got)
+	}
+	// In a pod (kubectl exec), the service account the kubelet mounted.
+	claims := base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"https://kubernetes.default.svc","sub":"system:serviceaccount:authguard:authguard"}`))
+	saved := serviceAccountToken
+	serviceAccountToken = write(t, "token", "eyJhbGciOiJSUzI1NiJ9."+claims+".c2lnbmF0dXJl\n")
+	defer func() { serviceAccountToken = saved }()
+	if got := (operatorFlags{}).who(); got != "system:serviceaccount:authguard:authguard on "+host {
+		t.Errorf("in a pod: %q", got)
+	}
+	serviceAccountToken = write(t, "garbage", "not a token")
+	if got := (operatorFlags{}).who(); !strings.HasSuffix(got, "@"+host) {
+		t.Errorf("with a token that is not one: %q", got)
 	}
 }
