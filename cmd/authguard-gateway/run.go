@@ -315,14 +315,7 @@ func (c *cli) listen(ctx context.Context, gw http.Handler, adminMux http.Handler
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	reason := "done"
-	switch {
-	case err != nil:
-		reason = err.Error()
-	case context.Cause(ctx) != nil:
-		reason = context.Cause(ctx).Error()
-	}
-	log.Info("authguard-gateway stopped", "reason", reason)
+	logflag.Stopped(ctx, log, "authguard-gateway", err)
 	return err
 }
 

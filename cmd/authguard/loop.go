@@ -14,6 +14,7 @@ import (
 
 	"github.com/authguard/authguard/cmd/internal/buildinfo"
 	"github.com/authguard/authguard/cmd/internal/leader"
+	"github.com/authguard/authguard/cmd/internal/logflag"
 	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/responder/blockset"
 	"github.com/authguard/authguard/responder/clip"
@@ -105,14 +106,7 @@ func (d *daemon) stopped(ctx context.Context, err error) error {
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
-	reason := "done"
-	switch {
-	case err != nil:
-		reason = err.Error()
-	case context.Cause(ctx) != nil:
-		reason = context.Cause(ctx).Error()
-	}
-	d.log.Info("authguard stopped", "reason", reason)
+	logflag.Stopped(ctx, d.log, "authguard", err)
 	return err
 }
 

@@ -64,3 +64,16 @@ type redisLog struct{ log *slog.Logger }
 func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 	r.log.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
+
+// Stopped logs a binary's last line: that it stopped, and why (the
+// error, else the signal that ended ctx, else "done").
+func Stopped(ctx context.Context, log *slog.Logger, name string, err error) {
+	reason := "done"
+	switch {
+	case err != nil:
+		reason = err.Error()
+	case context.Cause(ctx) != nil:
+		reason = context.Cause(ctx).Error()
+	}
+	log.Info(name+" stopped", "reason", reason)
+}
