@@ -39,7 +39,7 @@ func (f Log) Logger(w io.Writer) (*slog.Logger, error) {
 	switch {
 	case f.LogFormat == "auto" && terminal(w):
 		// A person reading: short times, levels in colour unless NO_COLOR.
-		log = slog.New(tint.NewHandler(w, &tint.Options{Level: l, ReplaceAttr: opts.ReplaceAttr,
+		log = slog.New(tint.NewTextHandler(w, &tint.Options{Level: l, ReplaceAttr: opts.ReplaceAttr,
 			TimeFormat: "15:04:05.000", NoColor: os.Getenv("NO_COLOR") != ""}))
 	case f.LogFormat == "text":
 		log = slog.New(slog.NewTextHandler(w, opts))

@@ -95,10 +95,13 @@ func jsonPushError(body []byte) error {
 		for j < len(body) && strings.IndexByte(" \t\r\n", body[j]) >= 0 {
 			j++
 		}
+		//lint:ignore ST1005 Loki's own words, as a real Loki answers
 		return fmt.Errorf("loghttp.PushRequest.readFieldHash: expect \", but found %s, error found in #%d byte of ...|%s|..., bigger context ...|%s|...", at(j), j+1, ctx, ctx)
 	case i < len(body) && body[i] == 'n':
+		//lint:ignore ST1005 Loki's own words, as a real Loki answers
 		return fmt.Errorf("skipThreeBytes: expect ull, error found in #%d byte of ...|%s|..., bigger context ...|%s|...", i+2, ctx, ctx)
 	}
+	//lint:ignore ST1005 Loki's own words, as a real Loki answers
 	return fmt.Errorf("loghttp.PushRequest.ReadObjectCB: expect { or n, but found %s, error found in #%d byte of ...|%s|..., bigger context ...|%s|...", at(i), i+1, ctx, ctx)
 }
 
@@ -106,8 +109,9 @@ func jsonPushError(body []byte) error {
 // values.
 func parseLabelSet(s string) (map[string]string, error) {
 	bad := fmt.Errorf("1:2: parse error: unexpected label set %q", s)
-	body, ok := strings.CutPrefix(strings.TrimSpace(s), "{")
-	if body, ok = strings.CutSuffix(body, "}"); !ok {
+	body, opened := strings.CutPrefix(strings.TrimSpace(s), "{")
+	body, closed := strings.CutSuffix(body, "}")
+	if !opened || !closed {
 		return nil, bad
 	}
 	out := map[string]string{}
