@@ -160,7 +160,7 @@ func TestCredentialStuffingThatWorksIsAPossibleTakeover(t *testing.T) {
 			named = named && strings.Contains(page.Get("attachments"), a)
 		}
 	}
-	if !strings.Contains(s.daemon.output(), "user09 user19 user29 user39 user49") {
+	if !strings.Contains(s.daemon.output(), `"accounts":["user09","user19","user29","user39","user49"]`) {
 		t.Errorf("no evidence record names the five accounts:\n%s", s.daemon.output())
 	}
 	// The incident report of the address's block lists the accounts.

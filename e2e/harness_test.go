@@ -177,6 +177,21 @@ func (p *process) Write(b []byte) (int, error) {
 	return p.out.Write(b)
 }
 
+// expectJSONLog fails the test for each line of the process's output
+// that is not one JSON object.
+func (p *process) expectJSONLog(t testing.TB) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(p.output()), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("a line of %s's log is not JSON: %.300q", filepath.Base(p.cmd.Path), line)
+		}
+	}
+}
+
 // stop ends the process with SIGTERM and waits for it.
 func (p *process) stop() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
@@ -490,7 +505,7 @@ func newStack(t testing.TB, o stackOptions) *stack {
 
 	selector := fmt.Sprintf(`{service="audit", run=%q}`, s.run)
 	dArgs := []string{"run", "--rules", rules, "--redis-url", redisURL, "--listen", s.daemonAt,
-		"--slack-token-file", token, "--slack-channel", "#security", "--slack-api-url", s.slack.srv.GetAPIURL(), "--log-format", "text"}
+		"--slack-token-file", token, "--slack-channel", "#security", "--slack-api-url", s.slack.srv.GetAPIURL(), "--log-format", "json"}
 	if !o.direct {
 		dArgs = append(dArgs, "--loki-url", s.loki.url, "--loki-query", fmt.Sprintf(o.query, selector))
 		if s.loki.fake != nil {
@@ -505,6 +520,9 @@ func newStack(t testing.TB, o stackOptions) *stack {
 	dArgs = append(append(dArgs, dPushAuth...), o.dArgs...)
 	s.daemonArgs = dArgs
 	s.daemon = start(t, "authguard", dArgs...)
+	// Every line the daemon logs, in every test of the suite, is one JSON
+	// record: go-redis's and client-go's own lines included.
+	t.Cleanup(func() { s.daemon.expectJSONLog(t) })
 	eventually(t, 20*time.Second, "the gateway to be ready", func() bool { return gw.alive(t) && httpStatus(s.gwAdmin+"/readyz") == 200 })
 	eventually(t, 20*time.Second, "the daemon to tail Loki", func() bool { return s.daemon.alive(t) && httpStatus("http://"+s.daemonAt+"/readyz") == 200 })
 	return s

@@ -286,13 +286,13 @@ func (c *cli) listen(ctx context.Context, gw http.Handler, adminMux http.Handler
 		serve.ProgressBody(w, r, c.HTTPBodyProgressTimeout)
 		gw.ServeHTTP(w, r)
 	})
-	proxySrv := c.Limits.Server(proxied, true)
+	proxySrv := c.Limits.Server(proxied, true, log)
 	proxySrv.TLSConfig = proxyTLS
 	proxySrv.Protocols = new(http.Protocols)
 	proxySrv.Protocols.SetHTTP1(true)
 	proxySrv.Protocols.SetHTTP2(proxyTLS != nil)
 	proxySrv.Protocols.SetUnencryptedHTTP2(c.H2C)
-	adminSrv := c.Limits.Server(adminMux, false)
+	adminSrv := c.Limits.Server(adminMux, false, log)
 	errc := make(chan error, 2)
 	go func() {
 		if proxyTLS != nil {

@@ -45,14 +45,14 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 			d.receiver.ServeHTTP(w, r)
 		})
-		srv := d.limits.Server(push, false)
+		srv := d.limits.Server(push, false, d.log)
 		go srv.Serve(d.pushLn)
 		defer srv.Close()
 	}
 	if d.slackLn != nil && d.signingSecret != "" {
 		slackMux := http.NewServeMux()
 		slackMux.Handle("POST /slack/interactions", d.notifier.Interactions(d.signingSecret, storeOperator{d.store, d.neverBlock}))
-		srv := d.limits.Server(slackMux, false)
+		srv := d.limits.Server(slackMux, false, d.log)
 		go srv.Serve(d.slackLn)
 		defer srv.Close()
 	}
@@ -67,7 +67,7 @@ func (d *daemon) run(ctx context.Context) error {
 			fmt.Fprintln(w, "ready")
 		}
 	})
-	srv := d.limits.Server(mux, false)
+	srv := d.limits.Server(mux, false, d.log)
 	go srv.Serve(d.listener)
 	defer srv.Close()
 

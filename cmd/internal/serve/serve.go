@@ -9,6 +9,7 @@ package serve
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -51,10 +52,12 @@ func (f Limits) withDefaults() Limits {
 
 // Server returns a server for h with the limits; streaming leaves out the
 // whole-request read timeout (a proxied upload may last as long as it
-// makes progress).
-func (f Limits) Server(h http.Handler, streaming bool) *http.Server {
+// makes progress). The server's own complaints (a failed TLS handshake, a
+// client speaking HTTP to HTTPS) go to log, as every other line.
+func (f Limits) Server(h http.Handler, streaming bool, log *slog.Logger) *http.Server {
 	f = f.withDefaults()
-	s := &http.Server{Handler: h, ReadHeaderTimeout: f.HTTPReadHeaderTimeout, IdleTimeout: f.HTTPIdleTimeout}
+	s := &http.Server{Handler: h, ReadHeaderTimeout: f.HTTPReadHeaderTimeout, IdleTimeout: f.HTTPIdleTimeout,
+		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelInfo)}
 	if !streaming {
 		s.ReadTimeout = f.HTTPReadTimeout
 	}

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -22,7 +23,7 @@ func TestProgressBodyCutsOffStalledBodiesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := Limits{}.Server(h, true)
+	srv := Limits{}.Server(h, true, slog.New(slog.DiscardHandler))
 	go srv.Serve(ln)
 	defer srv.Close()
 	send := func(chunks int, gap time.Duration) error {
