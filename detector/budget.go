@@ -112,13 +112,10 @@ func (t *table) resize(max int) {
 	for _, i := range live {
 		j := int32(len(next.slots))
 		next.slots = append(next.slots, t.slots[i])
-		next.arena = append(next.arena, t.times(i)...)
-		if t.distinct {
-			next.hashes = append(next.hashes, t.valueHashes(i)...)
-		}
-		if t.sources {
-			next.srcs = append(next.srcs, t.entries(i).srcs...)
-		}
+		e := t.entries(i)
+		next.arena = append(next.arena, e.times...)
+		next.hashes = append(next.hashes, e.hashes...)
+		next.srcs = append(next.srcs, e.srcs...)
 		next.idx.put(t.slots[i].key, j)
 	}
 	*t = *next

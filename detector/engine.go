@@ -81,13 +81,12 @@ func build(cfg Config, old *Engine) (*Engine, error) {
 	if err := Validate(cfg); err != nil {
 		return nil, err
 	}
-	e := &Engine{allow: cfg.Allow, tolerance: int64(cfg.Tolerance), takeover: cfg.Takeover, takeovers: map[netip.Addr]*takeover{}}
-	if old != nil {
-		e.takeovers = old.takeovers
-	}
+	e := &Engine{allow: cfg.Allow, tolerance: int64(cfg.Tolerance), takeover: cfg.Takeover}
 	if old != nil {
 		e.k0, e.k1 = old.k0, old.k1 // distinct values are hashed with it
+		e.takeovers = old.takeovers
 	} else {
+		e.takeovers = map[netip.Addr]*takeover{}
 		seed := maphash.MakeSeed()
 		e.k0, e.k1 = maphash.Comparable(seed, 0), maphash.Comparable(seed, 1)
 	}
@@ -274,7 +273,6 @@ func (e *Engine) Observe(ev Event, now time.Time, out []Decision) []Decision {
 		}
 		d.Time = ev.Time
 		d.Sample = ev.Line
-		d.DistinctOf = r.Distinct
 		switch {
 		case r.PerIP:
 			d.Net = r.target(addr)
@@ -357,7 +355,7 @@ func (r *ruleState) fire(s *slot, hashes []uint64, t, now int64, severity func(f
 		Window:    r.Window,
 	}
 	if hashes != nil {
-		d.Distinct = int(s.n)
+		d.Distinct, d.DistinctOf = int(s.n), r.Distinct
 	}
 	d.RatePerMinute = rate(s.count, s.first, s.last)
 	level, name := severity(d.RatePerMinute)

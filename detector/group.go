@@ -1,7 +1,9 @@
 package detector
 
 import (
+	"encoding/binary"
 	"net/netip"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -40,9 +42,8 @@ func (e *Engine) groupKey(field string, ev *Event) ([16]byte, bool) {
 		return k, false
 	}
 	lo, hi := siphash.Hash128(e.k1, e.k0, []byte(fold(field, v)))
-	for i := range 8 {
-		k[i], k[8+i] = byte(lo>>(8*i)), byte(hi>>(8*i))
-	}
+	binary.LittleEndian.PutUint64(k[:8], lo)
+	binary.LittleEndian.PutUint64(k[8:], hi)
 	return k, true
 }
 
@@ -108,25 +109,13 @@ func (r *ruleState) grouped(d Decision, ev *Event, srcs [][16]byte, out []Decisi
 func sourcesOf(srcs [][16]byte) []netip.Addr {
 	out := make([]netip.Addr, 0, len(srcs))
 	for i := len(srcs) - 1; i >= 0; i-- {
-		a := netip.AddrFrom16(srcs[i]).Unmap()
-		if a.IsUnspecified() && srcs[i] == ([16]byte{}) {
+		if srcs[i] == ([16]byte{}) {
 			continue // an event without an address
 		}
-		if !containsAddr(out, a) {
+		if a := netip.AddrFrom16(srcs[i]).Unmap(); !slices.Contains(out, a) {
 			out = append(out, a)
 		}
 	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
+	slices.Reverse(out)
 	return out
-}
-
-func containsAddr(as []netip.Addr, a netip.Addr) bool {
-	for _, b := range as {
-		if a == b {
-			return true
-		}
-	}
-	return false
 }

@@ -22,7 +22,7 @@ func (e *Engine) ActiveBlocks(now time.Time) []Decision {
 			if s.blockedUntil <= at {
 				continue
 			}
-			if j, ok := t.idx.get(s.key, t.keyOf); !ok || j != int32(i) {
+			if j, ok := t.lookup(s.key); !ok || j != int32(i) {
 				continue // a freed slot
 			}
 			addr := netip.AddrFrom16(s.key).Unmap()

@@ -57,13 +57,20 @@ type entries struct {
 
 func (t *table) len() int { return t.idx.n }
 
+// lookup finds key's slot without creating one.
+func (t *table) lookup(key [16]byte) (int32, bool) { return t.idx.get(key, t.keyOf) }
+
+// halfWay says the slot holds at least half of the threshold per: a key
+// eviction passes over, and an address whose logins are suspect.
+func (s *slot) halfWay(per int) bool { return int(s.n)*2 >= per }
+
 func (t *table) keyOf(i int32) *[16]byte { return &t.slots[i].key }
 
 // get returns the slot for key and its entries (the first n in use),
 // creating the slot (and evicting if full), and marks it most recently
 // seen.
 func (t *table) get(key [16]byte, now int64) (*slot, entries) {
-	if i, ok := t.idx.get(key, t.keyOf); ok {
+	if i, ok := t.lookup(key); ok {
 		t.slots[i].seen = true
 		return &t.slots[i], t.entries(i)
 	}
@@ -111,15 +118,6 @@ func (t *table) times(i int32) []int64 {
 	return t.arena[lo : lo+t.per : lo+t.per]
 }
 
-// valueHashes is a distinct slot's hashes, beside its timestamps.
-func (t *table) valueHashes(i int32) []uint64 {
-	if !t.distinct {
-		return nil
-	}
-	lo := int(i) * t.per
-	return t.hashes[lo : lo+t.per : lo+t.per]
-}
-
 func (t *table) victim(now int64) int32 {
 	passed := 0
 	for {
@@ -133,7 +131,7 @@ func (t *table) victim(now int64) int32 {
 			s.seen = false // a second chance
 			continue
 		}
-		hot := s.blockedUntil > now || int(s.n)*2 >= t.per
+		hot := s.blockedUntil > now || s.halfWay(t.per)
 		if hot && passed < evictScan {
 			passed++
 			continue
@@ -143,7 +141,7 @@ func (t *table) victim(now int64) int32 {
 }
 
 func (t *table) remove(key [16]byte) {
-	i, ok := t.idx.get(key, t.keyOf)
+	i, ok := t.lookup(key)
 	if !ok {
 		return
 	}

@@ -3,6 +3,7 @@ package detector
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -39,7 +40,7 @@ func (e *Engine) suspect(ip netip.Addr, t int64) string {
 		if !r.PerIP || (r.Match != "" && r.Match != ActionAuthFailed) {
 			continue
 		}
-		i, ok := r.keys.idx.get(r.group(ip).As16(), r.keys.keyOf)
+		i, ok := r.keys.lookup(r.group(ip).As16())
 		if !ok {
 			continue
 		}
@@ -49,8 +50,8 @@ func (e *Engine) suspect(ip netip.Addr, t int64) string {
 			return "blocked by " + r.Name
 		case s.offences > 0 && t-s.lastOffence <= int64(e.takeover.Memory):
 			return "blocked by " + r.Name + " within " + FormatDuration(e.takeover.Memory)
-		case s.n > 0 && times[s.n-1] > t-r.window && int(s.n)*2 >= r.Threshold:
-			return "half-way to " + r.Name + " (" + itoa(int(s.n)) + " of " + itoa(r.Threshold) + ")"
+		case s.n > 0 && times[s.n-1] > t-r.window && s.halfWay(r.Threshold):
+			return "half-way to " + r.Name + " (" + strconv.Itoa(int(s.n)) + " of " + strconv.Itoa(r.Threshold) + ")"
 		}
 	}
 	return ""
@@ -102,17 +103,5 @@ func (e *Engine) forgetTakeovers(t int64) {
 	}
 	if len(e.takeovers) >= maxTakeovers {
 		delete(e.takeovers, oldest)
-	}
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		if n /= 10; n == 0 {
-			return string(b[i:])
-		}
 	}
 }
