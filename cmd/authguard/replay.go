@@ -24,12 +24,13 @@ import (
 	"github.com/authguard/authguard/detector/logfile"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/responder/auditsig"
+	"github.com/authguard/authguard/rules"
 )
 
 type replayCmd struct {
 	Rules string `help:"Rules file (YAML). Empty: the embedded default rules." placeholder:"FILE"`
 	outputFlag
-	AuditFields        []string `help:"Audit fields read from each line beyond action, client_ip, username and ts (the fields the rules name are read too)." default:"user_agent,session_id,api_key" placeholder:"FIELD,..."`
+	AuditFields        []string `help:"Audit fields read from each line beyond action, client_ip, username and ts (the fields the rules name are read too)." default:"${audit_fields}" placeholder:"FIELD,..."`
 	MaxLineBytes       int      `help:"Longest excerpt of a line kept with a decision; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes   int      `help:"Longest audit line read at all; longer lines are counted as too_long and skipped (the run goes on)." default:"1048576"`
 	AuditVerifyKeyFile []string `help:"Count only audit lines signed with one of these keys (as the daemon's --audit-verify-key-file)." placeholder:"FILE,..."`
@@ -78,6 +79,15 @@ func (c *replayCmd) Run(ctx context.Context, e *env) error {
 		return fmt.Errorf("rules: %w", err)
 	}
 	fields := loki.DefaultFields.WithAttrs(c.AuditFields...).WithAttrs(set.Fields()...)
+	var baseline *rules.Set
+	if c.Baseline != "" {
+		// Loaded before the logs are read: the lines must carry the
+		// fields its rules group by too, or they would count nothing.
+		if baseline, err = loadRules(c.Baseline, 0); err != nil {
+			return err
+		}
+		fields = fields.WithAttrs(baseline.Fields()...)
+	}
 	lineTime := loki.NewParser(fields, c.MaxLineBytes, c.MaxLineHardBytes, true)
 	entry := loki.NewParser(fields, c.MaxLineBytes, c.MaxLineHardBytes, false)
 	if len(c.AuditVerifyKeyFile) > 0 {
@@ -105,8 +115,8 @@ func (c *replayCmd) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	out, byRule := replayDecisions(engine, events)
-	if c.Baseline != "" {
-		return c.compare(e, events, out)
+	if baseline != nil {
+		return c.compare(e, events, out, baseline)
 	}
 	if err := c.print(e.stdout, out); err != nil {
 		return err
@@ -130,11 +140,7 @@ func (c *replayCmd) Run(ctx context.Context, e *env) error {
 
 // compare replays events with the --baseline rules too and prints what
 // changes from them to the rules replayed.
-func (c *replayCmd) compare(e *env, events []detector.Event, out []replayDecision) error {
-	base, err := loadRules(c.Baseline, 0)
-	if err != nil {
-		return err
-	}
+func (c *replayCmd) compare(e *env, events []detector.Event, out []replayDecision, base *rules.Set) error {
 	engine, err := detector.New(base.Config)
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.Baseline, err)
@@ -215,10 +221,10 @@ func (c *replayCmd) readLoki(ctx context.Context, entry *loki.Parser) ([]detecto
 	if c.Since <= 0 {
 		return nil, total, exitcode.UsageError(fmt.Errorf("--since %s: want a positive span such as 7d", c.Since))
 	}
-	if err := c.Loki.Check(); err != nil {
+	if err := c.Loki.Auth().Check(); err != nil {
 		return nil, total, err
 	}
-	tlsConf, err := c.Loki.TLS()
+	tlsConf, err := c.Loki.TLS() // reads and checks the TLS files once
 	if err != nil {
 		return nil, total, err
 	}

@@ -146,3 +146,17 @@ func TestReplayReadsPlainTextWithAFormat(t *testing.T) {
 		t.Errorf("replay --format: %v\n got %s\nwant %s", err, out, want)
 	}
 }
+
+// A baseline whose rules group by a field the new rules never name still
+// counts it: the lines are read for both sides' fields.
+func TestABaselineReadsTheFieldsItsRulesName(t *testing.T) {
+	baseline := write(t, "baseline.yaml", "rules:\n  - {name: tenant-spray, group_by: tenant_id, distinct: client_ip, window: 1h, threshold: 3, alert: true}\n")
+	var log strings.Builder
+	for i := 1; i <= 3; i++ {
+		fmt.Fprintf(&log, `{"ts":"2026-11-22T10:00:0%dZ","action":"auth_failed","client_ip":"198.51.100.%d","username":"u%d","tenant_id":"acme"}`+"\n", i, i, i)
+	}
+	out, _, err := runCLI(t, nil, "replay", "--baseline", baseline, "-o", "jsonl", write(t, "tenants.log", log.String()))
+	if err != nil || !strings.Contains(out, `"change":"alert lost","rule":"tenant-spray","key":"acme"`) {
+		t.Errorf("replay --baseline with a field only the baseline names: %v\n%s", err, out)
+	}
+}
