@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/alecthomas/kong"
 
@@ -61,7 +62,7 @@ func newParser(ctx context.Context, c *cli, stdout, stderr io.Writer, exit func(
 		kong.DefaultEnvars("AUTHGUARD"),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&env{stdout: stdout, stderr: stderr}),
-		kong.Vars{"loki_query": loki.DefaultQuery, "version": buildinfo.String("authguard")},
+		kong.Vars{"loki_query": loki.DefaultQuery, "audit_fields": strings.Join(loki.DefaultAttrs, ","), "version": buildinfo.String("authguard")},
 	)
 }
 

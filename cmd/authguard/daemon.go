@@ -82,7 +82,7 @@ type runCmd struct {
 	PushListen       string   `group:"Push receiver" help:"Address of the push receiver (POST /loki/api/v1/push), for gateways and log shippers; off unless set." placeholder:"ADDR"`
 	SlackListen      string   `group:"Slack" help:"Address for Slack's interactions (POST /slack/interactions), the one endpoint to expose publicly; needed for the buttons of --slack-signing-secret-file." placeholder:"ADDR"`
 	EnableLifecycle  bool     `group:"Listeners" help:"Serve POST /-/reload on --listen (off: rules reload on SIGHUP and when the file changes), as Prometheus's --web.enable-lifecycle."`
-	AuditFields      []string `group:"Audit lines" help:"Audit fields read from each line beyond action, client_ip, username and ts, for rules to group by or count (the fields the rules name are read too)." default:"user_agent,session_id,api_key" placeholder:"FIELD,..."`
+	AuditFields      []string `group:"Audit lines" help:"Audit fields read from each line beyond action, client_ip, username and ts, for rules to group by or count (the fields the rules name are read too)." default:"${audit_fields}" placeholder:"FIELD,..."`
 	MaxLineBytes     int      `group:"Audit lines" help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
 	MaxLineHardBytes int      `group:"Audit lines" help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
 	UseLineTime      bool     `group:"Audit lines" help:"Take event time from the line's ts field instead of the Loki entry timestamp."`

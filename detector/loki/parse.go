@@ -225,7 +225,8 @@ func (p *Parser) read(line string) (f lineFields, ok bool) {
 			if string(key) == name && d.peek() == '"' {
 				v, err := d.view()
 				if len(v) > 0 && !slices.ContainsFunc(f.attrs, func(a detector.Attr) bool { return a.Name == name }) {
-					// The first of repeated keys, as for the others.
+					// The first of repeated keys (action, client_ip and
+					// username take the last; see the closing note).
 					f.attrs = append(f.attrs, detector.Attr{Name: name, Value: clip.String(string(v[:min(len(v), maxAttrBytes+utf8.UTFMax)]), maxAttrBytes)})
 				}
 				return err

@@ -96,9 +96,3 @@ func (a *Accounts) List(ctx context.Context) ([]Protection, error) {
 	}
 	return out, iter.Err()
 }
-
-// Unprotect lifts the protection of user; false when it had none.
-func (a *Accounts) Unprotect(ctx context.Context, user string) (bool, error) {
-	n, err := a.rdb.Del(ctx, a.keys.Protect+AccountKey(user)).Result()
-	return n > 0, err
-}

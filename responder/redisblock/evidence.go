@@ -131,8 +131,9 @@ type Summary struct {
 }
 
 // Incidents summarises the incidents of the newest scan evidence records,
-// newest first. Records outside an incident (alerts of global rules) are
-// left out.
+// newest first. A record outside any block's incident (an alert) is an
+// incident of its own, named by its ID as incidents show finds it; an
+// operator's unblock or unprotect outside one is left out.
 func (s *Store) Incidents(ctx context.Context, scan int64) ([]Summary, error) {
 	msgs, err := s.rdb.XRevRangeN(ctx, s.keys.Evidence, "+", "-", scan).Result()
 	if err != nil {
