@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,8 +45,9 @@ func TestRealAPIServerLeaderElection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	kubeconfig := srv.Kubeconfig(t, srv.ServiceAccountToken(t, namespace, account))
 	leaderScenario(t, leaderSetup{
-		kubeconfig: srv.Kubeconfig(t, srv.ServiceAccountToken(t, namespace, account)), namespace: namespace,
+		kubeconfig: kubeconfig, namespace: namespace,
 		holder: func() string {
 			l, err := cs.CoordinationV1().Leases(namespace).Get(ctx, "authguard", metav1.GetOptions{})
 			if err != nil || l.Spec.HolderIdentity == nil {
@@ -55,4 +57,19 @@ func TestRealAPIServerLeaderElection(t *testing.T) {
 		},
 		lease: 4 * time.Second, renew: 3 * time.Second, retry: 500 * time.Millisecond,
 	})
+
+	// --check-config=online reads the Lease with the service account's
+	// token, as a pod would: the RBAC the overlay renders allows it.
+	r := startRedisServer(t)
+	args := []string{"run", "--check-config=online", "--listen", "127.0.0.1:0", "--redis-url", r.url(),
+		"--leader-elect", "--leader-elect-namespace", namespace, "--kubeconfig", kubeconfig}
+	if out, status := checkConfig(t, nil, "authguard", args...); status != 0 || !strings.Contains(out, "kubernetes ok: lease "+namespace+"/authguard") {
+		t.Errorf("check-config=online: exit %d\n%s", status, out)
+	}
+	// Another namespace's Lease is not this account's to read: a failed
+	// check (1), not an unreachable API server (3).
+	args[8] = "kube-system"
+	if out, status := checkConfig(t, nil, "authguard", args...); status != 1 || !strings.Contains(out, "kubernetes FAILED") {
+		t.Errorf("check-config=online in kube-system: exit %d (want 1)\n%s", status, out)
+	}
 }

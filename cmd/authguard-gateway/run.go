@@ -62,8 +62,11 @@ type cli struct {
 	AuditSigningKeyFile      string        `help:"Sign every audit line (its sig field) with the key in this file (16 bytes or more), so the daemon's --audit-verify-key-file counts only the gateway's lines." placeholder:"FILE"`
 	lokiflag.Loki            `embed:""`
 	LokiLabels               map[string]string `help:"Extra stream labels for pushed audit lines (service=audit is always set)." placeholder:"NAME=VALUE;..."`
-	CheckConfig              bool              `help:"Validate the settings, print the result and exit (nothing is contacted)."`
+	CheckConfig              cliconfig.Check   `help:"Validate the settings, print the result and where each setting came from, and exit; nothing is contacted, but with --check-config=online Redis, the upstream and the push URL are reached too, and one that does not answer exits 3."`
 	logflag.Log              `embed:""`
+
+	sources *cliconfig.Sources // which settings the --config file gave
+	kctx    *kong.Context      // the parse, for --check-config
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -74,11 +77,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var c cli
 	exited := false
+	c.sources = &cliconfig.Sources{}
 	parser, err := newParser(&c, stdout, kong.Writers(stdout, stderr), kong.Exit(func(int) { exited = true }))
 	if err != nil {
 		return err
 	}
-	_, err = parser.Parse(args)
+	c.kctx, err = parser.Parse(args)
 	if exited {
 		return nil // --help or --version was shown
 	}
@@ -93,7 +97,7 @@ func newParser(c *cli, stdout io.Writer, opts ...kong.Option) (*kong.Kong, error
 	return kong.New(c, append([]kong.Option{
 		kong.Name("authguard-gateway"),
 		kong.Description("Enforces authguard's blocks in front of a login service."),
-		kong.Configuration(cliconfig.Loader),
+		kong.Configuration(cliconfig.Loader("", c.sources)),
 		cliconfig.Durations,
 		kong.DefaultEnvars("AUTHGUARD_GATEWAY"),
 		kong.Vars{"version": buildinfo.String("authguard-gateway")},
@@ -168,9 +172,8 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	if c.CheckConfig {
-		fmt.Fprintf(stdout, "configuration OK: %s mode, redis %s (%s)\n", c.Mode, c.Redacted(), c.RedisAuth())
-		return nil
+	if c.CheckConfig != "" {
+		return c.check(ctx, stdout, rdb)
 	}
 	gomem.Set(log)
 	store := blockset.NewReader(rdb, c.Keys())

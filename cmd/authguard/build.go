@@ -280,37 +280,6 @@ func (c *runCmd) listeners(buttons bool, pushTLS *tls.Config) (push, slack net.L
 
 // check validates everything build would use, without listening or
 // connecting.
-func (c *runCmd) check(e *env) error {
-	st, err := c.settings()
-	if err != nil {
-		return err
-	}
-	rdb, err := c.Client()
-	if err != nil {
-		return err
-	}
-	rdb.Close()
-	sec, err := c.slackSecrets()
-	if err != nil {
-		return err
-	}
-	if _, err := c.notifier(sec, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil); err != nil {
-		return err
-	}
-	for flag, addr := range map[string]string{"--listen": c.Listen, "--push-listen": c.PushListen, "--slack-listen": c.SlackListen} {
-		if addr == "" && flag != "--listen" {
-			continue
-		}
-		if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
-			return fmt.Errorf("%s %q: %w", flag, addr, err)
-		}
-	}
-	fmt.Fprintf(e.stdout, "configuration OK: %d rules, redis %s (%s), loki %s\n", len(st.set.Config.Rules), c.Redacted(), c.RedisAuth(), orNone(c.LokiURL))
-	fmt.Fprintf(e.stdout, "slack: %s\n", sec.describe(c.SlackListen))
-	printBudget(e.stdout, st.set.Config)
-	return nil
-}
-
 // printBudget says what each rule's windows may take.
 func printBudget(w io.Writer, cfg detector.Config) {
 	if cfg.MemoryBudget > 0 {

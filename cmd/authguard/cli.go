@@ -32,6 +32,7 @@ type cli struct {
 // env carries the process's outputs to commands.
 type env struct {
 	stdout, stderr io.Writer
+	sources        *cliconfig.Sources // which settings the --config file gave
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,16 +53,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func newParser(ctx context.Context, c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	src := &cliconfig.Sources{}
 	return kong.New(c,
 		kong.Name("authguard"),
 		kong.Description("authguard stops password guessing while it happens."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
-		kong.Configuration(cliconfig.Loader),
+		kong.Configuration(cliconfig.Loader("run", src)),
 		cliconfig.Durations,
 		kong.DefaultEnvars("AUTHGUARD"),
 		kong.BindTo(ctx, (*context.Context)(nil)),
-		kong.Bind(&env{stdout: stdout, stderr: stderr}),
+		kong.Bind(&env{stdout: stdout, stderr: stderr, sources: src}),
 		kong.Vars{"loki_query": loki.DefaultQuery, "audit_fields": strings.Join(loki.DefaultAttrs, ","), "version": buildinfo.String("authguard")},
 	)
 }

@@ -8,9 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/authguard/authguard/cmd/internal/cliconfig"
 	"github.com/authguard/authguard/cmd/internal/gomem"
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/cmd/internal/logflag"
@@ -78,28 +80,28 @@ type runCmd struct {
 	LeaderElectRetryPeriod   time.Duration `group:"Leader election" help:"How often standbys try to take the Lease and the leader renews it: a stopped leader's Lease changes hands within 2.2 of these (client-go jitters each try)." default:"500ms"`
 	Kubeconfig               string        `group:"Leader election" help:"kubeconfig for leader election from outside a cluster (default: the in-cluster service account)." placeholder:"FILE"`
 
-	Listen           string   `group:"Listeners" help:"Address for /metrics, /healthz and /readyz." default:":9090"`
-	PushListen       string   `group:"Push receiver" help:"Address of the push receiver (POST /loki/api/v1/push), for gateways and log shippers; off unless set." placeholder:"ADDR"`
-	SlackListen      string   `group:"Slack" help:"Address for Slack's interactions (POST /slack/interactions), the one endpoint to expose publicly; needed for the buttons of --slack-signing-secret-file." placeholder:"ADDR"`
-	EnableLifecycle  bool     `group:"Listeners" help:"Serve POST /-/reload on --listen (off: rules reload on SIGHUP and when the file changes), as Prometheus's --web.enable-lifecycle."`
-	AuditFields      []string `group:"Audit lines" help:"Audit fields read from each line beyond action, client_ip, username and ts, for rules to group by or count (the fields the rules name are read too)." default:"${audit_fields}" placeholder:"FIELD,..."`
-	MaxLineBytes     int      `group:"Audit lines" help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
-	MaxLineHardBytes int      `group:"Audit lines" help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
-	UseLineTime      bool     `group:"Audit lines" help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
-	CheckConfig      bool     `help:"Validate the settings, rules and secrets, print the result and exit (nothing is contacted)."`
+	Listen           string          `group:"Listeners" help:"Address for /metrics, /healthz and /readyz." default:":9090"`
+	PushListen       string          `group:"Push receiver" help:"Address of the push receiver (POST /loki/api/v1/push), for gateways and log shippers; off unless set." placeholder:"ADDR"`
+	SlackListen      string          `group:"Slack" help:"Address for Slack's interactions (POST /slack/interactions), the one endpoint to expose publicly; needed for the buttons of --slack-signing-secret-file." placeholder:"ADDR"`
+	EnableLifecycle  bool            `group:"Listeners" help:"Serve POST /-/reload on --listen (off: rules reload on SIGHUP and when the file changes), as Prometheus's --web.enable-lifecycle."`
+	AuditFields      []string        `group:"Audit lines" help:"Audit fields read from each line beyond action, client_ip, username and ts, for rules to group by or count (the fields the rules name are read too)." default:"${audit_fields}" placeholder:"FIELD,..."`
+	MaxLineBytes     int             `group:"Audit lines" help:"Longest excerpt of a line kept with an event for evidence and pages; lines are read whole for their fields up to --max-line-hard-bytes." default:"16384"`
+	MaxLineHardBytes int             `group:"Audit lines" help:"Longest audit line read at all; longer lines are counted as too_long and skipped, logged with their client_ip." default:"1048576"`
+	UseLineTime      bool            `group:"Audit lines" help:"Take event time from the line's ts field instead of the Loki entry timestamp."`
+	CheckConfig      cliconfig.Check `help:"Validate the settings, rules and secrets, print the result and where each setting came from, and exit; nothing is contacted, but with --check-config=online Redis, Loki, Slack and (with --leader-elect) the Kubernetes API are reached too, and one that does not answer exits 3."`
 
 	budget      int64 // the detector's memory budget, from the Go memory limit (0: none)
 	logflag.Log `group:"Logging" embed:""`
 }
 
-func (c *runCmd) Run(ctx context.Context, e *env) error {
+func (c *runCmd) Run(ctx context.Context, e *env, kctx *kong.Context) error {
 	log, err := c.Logger(e.stderr)
 	if err != nil {
 		return err
 	}
 	c.budget = memoryBudget(gomem.Set(log))
-	if c.CheckConfig {
-		return c.check(e)
+	if c.CheckConfig != "" {
+		return c.check(ctx, e, kctx)
 	}
 	d, err := c.build(ctx, log, e.stdout)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/authguard/authguard/cmd/internal/exitcode"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (string, string, error) {
@@ -60,6 +62,26 @@ func TestConfigFileErrorsNameTheirPosition(t *testing.T) {
 	_, _, err := runCLI(t, nil, "--config", cfg, "run")
 	if err == nil || !strings.Contains(err.Error(), cfg+`:3:1: unknown setting "redis-urll"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A key of another command at the top of the daemon's file stops run with
+// the message README shows; under its command's name it is taken.
+func TestAMisplacedSettingIsRefusedAsREADMEShows(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, shown, _ := strings.Cut(string(readme), "$ authguard --config authguard.yaml run\n")
+	shown, _, _ = strings.Cut(shown, "\n")
+	cfg := write(t, "authguard.yaml", strings.Repeat("# a comment\n", 8)+"output: json\n")
+	_, _, err = runCLI(t, nil, "--config", cfg, "run")
+	if got := "authguard: " + strings.ReplaceAll(fmt.Sprint(err), cfg, "authguard.yaml"); got != shown || exitcode.Of(err) != exitcode.Usage {
+		t.Errorf("got (exit %d)\n%s\nREADME shows\n%s", exitcode.Of(err), got, shown)
+	}
+	cfg = write(t, "authguard.yaml", "replay:\n  output: json\n")
+	if _, _, err := runCLI(t, nil, "--config", cfg, "run", "--check-config"); err != nil {
+		t.Errorf("replay's section refused by run: %v", err)
 	}
 }
 

@@ -166,3 +166,35 @@ func (t *Tail) AttemptsPerMinute(ctx context.Context, key string, from, to time.
 	}
 	return series, nil
 }
+
+// Probe asks Loki for the newest entry of the query in the last hour, as a
+// check that Loki answers, takes the credentials and tenant, and parses
+// the query. It returns that entry's time (zero when the hour had none).
+func (t *Tail) Probe(ctx context.Context, now time.Time) (time.Time, error) {
+	h, err := t.header()
+	if err != nil {
+		return time.Time{}, err
+	}
+	q := url.Values{"query": {t.query.Remote}, "start": {strconv.FormatInt(now.Add(-time.Hour).UnixNano(), 10)},
+		"end": {strconv.FormatInt(now.UnixNano(), 10)}, "limit": {"1"}, "direction": {"backward"}}
+	body, err := t.queryRange(ctx, h, q, "check query")
+	if err != nil {
+		return time.Time{}, err
+	}
+	status, result, err := decodeQueryResult(body)
+	if err != nil || status != "success" {
+		return time.Time{}, fmt.Errorf("loki %s: undecodable answer to the check query (status %q): %v", t.cfg.URL, status, err)
+	}
+	var newest int64
+	for _, s := range result {
+		for _, v := range s.Values {
+			if ts, err := strconv.ParseInt(v[0], 10, 64); err == nil && ts > newest {
+				newest = ts
+			}
+		}
+	}
+	if newest == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, newest), nil
+}
