@@ -110,6 +110,11 @@ func TestOnlyAuthenticatedPushesCount(t *testing.T) {
 	if n := s.metric(`authguard_push_requests_total{code="401"}`); n != 3 {
 		t.Errorf("%v pushes answered 401, want 3", n)
 	}
+	// The push lag: the gateway's five lines, each from its timestamp to
+	// the receiver, well inside the promise (the gateway batches pushes).
+	if n, sum := s.metric("authguard_push_delay_seconds_count"), s.metric("authguard_push_delay_seconds_sum"); n != 5 || sum/n > 1 {
+		t.Errorf("push delay: %v entries, %.3f s on average; want the gateway's 5, under 1 s each", n, sum/n)
+	}
 
 	answers := func(token string, want int) func() bool {
 		return func() bool { return s.pushAnswer(t, token, "", "application/json", []byte(`{"streams":[]}`)) == want }

@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"gopkg.in/yaml.v3"
 )
 
@@ -32,6 +36,27 @@ func TestListingsSpeakEveryFormat(t *testing.T) {
 	}
 	if sum := metricAt(strings.TrimPrefix(s.gwAdmin, "http://"), "authguard_gateway_block_to_enforce_seconds_sum"); sum < 0 || sum > 2 {
 		t.Errorf("block to enforce took %.3f s", sum)
+	}
+
+	// Names as Prometheus's promlint wants them (units, _total on
+	// counters, help on each), the gateway's under authguard_gateway_.
+	for _, at := range []struct{ url, prefix string }{{"http://" + s.daemonAt + "/metrics", "authguard_"}, {s.gwAdmin + "/metrics", "authguard_gateway_"}} {
+		resp, err := http.Get(at.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		problems, err := promlint.New(bytes.NewReader(metrics)).Lint()
+		if err != nil || len(problems) > 0 {
+			t.Errorf("promlint %s: %v %v", at.url, problems, err)
+		}
+		for _, line := range strings.Split(string(metrics), "\n") {
+			name, _, _ := strings.Cut(strings.TrimPrefix(line, "# TYPE "), " ")
+			if strings.HasPrefix(line, "# TYPE ") && !strings.HasPrefix(name, at.prefix) && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+				t.Errorf("%s serves %s, outside %s*", at.url, name, at.prefix)
+			}
+		}
 	}
 
 	out, err := s.cli("blocks", "list", "-o", "yaml")

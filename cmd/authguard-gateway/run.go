@@ -178,7 +178,7 @@ func (c *cli) serve(ctx context.Context, stdout, stderr io.Writer) error {
 	gomem.Set(log)
 	store := blockset.NewReader(rdb, c.Keys())
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gomem.Gauge())
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gomem.Gauge(prometheus.GaugeOpts{Name: "authguard_gateway_memory_limit_bytes"}))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

@@ -129,7 +129,7 @@ func (c *runCmd) build(ctx context.Context, log *slog.Logger, stdout io.Writer) 
 	}
 	store := redisblock.New(rdb, c.Keys(), redisblock.Options{EvidenceMaxLen: c.EvidenceMaxLen})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gomem.Gauge())
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), gomem.Gauge(prometheus.GaugeOpts{Name: "authguard_memory_limit_bytes"}))
 	ln, err := c.Limits.Listen(c.Listen)
 	if err != nil {
 		rdb.Close()

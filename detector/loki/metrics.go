@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Lag:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_lag_seconds", Help: "Now minus the newest entry time read."}),
 		SweepLag:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_sweep_lag_seconds", Help: "Now minus the time up to which every entry in Loki is known to have been read."}),
 		ReadDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "authguard_loki_read_delay_seconds", Help: "Time from an entry's timestamp to its reading (start-up backfill not included).",
-			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300}}),
+			Buckets: delayBuckets}),
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_tail_connected", Help: "1 while the websocket tail is open."}),
 		Polling:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "authguard_loki_polling", Help: "1 while the reader polls query_range alone because the rate is above what a tail carries."}),
 	}
@@ -51,3 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Lag, m.SweepLag, m.ReadDelay, m.Connected, m.Polling)
 	return m
 }
+
+// delayBuckets are the buckets of the delays from an entry's timestamp to
+// authguard having it, read or pushed.
+var delayBuckets = []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300}

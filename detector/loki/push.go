@@ -221,6 +221,7 @@ type Receiver struct {
 	out      chan<- detector.Event
 	maxBytes int64
 	pushes   *prometheus.CounterVec
+	delay    prometheus.Histogram // entry timestamp to receipt, new entries
 
 	// Authorize, when set, must accept a push before its body is read;
 	// refused pushes get 401.
@@ -231,8 +232,10 @@ type Receiver struct {
 // maxBytes are refused with 413.
 func NewReceiver(p *Parser, out chan<- detector.Event, maxBytes int64, log *slog.Logger, m *Metrics, reg prometheus.Registerer) *Receiver {
 	r := &Receiver{stage: newStage(p, log, m), out: out, maxBytes: maxBytes,
-		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_push_requests_total", Help: "Push requests received, by HTTP status answered."}, []string{"code"})}
-	reg.MustRegister(r.pushes)
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authguard_push_requests_total", Help: "Push requests received, by HTTP status answered."}, []string{"code"}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "authguard_push_delay_seconds",
+			Help: "Time from a pushed entry's timestamp to its receipt (the pusher's clock against this one's; an entry stamped ahead counts as 0), repeats not counted.", Buckets: delayBuckets})}
+	reg.MustRegister(r.pushes, r.delay)
 	return r
 }
 
@@ -298,8 +301,12 @@ func (r *Receiver) accept(ctx context.Context, streams []PushedStream) error {
 	r.stage.mu.Unlock()
 	for _, st := range streams {
 		for _, e := range st.Entries {
-			if _, err := r.stage.pass(ctx, tsLine{ts: e.TS, line: e.Line}, now, false, r.out); err != nil {
+			fresh, err := r.stage.pass(ctx, tsLine{ts: e.TS, line: e.Line}, now, false, r.out)
+			if err != nil {
 				return err
+			}
+			if fresh {
+				r.delay.Observe(max(0, float64(now-e.TS)/1e9))
 			}
 		}
 	}

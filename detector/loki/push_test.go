@@ -17,6 +17,7 @@ import (
 	"github.com/grafana/loki/pkg/push"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/authguard/authguard/detector"
 )
@@ -167,5 +168,32 @@ func TestPushContentTypesAndEncodingsLikeLoki(t *testing.T) {
 	}
 	if len(out) != 1 { // the second is a retry of the first: counted once
 		t.Errorf("%d events", len(out))
+	}
+}
+
+// The push delay histogram counts each new entry once, from its timestamp
+// to its receipt; one stamped ahead (a pusher's clock, or a lie) counts 0.
+func TestReceiverTimesPushesFromTheirTimestamps(t *testing.T) {
+	r, _, out := newReceiver(1 << 20)
+	now := time.Now()
+	line := func(ip string) string { return `{"action":"auth_failed","client_ip":"` + ip + `"}` }
+	req := push.PushRequest{Streams: []push.Stream{{Labels: `{service="audit"}`, Entries: []push.Entry{
+		{Timestamp: now.Add(-3 * time.Second), Line: line("203.0.113.1")},
+		{Timestamp: now.Add(time.Hour), Line: line("203.0.113.2")},
+	}}}}
+	raw, _ := req.Marshal()
+	for range 2 { // the second is a retry: repeats are not timed again
+		if w := post(r, "application/x-protobuf", snappy.Encode(nil, raw)); w.Code != 204 {
+			t.Fatalf("push: %d %s", w.Code, w.Body)
+		}
+	}
+	<-out
+	<-out
+	var m dto.Metric
+	if err := r.delay.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum(); n != 2 || sum < 3 || sum > 4 {
+		t.Errorf("push delay: %d entries, %.3f s in all; want 2 entries, 3 s and a little", n, sum)
 	}
 }

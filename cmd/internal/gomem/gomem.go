@@ -41,8 +41,8 @@ func Limit() int64 {
 	return 0
 }
 
-// Gauge reports the limit as authguard_memory_limit_bytes.
-func Gauge() prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authguard_memory_limit_bytes", Help: "The Go memory limit (GOMEMLIMIT, or 90 % of the container's memory limit); 0 when there is none."},
-		func() float64 { return float64(Limit()) })
+// Gauge reports the limit under the binary's name for it (opts.Name).
+func Gauge(opts prometheus.GaugeOpts) prometheus.Collector {
+	opts.Help = "The Go memory limit (GOMEMLIMIT, or 90 % of the container's memory limit); 0 when there is none."
+	return prometheus.NewGaugeFunc(opts, func() float64 { return float64(Limit()) })
 }
