@@ -119,9 +119,9 @@ func (c *cli) settings() (*settings, error) {
 	st := &settings{}
 	switch {
 	case c.Mode == "proxy":
-		u, err := url.Parse(c.Upstream)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return nil, fmt.Errorf("--upstream %q: proxy mode needs a URL such as http://app:3000", c.Upstream)
+		u, err := cliconfig.URL("--upstream", c.Upstream, "http://app:3000 (proxy mode needs one)", "http", "https")
+		if err != nil {
+			return nil, err
 		}
 		st.upstream = u
 	case c.Upstream != "":
@@ -148,6 +148,9 @@ func (c *cli) settings() (*settings, error) {
 		st.signingKey = &keys[0]
 	}
 	if c.LokiPushURL != "" {
+		if _, err := cliconfig.URL("--loki-push-url", c.LokiPushURL, "http://loki:3100", "http", "https"); err != nil {
+			return nil, err
+		}
 		if err := c.Loki.Check(); err != nil {
 			return nil, err
 		}

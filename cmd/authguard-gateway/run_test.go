@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -24,6 +25,11 @@ func TestTheGatewayCommandLine(t *testing.T) {
 	err := run(context.Background(), []string{"--check-config", "--upstream", "http://app:3000", "--h2c=false", "--bogus"}, &out, &out)
 	if exitcode.Of(err) != exitcode.Usage {
 		t.Errorf("an unknown flag: %v, exit %d", err, exitcode.Of(err))
+	}
+	for _, args := range [][]string{{"--upstream", "app:3000"}, {"--upstream", "http://app:3000", "--loki-push-url", "loki:3100"}} {
+		if err := run(context.Background(), append(args, "--check-config"), &out, &out); exitcode.Of(err) != exitcode.Usage || !strings.Contains(fmt.Sprint(err), "want a URL such as") {
+			t.Errorf("%v: %v, exit %d (want 2)", args, err, exitcode.Of(err))
+		}
 	}
 	var c cli
 	parser, err := newParser(&c, &out)

@@ -10,14 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/klog/v2"
 
-	"github.com/authguard/authguard/cmd/internal/exitcode"
+	"github.com/authguard/authguard/cmd/internal/cliconfig"
 	"github.com/authguard/authguard/cmd/internal/gomem"
 	"github.com/authguard/authguard/cmd/internal/leader"
 	"github.com/authguard/authguard/cmd/internal/secret"
@@ -78,13 +77,18 @@ func (c *runCmd) settings() (*settings, error) {
 		return nil, fmt.Errorf("--loki-delay-for %d: Loki accepts 0 to 5 seconds", c.LokiDelayFor)
 	}
 	if c.LokiURL != "" {
-		if u, err := url.Parse(c.LokiURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, exitcode.UsageError(fmt.Errorf("--loki-url %q: want a base URL such as http://loki:3100", c.LokiURL))
+		if _, err := cliconfig.URL("--loki-url", c.LokiURL, "http://loki:3100", "http", "https"); err != nil {
+			return nil, err
 		}
 		if _, err := loki.ParseQuery(c.LokiQuery); err != nil {
 			return nil, err
 		}
 		if err := c.Loki.Auth().Check(); err != nil {
+			return nil, err
+		}
+	}
+	if c.GrafanaURL != "" {
+		if _, err := cliconfig.URL("--grafana-url", c.GrafanaURL, "https://grafana.example.com", "http", "https"); err != nil {
 			return nil, err
 		}
 	}

@@ -24,6 +24,9 @@ func TestExitStatusesTellFailuresApart(t *testing.T) {
 		{"Redis refusing connections is unreachable", []string{"blocks", "list", "--redis-url", "redis://127.0.0.1:1/0"}, exitcode.Unreachable},
 		{"a Redis name that does not resolve is unreachable", []string{"accounts", "list", "--redis-url", "redis://no-such-host.invalid:6379/0"}, exitcode.Unreachable},
 		{"a Loki URL without a scheme is a usage error", []string{"run", "--check-config", "--loki-url", "loki:3100"}, exitcode.Usage},
+		{"a Grafana URL without a scheme is a usage error", []string{"run", "--check-config", "--grafana-url", "grafana:3000"}, exitcode.Usage},
+		// go-redis would have taken it for 127.0.0.1:6379.
+		{"a Redis URL without a scheme is a usage error", []string{"blocks", "list", "--redis-url", "redis:6379"}, exitcode.Usage},
 		{"--version", []string{"--version"}, exitcode.OK},
 		{"-v", []string{"-v"}, exitcode.OK},
 	} {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -96,10 +97,7 @@ func show(v any) string {
 	case time.Duration:
 		return x.String()
 	case string:
-		if u, err := url.Parse(x); err == nil && u.User != nil {
-			return u.Redacted()
-		}
-		return x
+		return redact(x)
 	case []string:
 		return strings.Join(x, ",")
 	case map[string]string:
@@ -194,4 +192,23 @@ func Reach(ctx context.Context, w io.Writer, probes []Probe) error {
 		return &exitcode.Error{Code: code, Err: fmt.Errorf("failed: %s", strings.Join(failed, ", "))}
 	}
 	return nil
+}
+
+// URL checks a URL setting: one of schemes and a host, else a usage error
+// that shows example. A host:port without a scheme parses as a URL of
+// scheme "host" with no host at all, and would fail only when first used.
+func URL(flag, raw, example string, schemes ...string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || !slices.Contains(schemes, u.Scheme) || u.Host == "" {
+		return nil, exitcode.UsageError(fmt.Errorf("%s %q: want a URL such as %s", flag, redact(raw), example))
+	}
+	return u, nil
+}
+
+// redact hides a URL's password.
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return raw
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authguard/authguard/cmd/internal/exitcode"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/responder/blockset"
 )
@@ -75,6 +76,12 @@ func (f *Flags) RedisAuth() string {
 
 // Client builds the client the flags describe.
 func (f *Flags) Client() (redis.UniversalClient, error) {
+	// redis:6379 parses as a URL with no host, which go-redis would take
+	// for 127.0.0.1:6379.
+	if u, err := url.Parse(f.RedisURL); err == nil && u.Scheme != "unix" && u.Host == "" {
+		// Not shown: what it holds may be a password.
+		return nil, exitcode.UsageError(errors.New("--redis-url names no host: want a URL such as redis://redis:6379/0"))
+	}
 	opt, err := redis.ParseURL(f.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("--redis-url: %w", err)
