@@ -31,33 +31,30 @@ type ruleChange struct {
 // first alert a side decided ("" when none).
 type firsts map[[2]string]*[2]string
 
-func firstsOf(decisions []replayDecision) firsts {
-	out := firsts{}
-	for _, d := range decisions {
-		if d.Action != "block" && d.Action != "alert" {
-			continue
-		}
-		k := [2]string{d.Rule, d.Key}
-		f := out[k]
-		if f == nil {
-			f = &[2]string{}
-			out[k] = f
-		}
-		i := 0
-		if d.Action == "alert" {
-			i = 1
-		}
-		if f[i] == "" {
-			f[i] = d.Time // decisions come in time order
-		}
+// add notes d when it is its rule and key's first block or alert.
+func (f firsts) add(d replayDecision) {
+	if d.Action != "block" && d.Action != "alert" {
+		return
 	}
-	return out
+	k := [2]string{d.Rule, d.Key}
+	at := f[k]
+	if at == nil {
+		at = &[2]string{}
+		f[k] = at
+	}
+	i := 0
+	if d.Action == "alert" {
+		i = 1
+	}
+	if at[i] == "" {
+		at[i] = d.Time // decisions come in time order
+	}
 }
 
 // compareRuns lists every rule and key whose first block or alert differs
-// between the new rules' decisions and the baseline's, by rule and key.
-func compareRuns(newer, baseline []replayDecision) []ruleChange {
-	a, b := firstsOf(newer), firstsOf(baseline)
+// between the new rules' decisions (a) and the baseline's (b), by rule and
+// key.
+func compareRuns(a, b firsts) []ruleChange {
 	keys := map[[2]string]bool{}
 	for k := range a {
 		keys[k] = true

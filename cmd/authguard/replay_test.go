@@ -95,7 +95,14 @@ func TestABaselineListsWhatARuleChangeChanges(t *testing.T) {
 			want[ip] = "blocked only by the new rules"
 		}
 	}
-	out, summary, err := runCLI(t, nil, "replay", "--rules", rules, "--baseline", baseline, "-o", "json", write(t, "attack.log", log.String()))
+	// Each address's lines a minute apart, one address after the other:
+	// a log in no time order, which --sort takes (without it, it is
+	// refused, naming the first line out of order).
+	attack := write(t, "attack.log", log.String())
+	if _, _, err := runCLI(t, nil, "replay", attack); err == nil || !strings.Contains(err.Error(), attack+": line 7: an entry of 2026-11-22 10:00:04 UTC is 59s older") {
+		t.Errorf("a log out of order: %v", err)
+	}
+	out, summary, err := runCLI(t, nil, "replay", "--sort", "--rules", rules, "--baseline", baseline, "-o", "json", attack)
 	var changes []struct{ Change, Rule, Key string }
 	if err != nil || json.Unmarshal([]byte(out), &changes) != nil {
 		t.Fatalf("replay --baseline: %v\n%s", err, out)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"net/netip"
 	"os"
 	"sort"
 	"sync/atomic"
@@ -78,58 +79,81 @@ svg{background:#fafafa;border:1px solid #ddd}
 </body></html>
 `))
 
-// writeReport writes a self-contained HTML page for a post-incident review:
+// reportData is what the review page shows, gathered as the replay goes:
+// failures per minute and per address, bounded by the span and the
+// addresses, not by the lines.
+type reportData struct {
+	files       []string
+	events      int
+	first, last time.Time
+	perMinute   map[int64]int // failures in each minute since the epoch
+	offenders   map[netip.Addr]*offender
+	decisions   []replayDecision
+}
+
+type offender struct {
+	failures    int
+	users       map[string]bool
+	first, last time.Time
+}
+
+// maxOffenderUsers bounds the usernames counted per address.
+const maxOffenderUsers = 10000
+
+func newReportData(files []string) *reportData {
+	return &reportData{files: files, perMinute: map[int64]int{}, offenders: map[netip.Addr]*offender{}}
+}
+
+func (r *reportData) event(ev *detector.Event) {
+	if r.events == 0 {
+		r.first = ev.Time
+	}
+	r.events++
+	r.last = ev.Time
+	if ev.Action != detector.ActionAuthFailed {
+		return
+	}
+	r.perMinute[ev.Time.Unix()/60]++
+	o := r.offenders[ev.IP]
+	if o == nil {
+		o = &offender{users: map[string]bool{}, first: ev.Time}
+		r.offenders[ev.IP] = o
+	}
+	o.failures++
+	o.last = ev.Time
+	if ev.Username != "" && len(o.users) < maxOffenderUsers {
+		o.users[ev.Username] = true
+	}
+}
+
+func (r *reportData) decision(d replayDecision) { r.decisions = append(r.decisions, d) }
+
+// write writes a self-contained HTML page for a post-incident review:
 // attempts per minute over time with each decision marked, the decisions,
 // and the top offenders.
-func writeHTMLReport(w io.Writer, files []string, events []detector.Event, decisions []replayDecision, byRule map[string]int) error {
-	page := reportPage{Generated: time.Now().UTC().Format(time.RFC3339), Files: files, Events: len(events), Decisions: decisions, ChartW: 1000, ChartH: 220}
-	if len(events) == 0 {
+func (r *reportData) write(w io.Writer, byRule map[string]int) error {
+	page := reportPage{Generated: time.Now().UTC().Format(time.RFC3339), Files: r.files, Events: r.events, Decisions: r.decisions, ChartW: 1000, ChartH: 220}
+	if r.events == 0 {
 		return reportTemplate.Execute(w, page)
 	}
-	first, last := events[0].Time.UTC(), events[len(events)-1].Time.UTC()
+	first, last := r.first.UTC(), r.last.UTC()
 	page.From, page.To = first.Format(time.DateTime), last.Format(time.DateTime)
 	start := first.Truncate(time.Minute)
 	minutes := int(last.Sub(start)/time.Minute) + 1
-	perMinute := make([]int, minutes)
-	type offender struct {
-		failures    int
-		users       map[string]bool
-		first, last time.Time
-	}
-	offenders := map[string]*offender{}
-	for _, ev := range events {
-		if ev.Action != detector.ActionAuthFailed {
-			continue
-		}
-		perMinute[int(ev.Time.Sub(start)/time.Minute)]++
-		ip := ev.IP.String()
-		o := offenders[ip]
-		if o == nil {
-			o = &offender{users: map[string]bool{}, first: ev.Time}
-			offenders[ip] = o
-		}
-		o.failures++
-		o.last = ev.Time
-		if ev.Username != "" && len(o.users) < 10000 {
-			o.users[ev.Username] = true
-		}
-	}
-	for _, n := range perMinute {
+	for _, n := range r.perMinute {
 		page.Peak = max(page.Peak, n)
 	}
 	x := func(t time.Time) int {
 		return int(float64(page.ChartW) * float64(t.Sub(start)) / float64(time.Duration(minutes)*time.Minute))
 	}
 	bw := max(page.ChartW/minutes, 1)
-	for i, n := range perMinute {
-		if n == 0 {
-			continue
-		}
+	for m, n := range r.perMinute {
 		h := max(1, n*(page.ChartH-10)/max(page.Peak, 1))
-		at := start.Add(time.Duration(i) * time.Minute)
+		at := time.Unix(m*60, 0).UTC()
 		page.Bars = append(page.Bars, reportBar{X: x(at), Y: page.ChartH - h, W: bw, H: h, Label: fmt.Sprintf("%s: %d", at.Format("15:04"), n)})
 	}
-	for _, d := range decisions {
+	sort.Slice(page.Bars, func(i, j int) bool { return page.Bars[i].X < page.Bars[j].X })
+	for _, d := range r.decisions {
 		t, _ := time.Parse(time.RFC3339Nano, d.Time)
 		class := "alert"
 		if d.Action == string(detector.KindBlock) {
@@ -137,8 +161,8 @@ func writeHTMLReport(w io.Writer, files []string, events []detector.Event, decis
 		}
 		page.Marks = append(page.Marks, reportMark{X: x(t), Class: class, Label: fmt.Sprintf("%s %s %s %s", d.Time, d.Rule, d.Key, d.Action)})
 	}
-	for ip, o := range offenders {
-		page.Offenders = append(page.Offenders, reportOffender{IP: ip, Failures: o.failures, Usernames: len(o.users),
+	for ip, o := range r.offenders {
+		page.Offenders = append(page.Offenders, reportOffender{IP: ip.String(), Failures: o.failures, Usernames: len(o.users),
 			First: o.first.UTC().Format(time.DateTime), Last: o.last.UTC().Format(time.DateTime)})
 	}
 	sort.Slice(page.Offenders, func(i, j int) bool {

@@ -1,11 +1,13 @@
 package logfile
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/authguard/authguard/detector"
 	"github.com/authguard/authguard/detector/loki"
 )
 
@@ -24,9 +26,11 @@ func BenchmarkReadLogcli(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		evs, _, err := Read(strings.NewReader(text), parse, 1<<20)
-		if err != nil || len(evs) != lines {
-			b.Fatalf("%d events, %v", len(evs), err)
+		n := 0
+		_, err := Stream(context.Background(), []Input{{Name: "bench", R: strings.NewReader(text)}}, Options{Parse: parse, MaxLine: 1 << 20, Window: time.Minute},
+			func(*detector.Event) error { n++; return nil })
+		if err != nil || n != lines {
+			b.Fatalf("%d events, %v", n, err)
 		}
 	}
 	b.ReportMetric(float64(b.N*lines)/time.Since(start).Seconds(), "lines/s")

@@ -1,6 +1,7 @@
 package logfile
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,9 @@ func TestAFormatReadsPlainTextLogs(t *testing.T) {
 		"Nov 22 10:00:03 host sshd[7]: Connection closed by 203.0.113.7 port 40000",
 		"Nov 22 10:00:04 host sshd[7]: Failed password for bob from 203.0.113.999 port 1 ssh2",
 	}, "\n")
-	evs, st, err := Read(strings.NewReader(log), f.Parse, 1<<16)
+	var evs []detector.Event
+	st, err := Stream(context.Background(), []Input{text("auth.log", log)}, Options{Parse: f.Parse, MaxLine: 1 << 16, Window: time.Minute},
+		func(ev *detector.Event) error { evs = append(evs, *ev); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}

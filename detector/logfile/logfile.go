@@ -1,14 +1,13 @@
 // Package logfile reads audit events from files for offline replay: raw
-// JSON audit lines (their event time is the line's ts field) or the output of
+// JSON audit lines (their event time is the line's ts field), the output of
 // `logcli query --output=jsonl` (the Loki entry timestamp is the event time),
-// one entry a line, in any order.
+// or plain text through a Format; one entry a line, oldest or newest first,
+// several inputs merged into one stream in time order.
 package logfile
 
 import (
 	"bufio"
 	"fmt"
-	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -26,11 +25,22 @@ type Stats struct {
 	FirstSkip *Skip
 }
 
-// Skip is one skipped line: its number in its input and why.
+// Skip is one skipped line: its input, its number there and why.
 type Skip struct {
-	Line   int
-	Reason string
-	Detail string
+	Input string
+	Line  int
+	// FromEnd: the input was read backward (newest first), and Line
+	// counts from its end.
+	FromEnd bool
+	Reason  string
+	Detail  string
+}
+
+func (s *Skip) String() string {
+	if s.FromEnd {
+		return fmt.Sprintf("%s, line %d from the end: %s (%s)", s.Input, s.Line, s.Reason, s.Detail)
+	}
+	return fmt.Sprintf("%s:%d: %s (%s)", s.Input, s.Line, s.Reason, s.Detail)
 }
 
 // LineParser turns one line of a log into an event, or returns a
@@ -41,77 +51,6 @@ type LineParser func(text string) (detector.Event, error)
 // field; entry parses the line of a logcli entry with its timestamp.
 func JSON(lineTime, entry *loki.Parser) LineParser {
 	return func(text string) (detector.Event, error) { return parse(text, lineTime, entry) }
-}
-
-// Read parses every line of r with parse. Lines longer than maxLine bytes
-// are counted as too_long and skipped. The events come back in time order
-// (stable for equal times), as the detector needs them; logcli writes
-// newest first by default.
-func Read(r io.Reader, parseLine LineParser, maxLine int) ([]detector.Event, Stats, error) {
-	st := Stats{Skipped: map[string]int{}}
-	var events []detector.Event
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		text, tooLong, err := readLine(br, maxLine)
-		if err != nil && err != io.EOF {
-			return nil, st, fmt.Errorf("read line %d: %w", st.Lines+1, err)
-		}
-		switch {
-		case tooLong:
-			// Counted and skipped; never the end of the run.
-			st.Lines++
-			st.Skipped[loki.SkipTooLong]++
-			if st.FirstSkip == nil {
-				st.FirstSkip = &Skip{Line: st.Lines, Reason: loki.SkipTooLong, Detail: "longer than " + fmt.Sprint(maxLine) + " bytes"}
-			}
-		case text != "":
-			st.Lines++
-			ev, perr := parseLine(text)
-			if perr != nil {
-				reason, detail := "unknown", perr.Error()
-				if se, ok := loki.IsSkip(perr); ok {
-					reason, detail = se.Reason, se.Detail
-				}
-				st.Skipped[reason]++
-				if st.FirstSkip == nil {
-					st.FirstSkip = &Skip{Line: st.Lines, Reason: reason, Detail: detail}
-				}
-				break
-			}
-			events = append(events, ev)
-		}
-		if err == io.EOF {
-			break
-		}
-	}
-	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
-	kept, dups := Dedup(events)
-	st.Duplicates += dups
-	st.Events = len(kept)
-	return kept, st, nil
-}
-
-// Dedup drops the repeats of events sorted by time: the same entry twice
-// (a log exported from overlapping queries, or the same file given twice)
-// is one event, as Loki itself stores an exact repeat once. It returns the
-// events kept and how many were repeats.
-func Dedup(events []detector.Event) ([]detector.Event, int) {
-	kept, dups := events[:0], 0
-	for i, ev := range events {
-		dup := false
-		for j := i - 1; j >= 0 && events[j].Time.Equal(ev.Time); j-- {
-			if events[j].Line == ev.Line {
-				dup = true
-				break
-			}
-		}
-		if dup {
-			dups++
-			continue
-		}
-		kept = append(kept, ev)
-	}
-	return kept, dups
 }
 
 // readLine reads one line of any length, without its line ending. A line

@@ -1,0 +1,119 @@
+package logfile
+
+import (
+	"container/heap"
+	"fmt"
+	"time"
+
+	"github.com/authguard/authguard/detector"
+)
+
+// reorder puts an input's entries in time order within a window: each is
+// held until one at least the window later was read (or more than the
+// bound are held), then given out oldest first; an entry older than one
+// given out already is an input out of order beyond the window. Entries
+// in order, the usual case, take a queue; the others a heap.
+type reorder struct {
+	window  time.Duration
+	maxHeld int
+	dir     string // how messages count lines: "line" or "line from the end,"
+
+	queue   []held // in order of time
+	head    int
+	late    heldHeap // read after a later entry
+	seq     uint64
+	maxSeen time.Time
+	lastOut time.Time
+	given   bool
+	ready   []detector.Event
+}
+
+type held struct {
+	ev  detector.Event
+	seq uint64 // read order, for entries of equal time
+}
+
+func (h held) before(o held) bool {
+	return h.ev.Time.Before(o.ev.Time) || h.ev.Time.Equal(o.ev.Time) && h.seq < o.seq
+}
+
+type heldHeap []held
+
+func (h heldHeap) Len() int           { return len(h) }
+func (h heldHeap) Less(i, j int) bool { return h[i].before(h[j]) }
+func (h heldHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *heldHeap) Push(x any)        { *h = append(*h, x.(held)) }
+func (h *heldHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = held{}
+	*h = old[:len(old)-1]
+	return x
+}
+
+func (r *reorder) held() int { return len(r.queue) - r.head + len(r.late) }
+
+// push takes the entry read at line and returns the entries now ready, in
+// order (valid until the next call).
+func (r *reorder) push(ev detector.Event, line int) ([]detector.Event, error) {
+	if r.given && ev.Time.Before(r.lastOut) {
+		return nil, fmt.Errorf("%s %d: an entry of %s is %s older than one already replayed (%s): the log is not in time order beyond --reorder-window %s: widen the window, or give --sort to sort it in memory",
+			r.dir, line, detector.FormatTime(ev.Time), detector.FormatDuration(r.lastOut.Sub(ev.Time)), detector.FormatTime(r.lastOut), detector.FormatDuration(r.window))
+	}
+	h := held{ev, r.seq}
+	r.seq++
+	if !ev.Time.Before(r.maxSeen) {
+		r.queue = append(r.queue, h)
+		r.maxSeen = ev.Time
+	} else {
+		heap.Push(&r.late, h)
+	}
+	r.ready = r.ready[:0]
+	horizon := r.maxSeen.Add(-r.window) // saturates for an endless window
+	for r.held() > 0 {
+		next := r.peek()
+		if next.ev.Time.After(horizon) && r.held() <= r.maxHeld {
+			break
+		}
+		r.take()
+	}
+	return r.ready, nil
+}
+
+// drain gives out every entry held, in order.
+func (r *reorder) drain() []detector.Event {
+	r.ready = r.ready[:0]
+	for r.held() > 0 {
+		r.take()
+	}
+	return r.ready
+}
+
+func (r *reorder) peek() held {
+	switch {
+	case r.head == len(r.queue):
+		return r.late[0]
+	case len(r.late) == 0 || r.queue[r.head].before(r.late[0]):
+		return r.queue[r.head]
+	}
+	return r.late[0]
+}
+
+// take gives out the oldest entry held.
+func (r *reorder) take() {
+	var h held
+	if r.head < len(r.queue) && (len(r.late) == 0 || r.queue[r.head].before(r.late[0])) {
+		h = r.queue[r.head]
+		r.queue[r.head] = held{}
+		r.head++
+		if r.head > 1024 && r.head*2 > len(r.queue) {
+			n := copy(r.queue, r.queue[r.head:])
+			clear(r.queue[n:])
+			r.queue, r.head = r.queue[:n], 0
+		}
+	} else {
+		h = heap.Pop(&r.late).(held)
+	}
+	r.ready = append(r.ready, h.ev)
+	r.lastOut, r.given = h.ev.Time, true
+}
