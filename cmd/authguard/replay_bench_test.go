@@ -14,7 +14,7 @@ import (
 // writeAttack writes n raw audit lines of a held-out style attack: a
 // credential-stuffing spray over 12,750 addresses of 51 networks and 500
 // accounts, a line every millisecond or so, each its own request.
-func writeAttack(b *testing.B, path string, n int) {
+func writeAttack(b testing.TB, path string, n int) {
 	b.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -77,4 +77,56 @@ func BenchmarkReplayAgainstFail2ban(b *testing.B) {
 	} else {
 		b.Log("fail2ban-regex is not installed (apt-get install fail2ban): no ratio")
 	}
+}
+
+// writeDays writes the held-out style attack again and again, a day apart,
+// until the file holds size bytes.
+func writeDays(b testing.TB, path string, size int64) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	var written int64
+	for day := 0; written < size; day++ {
+		for i := 0; i < 210_000 && written < size; i++ {
+			n, _ := fmt.Fprintf(w, `{"ts":%q,"service":"audit","action":"auth_failed","client_ip":"203.0.%d.%d","username":"user%d","path":"/auth/login","status":401,"user_agent":"Mozilla/5.0","request_id":"%016x"}`+"\n",
+				t0.Add(time.Duration(day)*24*time.Hour+time.Duration(i)*1100*time.Microsecond).Format(time.RFC3339Nano), (i*7)%51, (i*13)%250+1, (i*31)%500, i)
+			written += int64(n)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+}
+
+// BenchmarkReplayMemoryFollowsKeys replays 1 GiB made of the held-out
+// style attack repeated over later days, and its first 100 MiB, and
+// reports both peak RSS figures and their ratio: the memory follows the
+// keys the rules track, not the input (make bench-replay).
+func BenchmarkReplayMemoryFollowsKeys(b *testing.B) {
+	dir := b.TempDir()
+	small, large := filepath.Join(dir, "100MiB.log"), filepath.Join(dir, "1GiB.log")
+	writeDays(b, small, 100<<20)
+	writeDays(b, large, 1<<30)
+	bin := filepath.Join(dir, "authguard")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	b.ResetTimer()
+	var rssSmall, rssLarge float64
+	var took time.Duration
+	for range b.N {
+		_, r := timeRun(b, bin, "replay", "-o", "jsonl", small)
+		rssSmall = max(rssSmall, r)
+		d, r := timeRun(b, bin, "replay", "-o", "jsonl", large)
+		rssLarge, took = max(rssLarge, r), took+d
+	}
+	b.ReportMetric(rssSmall, "rss-100MiB-MiB")
+	b.ReportMetric(rssLarge, "rss-1GiB-MiB")
+	b.ReportMetric(rssLarge/rssSmall, "rss-ratio")
+	b.ReportMetric(float64(1<<30)*float64(b.N)/took.Seconds()/(1<<20), "MiB/s")
 }

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Replay reads what operators have: the same lines split into two
@@ -165,5 +169,178 @@ func TestABaselineReadsTheFieldsItsRulesName(t *testing.T) {
 	out, _, err := runCLI(t, nil, "replay", "--baseline", baseline, "-o", "jsonl", write(t, "tenants.log", log.String()))
 	if err != nil || !strings.Contains(out, `"change":"alert lost","rule":"tenant-spray","key":"acme"`) {
 		t.Errorf("replay --baseline with a field only the baseline names: %v\n%s", err, out)
+	}
+}
+
+// The held-out style attack, 210,000 lines over 12,750 addresses, replayed
+// as a whole process does it (read, ordered, decided, written), against a
+// recount from scratch of the default rules that block: SEC-010 (5
+// failures in 24h, 5m blocks) and the enumeration rule (11 usernames in
+// 10m, 1h blocks). Every decision matches: time, rule, address, count and
+// whether it renews a standing block. The file is given newest first, so
+// it is read backward.
+func TestReplayOfAHeldOutStyleAttackMatchesARecount(t *testing.T) {
+	const lines = 210_000
+	dir := t.TempDir()
+	up := filepath.Join(dir, "attack.log")
+	writeAttack(t, up, lines)
+	text, err := os.ReadFile(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")
+	slices.Reverse(all)
+	down := write(t, "newest-first.log", strings.Join(all, "\n")+"\n")
+	def, err := os.ReadFile("../../rules/examples/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocking, _, _ := strings.Cut(string(def), "  - name: targeted-account")
+	rules := write(t, "rules.yaml", blocking)
+	out, _, err := runCLI(t, nil, "replay", "--rules", rules, "-o", "jsonl", down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var d replayDecision
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s %s %d %v", d.Time, d.Rule, d.Key, d.Count, d.Renewal))
+	}
+	slices.Reverse(all)
+	want := recountAttack(t, all)
+	if len(got) != len(want) {
+		t.Errorf("%d decisions, the recount %d", len(got), len(want))
+	}
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Fatalf("decision %d: %s\n            the recount: %s", i, got[i], want[i])
+		}
+	}
+	t.Logf("%d lines, %d decisions, all as the recount", lines, len(got))
+}
+
+// recountAttack decides the attack's lines (oldest first) from scratch:
+// per address, the failures (or distinct usernames) since its slate was
+// last cleaned (a block expired, or a gap as long as the window), counted
+// within the window; at the threshold a block, renewing one that stands.
+func recountAttack(t *testing.T, lines []string) []string {
+	type try struct {
+		at   time.Time
+		user string
+	}
+	type rule struct {
+		name      string
+		window    time.Duration
+		threshold int
+		ttl       time.Duration
+		distinct  bool
+		tries     map[string][]try
+		until     map[string]time.Time
+	}
+	rules := []*rule{
+		{name: "failed-login-burst", window: 24 * time.Hour, threshold: 5, ttl: 5 * time.Minute},
+		{name: "account-enumeration", window: 10 * time.Minute, threshold: 11, ttl: time.Hour, distinct: true},
+	}
+	for _, r := range rules {
+		r.tries, r.until = map[string][]try{}, map[string]time.Time{}
+	}
+	var out []string
+	for _, line := range lines {
+		var ev struct{ TS, ClientIP, Username string }
+		if err := json.Unmarshal([]byte(line), &struct {
+			TS       *string `json:"ts"`
+			ClientIP *string `json:"client_ip"`
+			Username *string `json:"username"`
+		}{&ev.TS, &ev.ClientIP, &ev.Username}); err != nil {
+			t.Fatal(err)
+		}
+		at, err := time.Parse(time.RFC3339Nano, ev.TS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			ip := ev.ClientIP
+			if until, ok := r.until[ip]; ok && !at.Before(until) {
+				delete(r.until, ip)
+				delete(r.tries, ip)
+			}
+			tries := r.tries[ip]
+			if !r.distinct && len(tries) > 0 && !tries[len(tries)-1].at.After(at.Add(-r.window)) {
+				tries = nil
+			}
+			tries = append(tries, try{at, ev.Username})
+			r.tries[ip] = tries
+			n, users := 0, map[string]bool{}
+			for _, tr := range tries {
+				if tr.at.After(at.Add(-r.window)) {
+					n++
+					users[tr.user] = true
+				}
+			}
+			count := len(tries)
+			if r.distinct {
+				n, count = len(users), len(users)
+			}
+			if n < r.threshold {
+				continue
+			}
+			_, renewal := r.until[ip]
+			r.until[ip] = at.Add(r.ttl)
+			out = append(out, fmt.Sprintf("%s %s %s %d %v", at.UTC().Format(time.RFC3339Nano), r.name, ip, count, renewal))
+		}
+	}
+	return out
+}
+
+// A 200 MB line in the middle of a log is skipped and counted, and every
+// decision around it is printed, whichever way the log runs.
+func TestA200MBLineIsSkippedAndCounted(t *testing.T) {
+	var before, after []string
+	for i := range 5 {
+		before = append(before, fmt.Sprintf(`{"ts":"2026-11-22T10:00:0%dZ","action":"auth_failed","client_ip":"203.0.113.1"}`, i))
+		after = append(after, fmt.Sprintf(`{"ts":"2026-11-22T10:01:0%dZ","action":"auth_failed","client_ip":"203.0.113.2"}`, i))
+	}
+	// Written a piece at a time: the test holds no 200 MB string.
+	writeLog := func(name string, lines []string) string {
+		p := filepath.Join(t.TempDir(), name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := bufio.NewWriterSize(f, 1<<20)
+		for _, l := range lines {
+			if l != "huge" {
+				w.WriteString(l + "\n")
+				continue
+			}
+			w.WriteString(`{"ts":"2026-11-22T10:00:30Z","action":"auth_failed","client_ip":"203.0.113.3","pad":"`)
+			pad := strings.Repeat("x", 1<<20)
+			for range 200 {
+				w.WriteString(pad)
+			}
+			w.WriteString("\"}\n")
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return p
+	}
+	lines := append(append(append([]string{}, before...), "huge"), after...)
+	up := writeLog("up.log", lines)
+	slices.Reverse(lines)
+	down := writeLog("down.log", lines)
+	for _, log := range []string{up, down} {
+		out, summary, err := runCLI(t, nil, "replay", "-o", "jsonl", log)
+		if err != nil {
+			t.Fatalf("%s: %v", log, err)
+		}
+		if !strings.Contains(out, `"key":"203.0.113.1","action":"block"`) || !strings.Contains(out, `"key":"203.0.113.2","action":"block"`) ||
+			strings.Contains(out, "203.0.113.3") || !strings.Contains(summary, "replayed 11 lines: 10 events, 1 skipped (too_long 1)") {
+			t.Errorf("%s:\n%s%s", log, out, summary)
+		}
 	}
 }

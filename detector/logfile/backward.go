@@ -56,7 +56,7 @@ func (b *backward) next() (text string, tooLong bool, err error) {
 			}
 			return string(bytes.TrimRight(line, "\r")), false, io.EOF
 		}
-		if len(b.buf) > b.limit+1 {
+		if b.tooLong || len(b.buf) > b.limit+1 {
 			// No newline within limit: the line is too long. Keep
 			// nothing of it; its start is further back.
 			b.buf, b.tooLong = b.buf[:0], true
