@@ -3,7 +3,7 @@
 GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-real build images bench bench-compare bench-replay soak lint redis-server
+.PHONY: demo test test-real build images bench bench-compare bench-replay soak lint redis-server chromium
 
 ## demo: run the whole loop (Redis, fake Loki, login app, gateway, daemon) against a scripted attack
 demo: redis-server
@@ -12,7 +12,7 @@ demo: redis-server
 	bin/authguard-demo
 
 ## test: formatting, vet, and every test (unit and e2e) with the race detector
-test: redis-server
+test: redis-server chromium
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
@@ -65,6 +65,13 @@ bench: redis-server
 ## Not run by CI (it writes 1.1 GiB to the temporary directory).
 bench-replay:
 	$(GO) test -run '^$$' -bench 'ReplayAgainstFail2ban|ReplayMemoryFollowsKeys' -benchtime 3x -timeout 30m ./cmd/authguard/
+
+# chromium is needed by the test of replay's review page in a real browser;
+# install Debian's when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "chromium not found; installing it with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 # redis-server is needed by the demo and the e2e tests; install it when missing.
 redis-server:

@@ -153,20 +153,24 @@ func (c *replayCmd) sides(stdout io.Writer, set, baseline *rules.Set) ([]*side, 
 	if c.Report != "" {
 		report = newReportData(c.Logs)
 	}
+	decided := func(d replayDecision) {
+		if report != nil {
+			report.decision(d)
+		}
+	}
 	if baseline != nil {
 		base, err := detector.New(baseline.Config)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", c.Baseline, err)
 		}
-		a, b := newSide(engine, nil), newSide(base, nil)
+		a := newSide(engine, func(d replayDecision) error { decided(d); return nil })
+		b := newSide(base, nil)
 		a.firsts, b.firsts = firsts{}, firsts{}
-		return []*side{a, b}, nil, nil, nil
+		return []*side{a, b}, nil, report, nil
 	}
 	printer := newDecisionPrinter(c.Output, stdout, c.Renewals)
 	return []*side{newSide(engine, func(d replayDecision) error {
-		if report != nil {
-			report.decision(d)
-		}
+		decided(d)
 		return printer.add(d)
 	})}, printer, report, nil
 }
@@ -174,26 +178,40 @@ func (c *replayCmd) sides(stdout io.Writer, set, baseline *rules.Set) ([]*side, 
 // finish prints what the replay found: the end of the decisions, or the
 // changes from the baseline; the review page; the summary.
 func (c *replayCmd) finish(e *env, total logfile.Stats, sides []*side, printer *decisionPrinter, report *reportData) error {
+	var changes []ruleChange
 	if len(sides) == 2 {
-		return c.printChanges(e.stdout, e.stderr, compareRuns(sides[0].firsts, sides[1].firsts))
+		changes = compareRuns(sides[0].firsts, sides[1].firsts)
+		if report != nil {
+			report.changes = append([]ruleChange{}, changes...)
+		}
+	}
+	if report != nil {
+		if err := c.writeReport(report, sides[0].byRule); err != nil {
+			return err
+		}
+	}
+	if len(sides) == 2 {
+		return c.printChanges(e.stdout, e.stderr, changes)
 	}
 	if err := printer.close(); err != nil {
 		return err
 	}
-	if report != nil {
-		f, err := os.Create(c.Report)
-		if err != nil {
-			return err
-		}
-		err = report.write(f, sides[0].byRule)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("report %s: %w", c.Report, err)
-		}
-	}
 	summarize(e.stderr, total, sides[0].count, sides[0].byRule)
+	return nil
+}
+
+func (c *replayCmd) writeReport(report *reportData, byRule map[string]int) error {
+	f, err := os.Create(c.Report)
+	if err != nil {
+		return err
+	}
+	err = report.write(f, byRule)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("report %s: %w", c.Report, err)
+	}
 	return nil
 }
 

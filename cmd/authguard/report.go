@@ -2,93 +2,26 @@ package main
 
 import (
 	"fmt"
-	"html/template"
 	"io"
 	"net/netip"
-	"os"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	"github.com/authguard/authguard/detector"
 )
 
-// reportPage is the data of a replay's post-incident review page.
-type reportPage struct {
-	Generated  string
-	Files      []string
-	Events     int
-	From, To   string
-	Bars       []reportBar
-	ChartW     int
-	ChartH     int
-	Peak       int
-	Offenders  []reportOffender
-	Decisions  []replayDecision
-	Marks      []reportMark
-	RuleCounts []string
-}
-
-type reportBar struct {
-	X, Y, W, H int
-	Label      string
-}
-
-type reportMark struct {
-	X     int
-	Label string
-	Class string
-}
-
-type reportOffender struct {
-	IP        string
-	Failures  int
-	Usernames int
-	First     string
-	Last      string
-}
-
-var reportTemplate = template.Must(template.New("report").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>authguard replay report</title>
-<style>
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
-h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
-table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
-svg{background:#fafafa;border:1px solid #ddd}
-.bar{fill:#7a9cc6}.block{stroke:#c0392b;stroke-width:2}.alert{stroke:#e69b00;stroke-width:2}
-.muted{color:#777}
-</style></head><body>
-<h1>authguard replay report</h1>
-<p class="muted">Generated {{.Generated}} from {{range $i, $f := .Files}}{{if $i}}, {{end}}{{$f}}{{end}}: {{.Events}} events from {{.From}} to {{.To}} (UTC).</p>
-<h2>Failed attempts per minute</h2>
-<svg width="{{.ChartW}}" height="{{.ChartH}}" role="img" aria-label="failed attempts per minute">
-{{range .Bars}}<rect class="bar" x="{{.X}}" y="{{.Y}}" width="{{.W}}" height="{{.H}}"><title>{{.Label}}</title></rect>
-{{end}}{{range .Marks}}<line class="{{.Class}}" x1="{{.X}}" x2="{{.X}}" y1="0" y2="{{$.ChartH}}"><title>{{.Label}}</title></line>
-{{end}}</svg>
-<p class="muted">Peak {{.Peak}} per minute. Red lines: blocks; amber: alerts (hover for details).</p>
-<h2>Decisions</h2>
-{{if .Decisions}}<p>{{range $i, $r := .RuleCounts}}{{if $i}} · {{end}}{{$r}}{{end}}</p>
-<table><tr><th>Time (UTC)</th><th>Rule</th><th>Key</th><th>Action</th><th>TTL</th><th>Severity</th><th>Count</th></tr>
-{{range .Decisions}}<tr><td>{{.Time}}</td><td>{{.Rule}}</td><td>{{.Key}}</td><td>{{.Action}}{{if .Renewal}} (renewal){{end}}</td><td class="n">{{if .TTLSeconds}}{{.TTLSeconds}} s{{end}}</td><td>{{.Severity}}</td><td class="n">{{.Count}}</td></tr>
-{{end}}</table>{{else}}<p>No rule fired.</p>{{end}}
-<h2>Top offenders</h2>
-<table><tr><th>Client IP</th><th>Failed attempts</th><th>Distinct usernames</th><th>First seen</th><th>Last seen</th></tr>
-{{range .Offenders}}<tr><td>{{.IP}}</td><td class="n">{{.Failures}}</td><td class="n">{{.Usernames}}</td><td>{{.First}}</td><td>{{.Last}}</td></tr>
-{{end}}</table>
-</body></html>
-`))
-
 // reportData is what the review page shows, gathered as the replay goes:
-// failures per minute and per address, bounded by the span and the
-// addresses, not by the lines.
+// failures per minute and per address, and one row per incident, bounded
+// by the span, the addresses and the incidents, not by the lines.
 type reportData struct {
 	files       []string
 	events      int
 	first, last time.Time
 	perMinute   map[int64]int // failures in each minute since the epoch
 	offenders   map[netip.Addr]*offender
-	decisions   []replayDecision
+	incidents   []reportIncident
+	open        map[[3]string]int // rule, key, action → its incident
+	changes     []ruleChange      // with --baseline
 }
 
 type offender struct {
@@ -97,11 +30,25 @@ type offender struct {
 	first, last time.Time
 }
 
-// maxOffenderUsers bounds the usernames counted per address.
-const maxOffenderUsers = 10000
+// reportIncident is one incident: a block and its renewals, or an alert.
+type reportIncident struct {
+	Rule, Key, Action string
+	First, Last       time.Time
+	Attempts          int // the tally it reached
+	Renewals          int
+	Severity          string // the most severe it reached
+}
+
+// Bounds of what the page lists.
+const (
+	maxOffenderUsers = 10000
+	maxPageIncidents = 500
+	maxPageOffenders = 20
+	maxPageChanges   = 500
+)
 
 func newReportData(files []string) *reportData {
-	return &reportData{files: files, perMinute: map[int64]int{}, offenders: map[netip.Addr]*offender{}}
+	return &reportData{files: files, perMinute: map[int64]int{}, offenders: map[netip.Addr]*offender{}, open: map[[3]string]int{}}
 }
 
 func (r *reportData) event(ev *detector.Event) {
@@ -126,90 +73,95 @@ func (r *reportData) event(ev *detector.Event) {
 	}
 }
 
-func (r *reportData) decision(d replayDecision) { r.decisions = append(r.decisions, d) }
+// decision folds d into its incident: a renewal into the block it renews.
+func (r *reportData) decision(d replayDecision) {
+	at, _ := time.Parse(time.RFC3339Nano, d.Time)
+	k := [3]string{d.Rule, d.Key, d.Action}
+	if i, ok := r.open[k]; ok && d.Renewal {
+		in := &r.incidents[i]
+		in.Renewals++
+		in.Last, in.Attempts = at, max(in.Attempts, d.Count)
+		in.Severity = min(in.Severity, d.Severity) // P1 is the most severe
+		return
+	}
+	r.open[k] = len(r.incidents)
+	r.incidents = append(r.incidents, reportIncident{Rule: d.Rule, Key: d.Key, Action: d.Action, First: at, Last: at, Attempts: d.Count, Severity: d.Severity})
+}
 
-// write writes a self-contained HTML page for a post-incident review:
-// attempts per minute over time with each decision marked, the decisions,
-// and the top offenders.
+// write writes the self-contained review page.
 func (r *reportData) write(w io.Writer, byRule map[string]int) error {
-	page := reportPage{Generated: time.Now().UTC().Format(time.RFC3339), Files: r.files, Events: r.events, Decisions: r.decisions, ChartW: 1000, ChartH: 220}
-	if r.events == 0 {
-		return reportTemplate.Execute(w, page)
-	}
-	first, last := r.first.UTC(), r.last.UTC()
-	page.From, page.To = first.Format(time.DateTime), last.Format(time.DateTime)
-	start := first.Truncate(time.Minute)
-	minutes := int(last.Sub(start)/time.Minute) + 1
-	for _, n := range r.perMinute {
-		page.Peak = max(page.Peak, n)
-	}
-	x := func(t time.Time) int {
-		return int(float64(page.ChartW) * float64(t.Sub(start)) / float64(time.Duration(minutes)*time.Minute))
-	}
-	bw := max(page.ChartW/minutes, 1)
-	for m, n := range r.perMinute {
-		h := max(1, n*(page.ChartH-10)/max(page.Peak, 1))
-		at := time.Unix(m*60, 0).UTC()
-		page.Bars = append(page.Bars, reportBar{X: x(at), Y: page.ChartH - h, W: bw, H: h, Label: fmt.Sprintf("%s: %d", at.Format("15:04"), n)})
-	}
-	sort.Slice(page.Bars, func(i, j int) bool { return page.Bars[i].X < page.Bars[j].X })
-	for _, d := range r.decisions {
-		t, _ := time.Parse(time.RFC3339Nano, d.Time)
-		class := "alert"
-		if d.Action == string(detector.KindBlock) {
-			class = "block"
-		}
-		page.Marks = append(page.Marks, reportMark{X: x(t), Class: class, Label: fmt.Sprintf("%s %s %s %s", d.Time, d.Rule, d.Key, d.Action)})
-	}
-	for ip, o := range r.offenders {
-		page.Offenders = append(page.Offenders, reportOffender{IP: ip.String(), Failures: o.failures, Usernames: len(o.users),
-			First: o.first.UTC().Format(time.DateTime), Last: o.last.UTC().Format(time.DateTime)})
-	}
-	sort.Slice(page.Offenders, func(i, j int) bool {
-		a, b := page.Offenders[i], page.Offenders[j]
-		return a.Failures > b.Failures || a.Failures == b.Failures && a.IP < b.IP
-	})
-	page.Offenders = page.Offenders[:min(20, len(page.Offenders))]
-	for r, n := range byRule {
-		page.RuleCounts = append(page.RuleCounts, fmt.Sprintf("%s: %d", r, n))
+	page := reportPage{Generated: time.Now().UTC().Format(time.RFC3339), Files: r.files, Events: r.events}
+	for rule, n := range byRule {
+		page.RuleCounts = append(page.RuleCounts, fmt.Sprintf("%s: %d", rule, n))
 	}
 	sort.Strings(page.RuleCounts)
+	if r.events > 0 {
+		page.From, page.To = r.first.UTC().Format(time.DateTime), r.last.UTC().Format(time.DateTime)
+		page.Chart = r.chart()
+	}
+	page.Rules = r.rules()
+	page.Incidents, page.MoreIncidents = r.topIncidents()
+	page.Offenders = r.topOffenders()
+	if r.changes != nil {
+		page.Compared = true
+		page.Changes = r.changes[:min(len(r.changes), maxPageChanges)]
+		page.MoreChanges = len(r.changes) - len(page.Changes)
+		counts := map[string]int{}
+		for _, c := range r.changes {
+			counts[c.Rule+": "+c.Change]++
+		}
+		for k, n := range counts {
+			page.ChangeCounts = append(page.ChangeCounts, fmt.Sprintf("%s %d", k, n))
+		}
+		sort.Strings(page.ChangeCounts)
+	}
 	return reportTemplate.Execute(w, page)
 }
 
-// progress reports how far through a large file a read is, on a terminal.
-type progress struct {
-	r     io.Reader
-	n     atomic.Int64
-	total int64
-	name  string
-	out   io.Writer
-	last  time.Time
-}
-
-func (p *progress) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	done := p.n.Add(int64(n))
-	if now := time.Now(); now.Sub(p.last) > 200*time.Millisecond || err == io.EOF {
-		p.last = now
-		fmt.Fprintf(p.out, "\rreading %s: %3d%% of %d MiB", p.name, done*100/max(p.total, 1), p.total>>20)
-		if err == io.EOF {
-			fmt.Fprintln(p.out)
+// rules are the rules that decided, in name order.
+func (r *reportData) rules() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, in := range r.incidents {
+		if !seen[in.Rule] {
+			seen[in.Rule] = true
+			out = append(out, in.Rule)
 		}
 	}
-	return n, err
+	sort.Strings(out)
+	return out
 }
 
-// withProgress wraps f in a progress display when stderr is a terminal and
-// the file is large enough to wait for.
-func withProgress(f *os.File, name string, stderr io.Writer) io.Reader {
-	st, err := f.Stat()
-	tty, ok := stderr.(*os.File)
-	if err != nil || !ok || st.Size() < 16<<20 {
-		return f
+// topIncidents are the incidents with the most attempts, then the
+// earliest, as rows; and how many more there were.
+func (r *reportData) topIncidents() ([]pageIncident, int) {
+	order := make([]int, len(r.incidents))
+	for i := range order {
+		order[i] = i
 	}
-	if ts, err := tty.Stat(); err != nil || ts.Mode()&os.ModeCharDevice == 0 {
-		return f
+	sort.SliceStable(order, func(a, b int) bool {
+		x, y := r.incidents[order[a]], r.incidents[order[b]]
+		return x.Attempts > y.Attempts || x.Attempts == y.Attempts && x.First.Before(y.First)
+	})
+	var rows []pageIncident
+	for _, i := range order[:min(len(order), maxPageIncidents)] {
+		in := r.incidents[i]
+		rows = append(rows, pageIncident{reportIncident: in, FirstText: stamp(in.First), LastText: stamp(in.Last)})
 	}
-	return &progress{r: f, total: st.Size(), name: name, out: stderr}
+	return rows, len(order) - len(rows)
 }
+
+func (r *reportData) topOffenders() []reportOffender {
+	var out []reportOffender
+	for ip, o := range r.offenders {
+		out = append(out, reportOffender{IP: ip.String(), Failures: o.failures, Usernames: len(o.users),
+			First: o.first.UTC().Format(time.DateTime), Last: o.last.UTC().Format(time.DateTime)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		return a.Failures > b.Failures || a.Failures == b.Failures && a.IP < b.IP
+	})
+	return out[:min(maxPageOffenders, len(out))]
+}
+
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") }

@@ -18,7 +18,6 @@ type backward struct {
 	buf     []byte // read, not yet returned: whole lines, the first perhaps cut
 	limit   int
 	tooLong bool // the line being gathered at buf's start is over limit
-	err     error
 }
 
 func newBackward(r io.ReaderAt, size int64, limit int) *backward {
