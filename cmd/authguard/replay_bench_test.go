@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -32,14 +33,24 @@ func writeAttack(b testing.TB, path string, n int) {
 	f.Close()
 }
 
-// timeRun runs a command with its output discarded and returns how long it
-// took and its peak RSS in MiB.
+// timeRun runs a command with its output to /dev/null and returns how long
+// it took and its peak RSS in MiB. The output is not read: held by this
+// process, it would raise this process's peak, which a child started
+// later reports as its own (Linux carries the high-water mark across
+// exec).
 func timeRun(b *testing.B, name string, args ...string) (time.Duration, float64) {
 	b.Helper()
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	var errOut strings.Builder
 	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = null, &errOut
 	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("%s: %v\n%.2000s", name, err, out)
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%s: %v\n%.2000s", name, err, errOut.String())
 	}
 	took := time.Since(start)
 	return took, float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024

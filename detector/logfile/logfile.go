@@ -7,8 +7,8 @@ package logfile
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/authguard/authguard/detector"
@@ -58,24 +58,30 @@ func JSON(lineTime, entry *loki.Parser) LineParser {
 // so memory stays bounded by limit. At the end of r it returns io.EOF with
 // the last line, if it had no newline.
 func readLine(br *bufio.Reader, limit int) (text string, tooLong bool, err error) {
+	frag, err := br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		// The usual line, whole in the reader's buffer: one copy.
+		if len(frag) > limit+2 { // +2: the line ending
+			return "", true, err
+		}
+		return string(bytes.TrimRight(frag, "\r\n")), false, err
+	}
 	var buf []byte
 	for {
-		frag, err := br.ReadSlice('\n')
 		if !tooLong {
-			if len(buf)+len(frag) > limit+2 { // +2: the line ending
+			if len(buf)+len(frag) > limit+2 {
 				tooLong, buf = true, nil
 			} else {
 				buf = append(buf, frag...)
 			}
 		}
-		if err == bufio.ErrBufferFull {
-			continue
+		if err != bufio.ErrBufferFull {
+			if tooLong {
+				return "", true, err
+			}
+			return string(bytes.TrimRight(buf, "\r\n")), false, err
 		}
-		line := strings.TrimRight(string(buf), "\r\n")
-		if tooLong {
-			line = ""
-		}
-		return line, tooLong, err
+		frag, err = br.ReadSlice('\n')
 	}
 }
 

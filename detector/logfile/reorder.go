@@ -18,8 +18,7 @@ type reorder struct {
 	maxHeld int
 	dir     string // how messages count lines: "line" or "line from the end,"
 
-	queue   []held // in order of time
-	head    int
+	queue   ring     // in order of time
 	late    heldHeap // read after a later entry
 	seq     uint64
 	maxSeen time.Time
@@ -51,7 +50,35 @@ func (h *heldHeap) Pop() any {
 	return x
 }
 
-func (r *reorder) held() int { return len(r.queue) - r.head + len(r.late) }
+func (r *reorder) held() int { return r.queue.n + len(r.late) }
+
+// ring is a queue of entries in a circular buffer that doubles when full.
+type ring struct {
+	buf     []held
+	head, n int
+}
+
+func (q *ring) push(h held) {
+	if q.n == len(q.buf) {
+		grown := make([]held, max(1024, 2*len(q.buf)))
+		for i := range q.n {
+			grown[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = grown, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = h
+	q.n++
+}
+
+func (q *ring) first() *held { return &q.buf[q.head] }
+
+func (q *ring) pop() held {
+	h := q.buf[q.head]
+	q.buf[q.head] = held{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	return h
+}
 
 // push takes the entry read at line and returns the entries now ready, in
 // order (valid until the next call).
@@ -63,7 +90,7 @@ func (r *reorder) push(ev detector.Event, line int) ([]detector.Event, error) {
 	h := held{ev, r.seq}
 	r.seq++
 	if !ev.Time.Before(r.maxSeen) {
-		r.queue = append(r.queue, h)
+		r.queue.push(h)
 		r.maxSeen = ev.Time
 	} else {
 		heap.Push(&r.late, h)
@@ -89,28 +116,23 @@ func (r *reorder) drain() []detector.Event {
 	return r.ready
 }
 
-func (r *reorder) peek() held {
-	switch {
-	case r.head == len(r.queue):
-		return r.late[0]
-	case len(r.late) == 0 || r.queue[r.head].before(r.late[0]):
-		return r.queue[r.head]
+func (r *reorder) peek() *held {
+	if r.fromQueue() {
+		return r.queue.first()
 	}
-	return r.late[0]
+	return &r.late[0]
+}
+
+// fromQueue says whether the oldest entry held is the queue's first.
+func (r *reorder) fromQueue() bool {
+	return r.queue.n > 0 && (len(r.late) == 0 || r.queue.first().before(r.late[0]))
 }
 
 // take gives out the oldest entry held.
 func (r *reorder) take() {
 	var h held
-	if r.head < len(r.queue) && (len(r.late) == 0 || r.queue[r.head].before(r.late[0])) {
-		h = r.queue[r.head]
-		r.queue[r.head] = held{}
-		r.head++
-		if r.head > 1024 && r.head*2 > len(r.queue) {
-			n := copy(r.queue, r.queue[r.head:])
-			clear(r.queue[n:])
-			r.queue, r.head = r.queue[:n], 0
-		}
+	if r.fromQueue() {
+		h = r.queue.pop()
 	} else {
 		h = heap.Pop(&r.late).(held)
 	}
