@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,9 +13,18 @@ import (
 	"time"
 )
 
-// writeAttack writes n raw audit lines of a held-out style attack: a
+// attackLine is line i of a held-out style attack, a raw audit line: a
 // credential-stuffing spray over 12,750 addresses of 51 networks and 500
 // accounts, a line every millisecond or so, each its own request.
+func attackLine(i int) (time.Time, string) {
+	at := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC).Add(time.Duration(i) * 1100 * time.Microsecond)
+	return at, fmt.Sprintf(`{"ts":%q,"service":"audit","action":"auth_failed","client_ip":"203.0.%d.%d","username":"user%d","path":"/auth/login","status":401,"user_agent":"Mozilla/5.0","request_id":"%016x"}`,
+		at.Format(time.RFC3339Nano), (i*7)%51, (i*13)%250+1, (i*31)%500, i)
+}
+
+// writeAttack writes the attack's n lines as logcli query --output=jsonl
+// writes them by default: newest first, each line wrapped with its
+// stream's labels and its timestamp.
 func writeAttack(b testing.TB, path string, n int) {
 	b.Helper()
 	f, err := os.Create(path)
@@ -22,10 +32,14 @@ func writeAttack(b testing.TB, path string, n int) {
 		b.Fatal(err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	for i := range n {
-		fmt.Fprintf(w, `{"ts":%q,"service":"audit","action":"auth_failed","client_ip":"203.0.%d.%d","username":"user%d","path":"/auth/login","status":401,"user_agent":"Mozilla/5.0","request_id":"%016x"}`+"\n",
-			t0.Add(time.Duration(i)*1100*time.Microsecond).Format(time.RFC3339Nano), (i*7)%51, (i*13)%250+1, (i*31)%500, i)
+	enc := json.NewEncoder(w)
+	for i := n - 1; i >= 0; i-- {
+		at, line := attackLine(i)
+		enc.Encode(struct {
+			Labels    map[string]string `json:"labels"`
+			Line      string            `json:"line"`
+			Timestamp string            `json:"timestamp"`
+		}{map[string]string{"detected_level": "unknown", "service": "audit", "service_name": "audit"}, line, at.Format(time.RFC3339Nano)})
 	}
 	if err := w.Flush(); err != nil {
 		b.Fatal(err)
@@ -57,9 +71,10 @@ func timeRun(b *testing.B, name string, args ...string) (time.Duration, float64)
 }
 
 // BenchmarkReplayAgainstFail2ban times the whole replay process on a
-// 210,000-line attack and, when fail2ban-regex is installed, fail2ban-regex
-// matching the same lines (it only matches; replay decides), and reports
-// lines/s, peak RSS and the ratio of their times (make bench-replay).
+// 210,000-line attack exported with logcli (jsonl, newest first) and, when
+// fail2ban-regex is installed, fail2ban-regex matching the same lines (it
+// only matches; replay decides), and reports lines/s, peak RSS and the
+// ratio of their times (make bench-replay).
 func BenchmarkReplayAgainstFail2ban(b *testing.B) {
 	const lines = 210_000
 	dir := b.TempDir()
@@ -77,7 +92,7 @@ func BenchmarkReplayAgainstFail2ban(b *testing.B) {
 		took, r := timeRun(b, bin, "replay", "-o", "jsonl", log)
 		ours, rss = ours+took, max(rss, r)
 		if f2bErr == nil {
-			took, _ := timeRun(b, f2b, log, `"action":"auth_failed","client_ip":"<HOST>"`)
+			took, _ := timeRun(b, f2b, log, `\\"action\\":\\"auth_failed\\",\\"client_ip\\":\\"<HOST>\\"`)
 			theirs += took
 		}
 	}
@@ -99,12 +114,12 @@ func writeDays(b testing.TB, path string, size int64) {
 		b.Fatal(err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	var written int64
 	for day := 0; written < size; day++ {
 		for i := 0; i < 210_000 && written < size; i++ {
-			n, _ := fmt.Fprintf(w, `{"ts":%q,"service":"audit","action":"auth_failed","client_ip":"203.0.%d.%d","username":"user%d","path":"/auth/login","status":401,"user_agent":"Mozilla/5.0","request_id":"%016x"}`+"\n",
-				t0.Add(time.Duration(day)*24*time.Hour+time.Duration(i)*1100*time.Microsecond).Format(time.RFC3339Nano), (i*7)%51, (i*13)%250+1, (i*31)%500, i)
+			at, line := attackLine(i)
+			stamp := at.Format(time.RFC3339Nano)
+			n, _ := fmt.Fprintf(w, "%s%s%s\n", line[:7], at.Add(time.Duration(day)*24*time.Hour).Format(time.RFC3339Nano), line[7+len(stamp):])
 			written += int64(n)
 		}
 	}
