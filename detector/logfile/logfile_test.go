@@ -143,6 +143,16 @@ func TestTheReorderWindow(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "in: line 4: an entry of 2026-11-22 10:00:11 UTC is 19s older than one already replayed (2026-11-22 10:00:30 UTC)") {
 		t.Errorf("beyond the window: %v", err)
 	}
+	// Beside a good input, the bad one still stops the replay: nothing is
+	// decided past the line it failed at.
+	var good []string
+	for i := range 100 {
+		good = append(good, raw(i, "192.0.2.9"))
+	}
+	got, _, err = read(t, Options{Window: 5 * time.Second}, text("good", strings.Join(good, "\n")), text("bad", in))
+	if err == nil || !strings.HasPrefix(err.Error(), "bad: line 4") || len(got) >= 100 {
+		t.Errorf("a bad input beside a good one: %d events given out, %v", len(got), err)
+	}
 }
 
 // The entries held to put an input in order are bounded in number too: a

@@ -30,18 +30,21 @@ func Stream(ctx context.Context, inputs []Input, o Options, emit func(*detector.
 		sources[i] = s
 		go s.run(ctx)
 	}
-	m := merge{}
-	for i, s := range sources {
-		m.next(i, s.out)
+	// An input that fails stops the whole: no decision is made past it.
+	m := merge{failed: func(i int) error {
+		if err := sources[i].err; err != nil {
+			return fmt.Errorf("%s: %w", sources[i].in.Name, err)
+		}
+		return nil
+	}}
+	err := m.start(len(sources), func(i int) <-chan []detector.Event { return sources[i].out })
+	if err == nil {
+		err = m.run(emit)
 	}
-	err := m.run(emit)
 	cancel()
 	total := Stats{Skipped: map[string]int{}, Duplicates: m.dups}
 	for _, s := range sources {
 		for range s.out { // wait for it to stop
-		}
-		if err == nil && s.err != nil {
-			err = fmt.Errorf("%s: %w", s.in.Name, s.err)
 		}
 		total.add(s.st)
 	}
@@ -64,8 +67,9 @@ func (st *Stats) add(o Stats) {
 
 // merge takes the oldest event of the inputs' heads, one at a time.
 type merge struct {
-	heads headHeap
-	dups  int
+	heads  headHeap
+	failed func(input int) error // why an input that ended stopped, if it failed
+	dups   int
 	// The lines of the events given out at the latest time, for repeats.
 	at    time.Time
 	lines []string
@@ -94,11 +98,23 @@ func (h *headHeap) Pop() any {
 	return x
 }
 
-// next puts the input's next batch in the heap, unless it has ended.
-func (m *merge) next(input int, ch <-chan []detector.Event) {
+func (m *merge) start(n int, out func(int) <-chan []detector.Event) error {
+	for i := range n {
+		if err := m.next(i, out(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// next puts the input's next batch in the heap, unless it has ended; it
+// returns the input's error when it failed.
+func (m *merge) next(input int, ch <-chan []detector.Event) error {
 	if b, ok := <-ch; ok {
 		heap.Push(&m.heads, &head{input: input, batch: b, ch: ch})
+		return nil
 	}
+	return m.failed(input)
 }
 
 func (m *merge) run(emit func(*detector.Event) error) error {
@@ -116,7 +132,9 @@ func (m *merge) run(emit func(*detector.Event) error) error {
 			continue
 		}
 		heap.Pop(&m.heads)
-		m.next(h.input, h.ch)
+		if err := m.next(h.input, h.ch); err != nil {
+			return err
+		}
 	}
 	return nil
 }
