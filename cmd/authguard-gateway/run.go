@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil // --help or --version was shown
 	}
 	if err != nil {
-		return exitcode.UsageError(err)
+		return exitcode.UsageError(cliconfig.NameEnv(err))
 	}
 	return c.serve(ctx, stdout, stderr)
 }

@@ -54,8 +54,8 @@ func parse(t *testing.T, file string, args ...string) (*app, *kong.Context, *Sou
 		t.Fatal(err)
 	}
 	kctx, err := p.Parse(append([]string{"--config", path}, args...))
-	if err != nil {
-		err = errors.New(strings.ReplaceAll(err.Error(), path, "settings.yaml"))
+	if err != nil { // as the binaries report it, the file named plainly
+		err = errors.New(strings.ReplaceAll(NameEnv(err).Error(), path, "settings.yaml"))
 	}
 	return &a, kctx, src, err
 }
@@ -163,5 +163,19 @@ func TestReachRunsEveryProbeAndTellsUnreachableFromRefused(t *testing.T) {
 	out.Reset()
 	if err := Reach(context.Background(), &out, []Probe{{"slack", denied}, {"loki", answers}}); exitcode.Of(err) != exitcode.Findings {
 		t.Errorf("a refused token: status %d, want 1\n%s", exitcode.Of(err), out.String())
+	}
+}
+
+// A value out of a flag's choices names the environment variable it came
+// from, as a bad value from the file names its position.
+func TestABadValueNamesTheVariableItCameFrom(t *testing.T) {
+	t.Setenv("TESTAPP_OUTPUT", "xml")
+	_, _, _, err := parse(t, "", "replay")
+	if err == nil || !strings.HasSuffix(err.Error(), `(from envar TESTAPP_OUTPUT="xml")`) {
+		t.Errorf("from the environment: %v", err)
+	}
+	_, _, _, err = parse(t, "", "replay", "--output", "yaml")
+	if err == nil || strings.Contains(err.Error(), "envar") {
+		t.Errorf("given on the command line: %v", err)
 	}
 }

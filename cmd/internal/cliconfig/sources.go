@@ -2,6 +2,7 @@ package cliconfig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -42,12 +43,6 @@ type Origin struct {
 // default, in the order help shows them. URLs are shown without their
 // passwords.
 func (s *Sources) Origins(kctx *kong.Context) []Origin {
-	onCommandLine := map[*kong.Flag]bool{}
-	for _, p := range kctx.Path {
-		if p.Flag != nil && !p.Resolved {
-			onCommandLine[p.Flag] = true
-		}
-	}
 	var out []Origin
 	for _, f := range kctx.Flags() {
 		if f.Hidden || f.Name == "help" || f.Name == "config" || f.Name == "version" {
@@ -55,7 +50,7 @@ func (s *Sources) Origins(kctx *kong.Context) []Origin {
 		}
 		from := ""
 		switch {
-		case onCommandLine[f]:
+		case given(kctx, f):
 			from = "flag"
 		case s != nil && s.file[f.Name] != Position{}:
 			from = s.file[f.Name].String()
@@ -211,4 +206,35 @@ func redact(raw string) string {
 		return u.Redacted()
 	}
 	return raw
+}
+
+// NameEnv adds to a parse error about a flag's value the environment
+// variable that value came from: kong names it for values it cannot
+// decode, not for those outside a flag's choices.
+func NameEnv(err error) error {
+	var pe *kong.ParseError
+	if !errors.As(err, &pe) || pe.Context == nil {
+		return err
+	}
+	for _, f := range pe.Context.Flags() {
+		if !strings.HasPrefix(err.Error(), "--"+f.Name+" must be one of") || given(pe.Context, f) {
+			continue
+		}
+		for _, env := range f.Envs {
+			if v, ok := os.LookupEnv(env); ok {
+				return fmt.Errorf("%w (from envar %s=%q)", err, env, v)
+			}
+		}
+	}
+	return err
+}
+
+// given says whether the flag was on the command line.
+func given(kctx *kong.Context, f *kong.Flag) bool {
+	for _, p := range kctx.Path {
+		if p.Flag == f && !p.Resolved {
+			return true
+		}
+	}
+	return false
 }
