@@ -341,7 +341,14 @@ func openLog(path string, progress io.Writer) (openedLog, error) {
 		in.R = zr
 		return in, nil
 	}
-	in.R, in.File = br, f
+	in.R = br
+	if f != nil {
+		// Read backward in place only what can be: a regular file, not
+		// a named pipe or a device.
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			in.File = f
+		}
+	}
 	return in, nil
 }
 
