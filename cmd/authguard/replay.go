@@ -66,6 +66,8 @@ type replayDecision struct {
 	GroupBy  string   `json:"group_by,omitempty"`
 	Sources  []string `json:"sources,omitempty"`
 	SourceOf string   `json:"source_of,omitempty"`
+
+	at time.Time // Time, not written: kept for the review page
 }
 
 // Run replays the logs through the same engine the daemon runs and prints
@@ -182,7 +184,7 @@ func (c *replayCmd) finish(e *env, total logfile.Stats, sides []*side, printer *
 	if len(sides) == 2 {
 		changes = compareRuns(sides[0].firsts, sides[1].firsts)
 		if report != nil {
-			report.changes = append([]ruleChange{}, changes...)
+			report.compared, report.changes = true, changes
 		}
 	}
 	if report != nil {

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
 	"text/tabwriter"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/authguard/authguard/detector"
 )
@@ -44,7 +40,7 @@ func newSide(engine *detector.Engine, emit func(replayDecision) error) *side {
 }
 
 func toReplayDecision(d detector.Decision) replayDecision {
-	rd := replayDecision{Time: d.Time.UTC().Format(time.RFC3339Nano), Rule: d.Rule, Key: d.Key, Action: string(d.Kind),
+	rd := replayDecision{at: d.Time, Time: d.Time.UTC().Format(time.RFC3339Nano), Rule: d.Rule, Key: d.Key, Action: string(d.Kind),
 		Severity: d.Severity, Count: d.Count, Renewal: d.Renewal, GroupBy: d.GroupBy, SourceOf: d.SourceOf}
 	for _, a := range d.Sources {
 		rd.Sources = append(rd.Sources, a.String())
@@ -55,119 +51,88 @@ func toReplayDecision(d detector.Decision) replayDecision {
 	return rd
 }
 
+// incident is a decision with the renewals that followed it folded in
+// (same rule, key and action): a block and its renewals, or an alert.
+type incident struct {
+	first    replayDecision
+	last     time.Time
+	count    int // the tally it reached: its last decision's
+	peak     int // the highest tally on the way
+	renewals int
+	severity string // the most severe it reached (P1 first)
+}
+
+// incidents folds decisions into incidents as they are made.
+type incidents struct {
+	list []incident
+	open map[[3]string]int // rule, key, action → its incident
+}
+
+// add folds d into its incident, or opens one; unfolded, every decision is
+// one of its own.
+func (f *incidents) add(d replayDecision, fold bool) {
+	k := [3]string{d.Rule, d.Key, d.Action}
+	if i, ok := f.open[k]; ok && d.Renewal && fold {
+		in := &f.list[i]
+		in.renewals++
+		in.last, in.count, in.peak = d.at, d.Count, max(in.peak, d.Count)
+		in.severity = min(in.severity, d.Severity)
+		return
+	}
+	if f.open == nil {
+		f.open = map[[3]string]int{}
+	}
+	f.open[k] = len(f.list)
+	f.list = append(f.list, incident{first: d, last: d.at, count: d.Count, peak: d.Count, severity: d.Severity})
+}
+
 // decisionPrinter writes decisions as they are made, in one of the -o
 // formats; the table folds renewals into their block's row, so it is
 // written at the end (its rows, not the decisions, are held).
 type decisionPrinter struct {
-	format   string
-	w        *bufio.Writer
-	n        int
+	items    *itemWriter // the machine formats
+	w        io.Writer
 	renewals bool // the table lists renewals as rows of their own
-	rows     []replayDecision
-	folded   []int
-	open     map[[3]string]int // rule, key, action → its row
+	rows     incidents
 }
 
 func newDecisionPrinter(format string, w io.Writer, renewals bool) *decisionPrinter {
-	return &decisionPrinter{format: format, w: bufio.NewWriterSize(w, 64<<10), renewals: renewals, open: map[[3]string]int{}}
+	p := &decisionPrinter{w: w, renewals: renewals}
+	if format != "table" {
+		p.items = newItemWriter(format, w)
+	}
+	return p
 }
 
 func (p *decisionPrinter) add(d replayDecision) error {
-	p.n++
-	switch p.format {
-	case "jsonl":
-		b, err := json.Marshal(d)
-		if err != nil {
-			return err
-		}
-		p.w.Write(b)
-		return p.w.WriteByte('\n')
-	case "json":
-		b, err := json.MarshalIndent(d, "  ", "  ")
-		if err != nil {
-			return err
-		}
-		sep := ",\n  "
-		if p.n == 1 {
-			sep = "[\n  "
-		}
-		p.w.WriteString(sep)
-		_, err = p.w.Write(b)
-		return err
-	case "yaml":
-		return p.yaml(d)
+	if p.items != nil {
+		return p.items.add(d)
 	}
-	p.fold(d)
+	p.rows.add(d, !p.renewals)
 	return nil
-}
-
-// yaml writes d as an item of a YAML list, with the json names.
-func (p *decisionPrinter) yaml(d replayDecision) error {
-	var generic any
-	b, err := json.Marshal(d)
-	if err == nil {
-		err = json.Unmarshal(b, &generic)
-	}
-	if err != nil {
-		return err
-	}
-	enc := yaml.NewEncoder(p.w)
-	enc.SetIndent(2)
-	if err := enc.Encode([]any{generic}); err != nil {
-		return fmt.Errorf("yaml: %w", err)
-	}
-	return enc.Close()
-}
-
-// fold keeps a table row per decision that is not a renewal, counting the
-// renewals of it that follow (same rule, key and action).
-func (p *decisionPrinter) fold(d replayDecision) {
-	k := [3]string{d.Rule, d.Key, d.Action}
-	if i, ok := p.open[k]; ok && d.Renewal && !p.renewals {
-		p.folded[i]++
-		p.rows[i].Count = d.Count // the tally it reached
-		return
-	}
-	p.open[k] = len(p.rows)
-	p.rows = append(p.rows, d)
-	p.folded = append(p.folded, 0)
 }
 
 // close ends the output: the end of the JSON array, or the table.
 func (p *decisionPrinter) close() error {
-	switch p.format {
-	case "json":
-		if p.n == 0 {
-			p.w.WriteString("[]\n")
-		} else {
-			p.w.WriteString("\n]\n")
-		}
-	case "yaml":
-		if p.n == 0 {
-			p.w.WriteString("[]\n")
-		}
-	case "table":
-		p.table()
+	if p.items != nil {
+		return p.items.close()
 	}
-	return p.w.Flush()
-}
-
-func (p *decisionPrinter) table() {
 	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tRULE\tKEY\tACTION\tTTL\tSEVERITY\tCOUNT\tRENEWALS")
-	for i, d := range p.rows {
+	for _, in := range p.rows.list {
+		d := in.first
 		ttl := "-"
 		if d.TTLSeconds > 0 {
 			ttl = detector.FormatDuration(time.Duration(d.TTLSeconds) * time.Second)
 		}
-		renewed := strconv.Itoa(p.folded[i])
+		renewed := strconv.Itoa(in.renewals)
 		if p.renewals {
 			renewed = "-" // unfolded: this row is one
 			if d.Renewal {
 				renewed = "renewal"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Time, d.Rule, dash(d.Key), d.Action, ttl, d.Severity, d.Count, renewed)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Time, d.Rule, dash(d.Key), d.Action, ttl, d.Severity, in.count, renewed)
 	}
-	tw.Flush()
+	return tw.Flush()
 }

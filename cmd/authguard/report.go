@@ -19,24 +19,15 @@ type reportData struct {
 	first, last time.Time
 	perMinute   map[int64]int // failures in each minute since the epoch
 	offenders   map[netip.Addr]*offender
-	incidents   []reportIncident
-	open        map[[3]string]int // rule, key, action → its incident
-	changes     []ruleChange      // with --baseline
+	incidents   incidents
+	compared    bool         // with --baseline
+	changes     []ruleChange // from it
 }
 
 type offender struct {
 	failures    int
 	users       map[string]bool
 	first, last time.Time
-}
-
-// reportIncident is one incident: a block and its renewals, or an alert.
-type reportIncident struct {
-	Rule, Key, Action string
-	First, Last       time.Time
-	Attempts          int // the tally it reached
-	Renewals          int
-	Severity          string // the most severe it reached
 }
 
 // Bounds of what the page lists.
@@ -48,7 +39,7 @@ const (
 )
 
 func newReportData(files []string) *reportData {
-	return &reportData{files: files, perMinute: map[int64]int{}, offenders: map[netip.Addr]*offender{}, open: map[[3]string]int{}}
+	return &reportData{files: files, perMinute: map[int64]int{}, offenders: map[netip.Addr]*offender{}}
 }
 
 func (r *reportData) event(ev *detector.Event) {
@@ -74,19 +65,7 @@ func (r *reportData) event(ev *detector.Event) {
 }
 
 // decision folds d into its incident: a renewal into the block it renews.
-func (r *reportData) decision(d replayDecision) {
-	at, _ := time.Parse(time.RFC3339Nano, d.Time)
-	k := [3]string{d.Rule, d.Key, d.Action}
-	if i, ok := r.open[k]; ok && d.Renewal {
-		in := &r.incidents[i]
-		in.Renewals++
-		in.Last, in.Attempts = at, max(in.Attempts, d.Count)
-		in.Severity = min(in.Severity, d.Severity) // P1 is the most severe
-		return
-	}
-	r.open[k] = len(r.incidents)
-	r.incidents = append(r.incidents, reportIncident{Rule: d.Rule, Key: d.Key, Action: d.Action, First: at, Last: at, Attempts: d.Count, Severity: d.Severity})
-}
+func (r *reportData) decision(d replayDecision) { r.incidents.add(d, true) }
 
 // write writes the self-contained review page.
 func (r *reportData) write(w io.Writer, byRule map[string]int) error {
@@ -102,7 +81,7 @@ func (r *reportData) write(w io.Writer, byRule map[string]int) error {
 	page.Rules = r.rules()
 	page.Incidents, page.MoreIncidents = r.topIncidents()
 	page.Offenders = r.topOffenders()
-	if r.changes != nil {
+	if r.compared {
 		page.Compared = true
 		page.Changes = r.changes[:min(len(r.changes), maxPageChanges)]
 		page.MoreChanges = len(r.changes) - len(page.Changes)
@@ -122,10 +101,10 @@ func (r *reportData) write(w io.Writer, byRule map[string]int) error {
 func (r *reportData) rules() []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, in := range r.incidents {
-		if !seen[in.Rule] {
-			seen[in.Rule] = true
-			out = append(out, in.Rule)
+	for _, in := range r.incidents.list {
+		if rule := in.first.Rule; !seen[rule] {
+			seen[rule] = true
+			out = append(out, rule)
 		}
 	}
 	sort.Strings(out)
@@ -135,18 +114,20 @@ func (r *reportData) rules() []string {
 // topIncidents are the incidents with the most attempts, then the
 // earliest, as rows; and how many more there were.
 func (r *reportData) topIncidents() ([]pageIncident, int) {
-	order := make([]int, len(r.incidents))
+	all := r.incidents.list
+	order := make([]int, len(all))
 	for i := range order {
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool {
-		x, y := r.incidents[order[a]], r.incidents[order[b]]
-		return x.Attempts > y.Attempts || x.Attempts == y.Attempts && x.First.Before(y.First)
+		x, y := all[order[a]], all[order[b]]
+		return x.peak > y.peak || x.peak == y.peak && x.first.at.Before(y.first.at)
 	})
 	var rows []pageIncident
 	for _, i := range order[:min(len(order), maxPageIncidents)] {
-		in := r.incidents[i]
-		rows = append(rows, pageIncident{reportIncident: in, FirstText: stamp(in.First), LastText: stamp(in.Last)})
+		in := all[i]
+		rows = append(rows, pageIncident{Rule: in.first.Rule, Key: in.first.Key, Action: in.first.Action, Attempts: in.peak,
+			Renewals: in.renewals, Severity: in.severity, FirstText: stamp(in.first.at), LastText: stamp(in.last)})
 	}
 	return rows, len(order) - len(rows)
 }

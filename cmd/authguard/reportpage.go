@@ -26,9 +26,12 @@ type reportPage struct {
 	MoreChanges   int
 }
 
+// pageIncident is an incident's row.
 type pageIncident struct {
-	reportIncident
+	Rule, Key, Action   string
 	FirstText, LastText string
+	Attempts, Renewals  int
+	Severity            string // the most severe it reached
 }
 
 type reportOffender struct {
@@ -142,20 +145,21 @@ func (r *reportData) lanes(rules []string, c *reportChart, x func(time.Time) int
 	}
 	type spot struct{ lane, x int }
 	seen := map[spot]int{} // → its mark
-	for _, in := range r.incidents {
-		l := index[in.Rule]
-		s := spot{l, x(in.First)}
+	for _, in := range r.incidents.list {
+		d := in.first
+		l := index[d.Rule]
+		s := spot{l, x(d.at)}
 		if m, ok := seen[s]; ok {
 			lanes[l].Marks[m].N++
 			continue
 		}
 		class := "alert"
-		if in.Action == string(detector.KindBlock) {
+		if d.Action == string(detector.KindBlock) {
 			class = "block"
 		}
 		seen[s] = len(lanes[l].Marks)
 		lanes[l].Marks = append(lanes[l].Marks, reportMark{X: s.x, Y: lanes[l].Y, Class: class, N: 1,
-			Label: fmt.Sprintf("%s %s %s, %d attempts, %s", stamp(in.First), in.Action, dash(in.Key), in.Attempts, in.Severity)})
+			Label: fmt.Sprintf("%s %s %s, %d attempts, %s", stamp(d.at), d.Action, dash(d.Key), in.peak, in.severity)})
 	}
 	return lanes
 }
