@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/redisflag"
 )
 
 // check is --check-config: what the settings amount to and where each came
@@ -23,7 +24,7 @@ func (c *cli) check(ctx context.Context, w io.Writer, rdb redis.UniversalClient)
 	if !c.CheckConfig.Online() {
 		return nil
 	}
-	probes := []cliconfig.Probe{{Name: "redis", Run: func(ctx context.Context) (string, error) { return "answers PING", rdb.Ping(ctx).Err() }}}
+	probes := []cliconfig.Probe{redisflag.Probe(rdb)}
 	if c.Upstream != "" {
 		probes = append(probes, cliconfig.Probe{Name: "upstream", Run: func(ctx context.Context) (string, error) { return connects(ctx, c.Upstream) }})
 	}

@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/authguard/authguard/cmd/internal/cliconfig"
+	"github.com/authguard/authguard/cmd/internal/redisflag"
 	"github.com/authguard/authguard/detector/loki"
 	"github.com/authguard/authguard/responder/slack"
 )
@@ -60,7 +60,7 @@ func (c *runCmd) check(ctx context.Context, e *env, kctx *kong.Context) error {
 // reach is --check-config=online: each backend the settings name is asked
 // something it answers only when reachable and the credentials are right.
 func (c *runCmd) reach(ctx context.Context, w io.Writer, st *settings, rdb redis.UniversalClient, sec slackSecrets) error {
-	probes := []cliconfig.Probe{{Name: "redis", Run: func(ctx context.Context) (string, error) { return "answers PING", rdb.Ping(ctx).Err() }}}
+	probes := []cliconfig.Probe{redisflag.Probe(rdb)}
 	if c.LokiURL != "" {
 		probes = append(probes, cliconfig.Probe{Name: "loki", Run: func(ctx context.Context) (string, error) { return c.probeLoki(ctx, st) }})
 	}
@@ -83,8 +83,7 @@ func (c *runCmd) reach(ctx context.Context, w io.Writer, st *settings, rdb redis
 
 // probeLoki runs the query over the last hour.
 func (c *runCmd) probeLoki(ctx context.Context, st *settings) (string, error) {
-	tail, err := loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Header: c.Loki.Auth().Apply, TLS: st.lokiTLS},
-		loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, false), slog.New(slog.DiscardHandler), loki.NewMetrics(prometheus.NewRegistry()))
+	tail, err := lokiReader(c.LokiURL, c.LokiQuery, &c.Loki, st.lokiTLS, loki.NewParser(loki.DefaultFields, c.MaxLineBytes, c.MaxLineHardBytes, false))
 	if err != nil {
 		return "", err
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -281,8 +282,7 @@ func (c *replayCmd) readLoki(ctx context.Context, entry *loki.Parser, observe fu
 	if err != nil {
 		return total, err
 	}
-	tail, err := loki.NewTail(loki.Config{URL: c.LokiURL, Query: c.LokiQuery, Header: c.Loki.Auth().Apply, TLS: tlsConf},
-		entry, slog.New(slog.DiscardHandler), loki.NewMetrics(prometheus.NewRegistry()))
+	tail, err := lokiReader(c.LokiURL, c.LokiQuery, &c.Loki, tlsConf, entry)
 	if err != nil {
 		return total, exitcode.UsageError(err)
 	}
@@ -313,6 +313,12 @@ func (c *replayCmd) readLoki(ctx context.Context, entry *loki.Parser, observe fu
 		return total, fmt.Errorf("no audit events in %s from %s to %s", c.LokiURL, detector.FormatTime(until.Add(-c.Since)), detector.FormatTime(until))
 	}
 	return total, nil
+}
+
+// lokiReader is a Loki client for a one-off read (a backtest, a check):
+// the query, tenant, credentials and TLS of the flags, no metrics kept.
+func lokiReader(url, query string, f *lokiflag.Loki, tlsConf *tls.Config, p *loki.Parser) (*loki.Tail, error) {
+	return loki.NewTail(loki.Config{URL: url, Query: query, Header: f.Auth().Apply, TLS: tlsConf}, p, slog.New(slog.DiscardHandler), loki.NewMetrics(prometheus.NewRegistry()))
 }
 
 // openedLog is one input opened, and how to close it.

@@ -5,6 +5,7 @@
 package redisflag
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authguard/authguard/cmd/internal/cliconfig"
 	"github.com/authguard/authguard/cmd/internal/exitcode"
 	"github.com/authguard/authguard/cmd/internal/secret"
 	"github.com/authguard/authguard/responder/blockset"
@@ -143,4 +145,9 @@ func (f *Flags) Redacted() string {
 		return "(a malformed --redis-url)" // its text may hold a password
 	}
 	return u.Redacted()
+}
+
+// Probe is what --check-config=online asks Redis: a PING.
+func Probe(rdb redis.UniversalClient) cliconfig.Probe {
+	return cliconfig.Probe{Name: "redis", Run: func(ctx context.Context) (string, error) { return "answers PING", rdb.Ping(ctx).Err() }}
 }
