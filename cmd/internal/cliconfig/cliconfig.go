@@ -189,10 +189,8 @@ func (r *resolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag) (a
 	if r.err != nil {
 		return nil, nil // Validate reports it
 	}
-	for _, env := range flag.Envs {
-		if _, ok := os.LookupEnv(env); ok {
-			return nil, nil
-		}
+	if _, _, ok := envOf(flag); ok {
+		return nil, nil
 	}
 	for n := r.selected(); n != nil; n = n.Parent {
 		e, ok := r.scopes[n][flag.Name]
@@ -267,14 +265,13 @@ func (r *resolver) Validate(app *kong.Application) error {
 // settings of its command and the commands under it; the top level those
 // of the command being run and of the home command.
 func (r *resolver) placed(scope *kong.Node, name string, e entry) error {
-	reserved := name == "config" || name == "help" || name == "version"
 	if scope != r.app {
-		if !reserved && len(commandsWith(scope, name)) > 0 {
+		if !reserved(name) && len(commandsWith(scope, name)) > 0 {
 			return nil
 		}
 		return fmt.Errorf("%s: unknown setting %q for %s", e.at, e.key, scope.FullPath())
 	}
-	if reserved {
+	if reserved(name) {
 		return fmt.Errorf("%s: unknown setting %q", e.at, e.key)
 	}
 	for n := r.selected(); n != nil; n = n.Parent {

@@ -45,22 +45,18 @@ type Origin struct {
 func (s *Sources) Origins(kctx *kong.Context) []Origin {
 	var out []Origin
 	for _, f := range kctx.Flags() {
-		if f.Hidden || f.Name == "help" || f.Name == "config" || f.Name == "version" {
+		if f.Hidden || reserved(f.Name) {
 			continue
 		}
 		from := ""
+		if env, _, ok := envOf(f); ok {
+			from = "env " + env
+		}
 		switch {
 		case given(kctx, f):
 			from = "flag"
 		case s != nil && s.file[f.Name] != Position{}:
 			from = s.file[f.Name].String()
-		default:
-			for _, env := range f.Envs {
-				if _, ok := os.LookupEnv(env); ok {
-					from = "env " + env
-					break
-				}
-			}
 		}
 		if from == "" {
 			continue
@@ -89,12 +85,8 @@ func PrintOrigins(w io.Writer, origins []Origin) {
 // show renders a setting's value as it would be written on the command line.
 func show(v any) string {
 	switch x := v.(type) {
-	case time.Duration:
-		return x.String()
 	case string:
 		return redact(x)
-	case []string:
-		return strings.Join(x, ",")
 	case map[string]string:
 		keys := make([]string, 0, len(x))
 		for k := range x {
@@ -220,14 +212,25 @@ func NameEnv(err error) error {
 		if !strings.HasPrefix(err.Error(), "--"+f.Name+" must be one of") || given(pe.Context, f) {
 			continue
 		}
-		for _, env := range f.Envs {
-			if v, ok := os.LookupEnv(env); ok {
-				return fmt.Errorf("%w (from envar %s=%q)", err, env, v)
-			}
+		if env, v, ok := envOf(f); ok {
+			return fmt.Errorf("%w (from envar %s=%q)", err, env, v)
 		}
 	}
 	return err
 }
+
+// envOf is the environment variable that sets the flag, and its value.
+func envOf(f *kong.Flag) (name, value string, ok bool) {
+	for _, env := range f.Envs {
+		if v, ok := os.LookupEnv(env); ok {
+			return env, v, true
+		}
+	}
+	return "", "", false
+}
+
+// reserved says the name is kong's own flag, never a setting.
+func reserved(name string) bool { return name == "config" || name == "help" || name == "version" }
 
 // given says whether the flag was on the command line.
 func given(kctx *kong.Context, f *kong.Flag) bool {
