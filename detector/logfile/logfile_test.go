@@ -158,7 +158,7 @@ func TestTheReorderWindow(t *testing.T) {
 // The entries held to put an input in order are bounded in number too: a
 // wide window over a dense log cannot make the reader hold the whole file.
 func TestEntriesHeldAreBounded(t *testing.T) {
-	r := reorder{window: 24 * time.Hour, maxHeld: 100, dir: "line"}
+	r := reorder{window: 24 * time.Hour, maxHeld: 100}
 	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	given := 0
 	for i := range 5000 {

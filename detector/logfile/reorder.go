@@ -16,7 +16,7 @@ import (
 type reorder struct {
 	window  time.Duration
 	maxHeld int
-	dir     string // how messages count lines: "line" or "line from the end,"
+	fromEnd bool // the input is read backward: its lines count from the end
 
 	queue   ring     // in order of time
 	late    heldHeap // read after a later entry
@@ -84,8 +84,12 @@ func (q *ring) pop() held {
 // order (valid until the next call).
 func (r *reorder) push(ev detector.Event, line int) ([]detector.Event, error) {
 	if r.given && ev.Time.Before(r.lastOut) {
-		return nil, fmt.Errorf("%s %d: an entry of %s is %s older than one already replayed (%s): the log is not in time order beyond --reorder-window %s: widen the window, or give --sort to sort it in memory",
-			r.dir, line, detector.FormatTime(ev.Time), detector.FormatDuration(r.lastOut.Sub(ev.Time)), detector.FormatTime(r.lastOut), detector.FormatDuration(r.window))
+		at := fmt.Sprintf("line %d", line)
+		if r.fromEnd {
+			at += " from the end"
+		}
+		return nil, fmt.Errorf("%s: an entry of %s is %s older than one already replayed (%s): the log is not in time order beyond --reorder-window %s: widen the window, or give --sort to sort it in memory",
+			at, detector.FormatTime(ev.Time), detector.FormatDuration(r.lastOut.Sub(ev.Time)), detector.FormatTime(r.lastOut), detector.FormatDuration(r.window))
 	}
 	h := held{ev, r.seq}
 	r.seq++

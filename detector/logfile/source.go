@@ -79,7 +79,6 @@ func (s *source) read(ctx context.Context) error {
 		return err
 	}
 	if !s.newestFirst(prefix) {
-		s.order.dir = "line"
 		for _, l := range prefix {
 			if err := s.line(ctx, l); err != nil {
 				return err
@@ -88,7 +87,7 @@ func (s *source) read(ctx context.Context) error {
 		for !eof {
 			text, tooLong, err := readLine(br, s.o.MaxLine)
 			if err != nil && err != io.EOF {
-				return fmt.Errorf("read line %d: %w", s.st.Lines+1, err)
+				return fmt.Errorf("read line %d: %w", s.at+1, err)
 			}
 			eof = err == io.EOF
 			if err := s.line(ctx, rawLine{text, tooLong}); err != nil {
@@ -97,7 +96,7 @@ func (s *source) read(ctx context.Context) error {
 		}
 		return nil
 	}
-	s.order.dir = "line from the end,"
+	s.order.fromEnd = true
 	file, size := s.in.File, int64(0)
 	if file != nil {
 		fi, err := file.Stat()
@@ -173,15 +172,16 @@ func (s *source) spill(prefix []rawLine, rest io.Reader) (*os.File, int64, error
 		return nil, 0, fmt.Errorf("%s is newest first and is not a plain file: copying it to read it backward: %w", s.in.Name, err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
+	var size int64
 	for _, l := range prefix {
 		if l.tooLong {
 			s.skip(loki.SkipTooLong, fmt.Sprintf("longer than %d bytes", s.o.MaxLine))
 			continue
 		}
-		w.WriteString(l.text)
-		w.WriteByte('\n')
+		n, _ := w.WriteString(l.text + "\n")
+		size += int64(n)
 	}
-	_, err = io.Copy(w, rest)
+	n, err := io.Copy(w, rest)
 	if err == nil {
 		err = w.Flush()
 	}
@@ -190,13 +190,7 @@ func (s *source) spill(prefix []rawLine, rest io.Reader) (*os.File, int64, error
 		os.Remove(f.Name())
 		return nil, 0, fmt.Errorf("%s: copying it to read it backward: %w", s.in.Name, err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, 0, err
-	}
-	return f, fi.Size(), nil
+	return f, size + n, nil
 }
 
 // line counts and parses one line and puts its event in order.
@@ -209,17 +203,16 @@ func (s *source) line(ctx context.Context, l rawLine) error {
 	case l.text == "":
 		return nil
 	}
-	s.st.Lines++
 	ev, err := s.o.Parse(l.text)
 	if err != nil {
 		reason, detail := "unknown", err.Error()
 		if se, ok := loki.IsSkip(err); ok {
 			reason, detail = se.Reason, se.Detail
 		}
-		s.st.Skipped[reason]++
-		s.firstSkip(reason, detail)
+		s.skip(reason, detail)
 		return nil
 	}
+	s.st.Lines++
 	s.st.Events++
 	ready, err := s.order.push(ev, s.at)
 	if err != nil {
@@ -232,15 +225,12 @@ func (s *source) line(ctx context.Context, l rawLine) error {
 	return nil
 }
 
+// skip counts a line skipped, and keeps the first for messages.
 func (s *source) skip(reason, detail string) {
 	s.st.Lines++
 	s.st.Skipped[reason]++
-	s.firstSkip(reason, detail)
-}
-
-func (s *source) firstSkip(reason, detail string) {
 	if s.st.FirstSkip == nil {
-		s.st.FirstSkip = &Skip{Input: s.in.Name, Line: s.at, FromEnd: s.order.dir != "line", Reason: reason, Detail: detail}
+		s.st.FirstSkip = &Skip{Input: s.in.Name, Line: s.at, FromEnd: s.order.fromEnd, Reason: reason, Detail: detail}
 	}
 }
 

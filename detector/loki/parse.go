@@ -225,8 +225,8 @@ func (p *Parser) read(line string) (f lineFields, ok bool) {
 			if string(key) == name && d.peek() == '"' {
 				v, err := d.view()
 				if len(v) > 0 && !slices.ContainsFunc(f.attrs, func(a detector.Attr) bool { return a.Name == name }) {
-					// The first of repeated keys (action, client_ip and
-					// username take the last; see the closing note).
+					// The first of repeated keys; action, client_ip and
+					// username take the last (not yet made alike).
 					f.attrs = append(f.attrs, detector.Attr{Name: name, Value: clip.String(string(v[:min(len(v), maxAttrBytes+utf8.UTFMax)]), maxAttrBytes)})
 				}
 				return err
